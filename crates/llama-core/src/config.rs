@@ -1,0 +1,411 @@
+//! Settings: built-in defaults, then `$XDG_CONFIG_HOME/llama/config.toml`, then `LLAMA_*`
+//! environment variables, then command-line flags — each later source overriding the
+//! earlier, and every value remembering where it came from (`llama config` shows it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// llama's built-in default.
+    Default,
+    /// The config file at this path.
+    File(PathBuf),
+    /// This environment variable.
+    Env(&'static str),
+    /// This command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Env(v) => write!(f, "${v}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// Which executor runs actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// This machine.
+    Local,
+    /// AWS Lambda.
+    Lambda,
+    /// A Remote Execution API cluster.
+    Reapi,
+}
+
+impl Backend {
+    /// The name used in config and `LLAMA_BACKEND`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Lambda => "lambda",
+            Backend::Reapi => "reapi",
+        }
+    }
+}
+
+/// A setting llama knows: its name in the file, its variable, default, and how to check it.
+struct Key {
+    name: &'static str,
+    env: &'static str,
+    default: fn() -> String,
+    check: fn(&str) -> Result<(), String>,
+    help: &'static str,
+}
+
+/// Every setting. `llama config` prints them in this order.
+const KEYS: &[Key] = &[
+    Key {
+        name: "backend",
+        env: "LLAMA_BACKEND",
+        default: || "local".into(),
+        check: |v| parse_backend(v).map(drop),
+        help: "where actions run: local, lambda or reapi",
+    },
+    Key {
+        name: "dir",
+        env: "LLAMA_DIR",
+        default: default_dir,
+        check: |v| {
+            if v.is_empty() {
+                Err("a directory path".into())
+            } else {
+                Ok(())
+            }
+        },
+        help: "the local store (CAS, action cache, hash cache)",
+    },
+    Key {
+        name: "cache_size",
+        env: "LLAMA_CACHE_SIZE",
+        default: || "10GiB".into(),
+        check: |v| parse_size(v).map(drop),
+        help: "bound on the local store; least recently used entries go first",
+    },
+    Key {
+        name: "jobs",
+        env: "LLAMA_JOBS",
+        default: || {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .to_string()
+        },
+        check: |v| parse_jobs(v).map(drop),
+        help: "actions the local executor runs at once",
+    },
+    Key {
+        name: "action_timeout",
+        env: "LLAMA_ACTION_TIMEOUT",
+        default: || "15m".into(),
+        check: |v| parse_duration(v).map(drop),
+        help: "deadline of one action (e.g. 90s, 15m, 1h)",
+    },
+    Key {
+        name: "object_store",
+        env: "LLAMA_OBJECT_STORE",
+        default: String::new,
+        check: |_| Ok(()),
+        help: "s3://BUCKET/PREFIX for the lambda backend",
+    },
+    Key {
+        name: "region",
+        env: "LLAMA_REGION",
+        default: String::new,
+        check: |_| Ok(()),
+        help: "AWS region for the lambda backend (else the AWS SDK's default)",
+    },
+];
+
+/// A setting that cannot be used, naming where it came from and what is expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file exists but cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key llama does not know.
+    #[error("unknown setting {key:?} in {origin}; known settings: {known}")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// Where it was found.
+        origin: Source,
+        /// The known keys, comma-separated.
+        known: String,
+    },
+    /// A value of the wrong form.
+    #[error("{key} = {value:?} (from {origin}) is not valid: expected {expected}")]
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Where it came from.
+        origin: Source,
+        /// What would be accepted.
+        expected: String,
+    },
+}
+
+/// The effective settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    values: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Config {
+    /// Loads defaults, the config file (if any) and the `LLAMA_*` variables of this process.
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::load_from(&config_path(), |name| std::env::var(name).ok())
+    }
+
+    /// Loads from an explicit file and environment lookup (for tests and tools).
+    pub fn load_from(
+        file: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config {
+            values: KEYS
+                .iter()
+                .map(|k| (k.name, ((k.default)(), Source::Default)))
+                .collect(),
+        };
+        match std::fs::read_to_string(file) {
+            Ok(text) => config.apply_file(file, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: file.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        for key in KEYS {
+            if let Some(value) = env(key.env) {
+                config.set(key.name, &value, Source::Env(key.env))?;
+            }
+        }
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        for (key, value) in table {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            };
+            self.set(&key, &text, Source::File(path.to_path_buf()))?;
+        }
+        Ok(())
+    }
+
+    /// Overrides one setting (a command-line flag does this), checking the value.
+    pub fn set(&mut self, key: &str, value: &str, source: Source) -> Result<(), ConfigError> {
+        let Some(spec) = KEYS.iter().find(|k| k.name == key) else {
+            return Err(ConfigError::UnknownKey {
+                key: key.to_string(),
+                origin: source,
+                known: KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+            });
+        };
+        (spec.check)(value).map_err(|expected| ConfigError::BadValue {
+            key: spec.name,
+            value: value.to_string(),
+            origin: source.clone(),
+            expected,
+        })?;
+        self.values.insert(spec.name, (value.to_string(), source));
+        Ok(())
+    }
+
+    /// Every setting as (name, value, source, environment variable, help), in table order.
+    pub fn entries(
+        &self,
+    ) -> impl Iterator<Item = (&'static str, &str, &Source, &'static str, &'static str)> {
+        KEYS.iter().map(|k| {
+            let (value, source) = &self.values[k.name];
+            (k.name, value.as_str(), source, k.env, k.help)
+        })
+    }
+
+    fn raw(&self, key: &str) -> &str {
+        self.values.get(key).map(|(v, _)| v.as_str()).unwrap_or("")
+    }
+
+    /// Where the value of `key` came from.
+    pub fn source(&self, key: &str) -> Option<&Source> {
+        self.values.get(key).map(|(_, s)| s)
+    }
+
+    /// The executor to use.
+    pub fn backend(&self) -> Backend {
+        parse_backend(self.raw("backend")).unwrap_or(Backend::Local)
+    }
+
+    /// The local store's directory.
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from(self.raw("dir"))
+    }
+
+    /// The local store's size bound in bytes.
+    pub fn cache_size(&self) -> u64 {
+        parse_size(self.raw("cache_size")).unwrap_or(10 << 30)
+    }
+
+    /// Concurrency of the local executor.
+    pub fn jobs(&self) -> usize {
+        parse_jobs(self.raw("jobs")).unwrap_or(1)
+    }
+
+    /// Deadline of one action.
+    pub fn action_timeout(&self) -> Duration {
+        parse_duration(self.raw("action_timeout")).unwrap_or(Duration::from_secs(900))
+    }
+
+    /// `s3://BUCKET/PREFIX`, or empty.
+    pub fn object_store(&self) -> &str {
+        self.raw("object_store")
+    }
+
+    /// The AWS region, or empty for the SDK's default.
+    pub fn region(&self) -> &str {
+        self.raw("region")
+    }
+}
+
+/// `$XDG_CONFIG_HOME/llama/config.toml`, else `~/.config/llama/config.toml`.
+pub fn config_path() -> PathBuf {
+    xdg_dir("XDG_CONFIG_HOME", ".config").join("llama/config.toml")
+}
+
+fn default_dir() -> String {
+    xdg_dir("XDG_CACHE_HOME", ".cache")
+        .join("llama")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join(fallback),
+    }
+}
+
+fn parse_backend(v: &str) -> Result<Backend, String> {
+    [Backend::Local, Backend::Lambda, Backend::Reapi]
+        .into_iter()
+        .find(|b| b.name() == v)
+        .ok_or_else(|| "one of local, lambda, reapi".to_string())
+}
+
+fn parse_size(v: &str) -> Result<u64, String> {
+    let expected = || "a size such as 10GiB, 500MB or 1073741824".to_string();
+    let size: bytesize::ByteSize = v.trim().parse().map_err(|_| expected())?;
+    if size.as_u64() == 0 {
+        return Err(expected());
+    }
+    Ok(size.as_u64())
+}
+
+fn parse_jobs(v: &str) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("a whole number of at least 1".into()),
+    }
+}
+
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(v.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err("a duration such as 90s, 15m or 1h".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file_text: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        if let Some(text) = file_text {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(&path, |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.backend(), Backend::Local);
+        assert_eq!(c.cache_size(), 10 << 30);
+        assert_eq!(c.source("jobs"), Some(&Source::Default));
+
+        let c = load(Some("jobs = 3\ncache_size = \"1GiB\"\n"), &[("LLAMA_JOBS", "5")]).unwrap();
+        assert_eq!(c.jobs(), 5);
+        assert_eq!(c.source("jobs"), Some(&Source::Env("LLAMA_JOBS")));
+        assert_eq!(c.cache_size(), 1 << 30);
+        assert!(matches!(c.source("cache_size"), Some(Source::File(_))));
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = load(None, &[("LLAMA_BACKEND", "cloud")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("LLAMA_BACKEND") && msg.contains("local, lambda, reapi"), "{msg}");
+        let err = load(Some("colour = \"red\"\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = load(Some("jobs = 0\n"), &[]).unwrap_err();
+        assert!(err.to_string().contains("config.toml"), "{err}");
+        let err = load(Some("jobs = \n"), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }));
+    }
+
+    #[test]
+    fn every_key_has_a_valid_default_and_a_unique_variable() {
+        for key in KEYS {
+            (key.check)(&(key.default)()).unwrap_or_else(|e| panic!("{}: {e}", key.name));
+            assert_eq!(key.env, format!("LLAMA_{}", key.name.to_uppercase()));
+        }
+    }
+}

@@ -1,0 +1,57 @@
+/*!
+The model of work shared by every part of llama.
+
+Every front end (llamacc, `llama invoke`, `llama xargs`) describes its job as an
+[`ActionSpec`] over an [`InputTree`], which [`ActionSpec::prepare`] encodes as REAPI v2
+`Command` and `Action` messages with SHA-256 [`Digest`]s. The same work always has the same
+action digest, which is the key of the action cache.
+
+# Brief overview
+
+* [`Digest`]: SHA-256 and size, convertible to and from REAPI's message.
+* [`TreeBuilder`] / [`InputTree`]: local files mapped to remote paths, as `Directory` messages.
+* [`Store`]: the on-disk CAS and action cache, bounded, verified, multi-process safe.
+* [`HashCache`]: stat-keyed memo of file digests, persisted between runs.
+* [`Config`]: settings from `config.toml` and `LLAMA_*` variables, with their sources.
+
+# Example
+
+```
+use llama_core::{ActionSpec, HashCache, Store, TreeBuilder};
+
+let dir = tempfile::tempdir()?;
+let store = Store::open(dir.path().join("store"), 1 << 30)?;
+let cache = HashCache::in_memory();
+let mut tree = TreeBuilder::new(&cache);
+tree.add_bytes(b"hello\n"[..].into(), "INPUT", false)?;
+let action = ActionSpec {
+    arguments: vec!["sha256sum".into(), "INPUT".into()],
+    ..Default::default()
+}
+.prepare(tree.build())?;
+store.put_message(&action.command)?;
+assert_eq!(store.get_action_result(&action.action_digest)?, None);
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+*/
+
+#![deny(missing_docs)]
+
+mod action;
+mod config;
+mod digest;
+mod hashcache;
+mod store;
+mod tree;
+
+pub use crate::{
+    action::{ActionSpec, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY},
+    config::{Backend, Config, ConfigError, Source},
+    digest::{Digest, Hasher, HashingWriter, ParseDigestError},
+    hashcache::HashCache,
+    store::{Store, StoreError},
+    tree::{BlobSource, InputTree, TreeBuilder, TreeError, normalize_remote, remote_components},
+};
+
+/// The REAPI v2 messages llama uses as its model, re-exported for the other crates.
+pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
