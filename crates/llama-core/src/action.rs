@@ -67,7 +67,8 @@ impl PreparedAction {
     /// The timeout recorded in the Action.
     pub fn timeout(&self) -> Option<Duration> {
         self.action.timeout.as_ref().map(|d| {
-            Duration::from_secs(d.seconds.max(0) as u64) + Duration::from_nanos(d.nanos.max(0) as u64)
+            Duration::from_secs(d.seconds.max(0) as u64)
+                + Duration::from_nanos(d.nanos.max(0) as u64)
         })
     }
 
@@ -101,7 +102,9 @@ impl ActionSpec {
         } else {
             normalize_remote(&self.working_directory)?
         };
-        let stdin = self.stdin.map(|data| (Digest::of_bytes(&data), BlobSource::Bytes(data)));
+        let stdin = self
+            .stdin
+            .map(|data| (Digest::of_bytes(&data), BlobSource::Bytes(data)));
         let mut properties = self.platform;
         if let Some((digest, _)) = &stdin {
             properties.push((STDIN_PROPERTY.to_string(), digest.to_string()));

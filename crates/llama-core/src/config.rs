@@ -212,10 +212,12 @@ impl Config {
     }
 
     fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.message().to_string(),
-        })?;
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
         for (key, value) in table {
             let text = match value {
                 toml::Value::String(s) => s,
@@ -381,7 +383,11 @@ mod tests {
         assert_eq!(c.cache_size(), 10 << 30);
         assert_eq!(c.source("jobs"), Some(&Source::Default));
 
-        let c = load(Some("jobs = 3\ncache_size = \"1GiB\"\n"), &[("LLAMA_JOBS", "5")]).unwrap();
+        let c = load(
+            Some("jobs = 3\ncache_size = \"1GiB\"\n"),
+            &[("LLAMA_JOBS", "5")],
+        )
+        .unwrap();
         assert_eq!(c.jobs(), 5);
         assert_eq!(c.source("jobs"), Some(&Source::Env("LLAMA_JOBS")));
         assert_eq!(c.cache_size(), 1 << 30);
@@ -392,7 +398,10 @@ mod tests {
     fn bad_values_name_their_source() {
         let err = load(None, &[("LLAMA_BACKEND", "cloud")]).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("LLAMA_BACKEND") && msg.contains("local, lambda, reapi"), "{msg}");
+        assert!(
+            msg.contains("LLAMA_BACKEND") && msg.contains("local, lambda, reapi"),
+            "{msg}"
+        );
         let err = load(Some("colour = \"red\"\n"), &[]).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
         let err = load(Some("jobs = 0\n"), &[]).unwrap_err();

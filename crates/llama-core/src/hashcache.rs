@@ -73,7 +73,9 @@ impl StatKey {
 
     fn decode(rec: &[u8]) -> Option<(StatKey, Digest)> {
         let word = |i: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(rec.get(i * 8..i * 8 + 8)?.try_into().ok()?))
+            Some(u64::from_le_bytes(
+                rec.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
         };
         let key = StatKey {
             dev: word(0)?,
@@ -260,13 +262,9 @@ mod tests {
         let file = dir.path().join("f");
         fs::write(&file, b"one").unwrap();
         let cache = HashCache::in_memory();
-        let d1 = cache
-            .digest(&file, &fs::metadata(&file).unwrap())
-            .unwrap();
+        let d1 = cache.digest(&file, &fs::metadata(&file).unwrap()).unwrap();
         fs::write(&file, b"two").unwrap();
-        let d2 = cache
-            .digest(&file, &fs::metadata(&file).unwrap())
-            .unwrap();
+        let d2 = cache.digest(&file, &fs::metadata(&file).unwrap()).unwrap();
         assert_eq!(d1, Digest::of_bytes(b"one"));
         assert_eq!(d2, Digest::of_bytes(b"two"));
     }

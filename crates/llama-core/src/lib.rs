@@ -55,3 +55,6 @@ pub use crate::{
 
 /// The REAPI v2 messages llama uses as its model, re-exported for the other crates.
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+
+/// Protobuf well-known types (`Timestamp`, `Duration`) as the REAPI messages use them.
+pub use bazel_remote_apis::google::protobuf;

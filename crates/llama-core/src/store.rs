@@ -219,8 +219,11 @@ impl Store {
         let path = self.blob_path(digest);
         let file = self.open_blob(digest, &path)?;
         let mut writer = HashingWriter::new(out);
-        io::copy(&mut io::BufReader::with_capacity(64 * 1024, file), &mut writer)
-            .map_err(|e| io_error("read", &path, e))?;
+        io::copy(
+            &mut io::BufReader::with_capacity(64 * 1024, file),
+            &mut writer,
+        )
+        .map_err(|e| io_error("read", &path, e))?;
         let (_, actual) = writer.finish();
         self.check(digest, &path, actual)
     }
@@ -486,12 +489,10 @@ impl Store {
                 dir: self.root.clone(),
                 source,
             },
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
-                StoreError::Unusable {
-                    dir: path.to_path_buf(),
-                    source,
-                }
-            }
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => StoreError::Unusable {
+                dir: path.to_path_buf(),
+                source,
+            },
             _ => io_error(op, path, source),
         }
     }

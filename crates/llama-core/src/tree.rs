@@ -34,7 +34,9 @@ pub enum TreeError {
     )]
     BadRemotePath(String),
     /// A local input that does not exist.
-    #[error("input {0} does not exist; check the path (relative paths start at the current directory)")]
+    #[error(
+        "input {0} does not exist; check the path (relative paths start at the current directory)"
+    )]
     Missing(PathBuf),
     /// A local input that cannot be read.
     #[error("cannot read input {path}: {source}")]
@@ -45,10 +47,14 @@ pub enum TreeError {
         source: io::Error,
     },
     /// A local input that is neither a file, a directory nor a symlink.
-    #[error("input {0} is not a regular file or directory (a device, socket or fifo cannot be shipped)")]
+    #[error(
+        "input {0} is not a regular file or directory (a device, socket or fifo cannot be shipped)"
+    )]
     Unsupported(PathBuf),
     /// Two different inputs claim the same remote path.
-    #[error("two different inputs map to remote path {0:?}; give one of them another LOCAL:REMOTE name")]
+    #[error(
+        "two different inputs map to remote path {0:?}; give one of them another LOCAL:REMOTE name"
+    )]
     Conflict(String),
 }
 
@@ -200,11 +206,9 @@ impl<'a> TreeBuilder<'a> {
             for entry in fs::read_dir(local).map_err(unreadable)? {
                 let entry = entry.map_err(unreadable)?;
                 let path = entry.path();
-                let meta = fs::symlink_metadata(&path).map_err(|source| {
-                    TreeError::Unreadable {
-                        path: path.clone(),
-                        source,
-                    }
+                let meta = fs::symlink_metadata(&path).map_err(|source| TreeError::Unreadable {
+                    path: path.clone(),
+                    source,
                 })?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 children.insert(name, self.node_for(&path, &meta)?);

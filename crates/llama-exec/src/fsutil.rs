@@ -1,0 +1,104 @@
+//! File-system helpers shared by the executors and the output delivery.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use llama_core::{Digest, InputTree, Store, reapi};
+use prost::Message;
+
+use crate::executor::ExecError;
+
+/// Recreates the directory `digest` of `tree` at `dest` (which must not exist), every file
+/// copied from the store and verified.
+pub(crate) fn materialize_tree(
+    store: &Store,
+    tree: &InputTree,
+    digest: &Digest,
+    dest: &Path,
+) -> Result<(), ExecError> {
+    let bytes = tree.directories.get(digest).ok_or_else(|| {
+        ExecError::InvalidAction(format!("directory {digest} is not in the input tree"))
+    })?;
+    let dir = reapi::Directory::decode(&bytes[..])
+        .map_err(|e| ExecError::InvalidAction(format!("directory {digest}: {e}")))?;
+    materialize_directory(store, &dir, dest, &mut |d| {
+        tree.directories
+            .get(d)
+            .and_then(|b| reapi::Directory::decode(&b[..]).ok())
+            .ok_or_else(|| {
+                ExecError::InvalidAction(format!("directory {d} is not in the input tree"))
+            })
+    })
+}
+
+/// Recreates `dir` at `dest`, looking up subdirectories through `lookup`.
+pub(crate) fn materialize_directory(
+    store: &Store,
+    dir: &reapi::Directory,
+    dest: &Path,
+    lookup: &mut dyn FnMut(&Digest) -> Result<reapi::Directory, ExecError>,
+) -> Result<(), ExecError> {
+    let scratch = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExecError::Scratch { path, source }
+    };
+    fs::create_dir(dest).map_err(scratch(dest))?;
+    for file in &dir.files {
+        let path = checked_join(dest, &file.name)?;
+        let digest = parse_digest(file.digest.as_ref())?;
+        store.materialize(&digest, &path, file.is_executable)?;
+    }
+    for link in &dir.symlinks {
+        let path = checked_join(dest, &link.name)?;
+        std::os::unix::fs::symlink(&link.target, &path).map_err(scratch(&path))?;
+    }
+    for sub in &dir.directories {
+        let path = checked_join(dest, &sub.name)?;
+        let digest = parse_digest(sub.digest.as_ref())?;
+        let child = lookup(&digest)?;
+        materialize_directory(store, &child, &path, lookup)?;
+    }
+    Ok(())
+}
+
+/// A child name must be one plain path component: anything else could write outside.
+fn checked_join(dir: &Path, name: &str) -> Result<std::path::PathBuf, ExecError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(ExecError::InvalidAction(format!(
+            "directory entry {name:?} is not a plain file name"
+        )));
+    }
+    Ok(dir.join(name))
+}
+
+pub(crate) fn parse_digest(d: Option<&reapi::Digest>) -> Result<Digest, ExecError> {
+    Digest::from_field(d).map_err(|e| ExecError::InvalidAction(e.to_string()))
+}
+
+/// Removes a directory tree even where the command left read-only directories behind.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    if let Ok(meta) = fs::symlink_metadata(path)
+        && meta.is_dir()
+    {
+        let mode = meta.permissions().mode() | 0o700;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+        if let Ok(entries) = fs::read_dir(path) {
+            for entry in entries.flatten() {
+                make_writable(&entry.path());
+            }
+        }
+    }
+}

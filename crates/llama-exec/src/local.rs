@@ -1,0 +1,397 @@
+//! The local executor: runs each action on this machine, in its own scratch directory
+//! materialised from the store, a bounded number at a time.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use llama_core::{BlobSource, Digest, PreparedAction, Store, StoreError, protobuf, reapi};
+use prost::Message;
+use tokio::sync::Semaphore;
+
+use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
+use crate::fsutil::{materialize_tree, remove_tree};
+
+/// Runs actions as child processes of this one.
+pub struct LocalExecutor {
+    store: Store,
+    slots: Arc<Semaphore>,
+    default_timeout: Duration,
+}
+
+impl LocalExecutor {
+    /// An executor running at most `jobs` actions at once, each limited to
+    /// `default_timeout` unless the action sets its own.
+    pub fn new(store: Store, jobs: usize, default_timeout: Duration) -> LocalExecutor {
+        LocalExecutor {
+            store,
+            slots: Arc::new(Semaphore::new(jobs.max(1))),
+            default_timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn execute(&self, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| ExecError::Task(e.to_string()))?;
+        let store = self.store.clone();
+        let prepared = action.clone();
+        // A blob found corrupt while materialising is deleted by the store; storing the
+        // inputs again from their sources and retrying once repairs it.
+        let scratch = blocking(move || {
+            for attempt in 0..2 {
+                ensure_inputs(&store, &prepared)?;
+                match Scratch::create(&store, &prepared) {
+                    Err(ExecError::Store(StoreError::Corrupt { path, .. })) if attempt == 0 => {
+                        tracing::warn!(
+                            "input blob {} was corrupt; stored it again",
+                            path.display()
+                        );
+                    }
+                    other => return other,
+                }
+            }
+            unreachable_retry()
+        })
+        .await?;
+        let timeout = action.timeout().unwrap_or(self.default_timeout);
+        let started = SystemTime::now();
+        let termination = scratch.run(&action.command, timeout).await;
+        let completed = SystemTime::now();
+        let store = self.store.clone();
+        let command = action.command.clone();
+        blocking(move || {
+            let termination = termination?;
+            let collected = scratch.collect(&store, &command, termination);
+            scratch.remove();
+            let mut result = collected?;
+            result.execution_metadata = Some(reapi::ExecutedActionMetadata {
+                worker: "local".into(),
+                worker_start_timestamp: Some(timestamp(started)),
+                execution_start_timestamp: Some(timestamp(started)),
+                execution_completed_timestamp: Some(timestamp(completed)),
+                worker_completed_timestamp: Some(timestamp(SystemTime::now())),
+                ..Default::default()
+            });
+            Ok(ExecOutcome {
+                result,
+                termination,
+            })
+        })
+        .await
+    }
+}
+
+fn unreachable_retry() -> Result<Scratch, ExecError> {
+    Err(ExecError::Task(
+        "input materialisation retry loop ended".into(),
+    ))
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
+) -> Result<T, ExecError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ExecError::Task(e.to_string()))?
+}
+
+fn timestamp(t: SystemTime) -> protobuf::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    protobuf::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Puts every input blob the store lacks, from the sources the front end gave.
+fn ensure_inputs(store: &Store, action: &PreparedAction) -> Result<(), ExecError> {
+    let sources = action
+        .input
+        .files
+        .iter()
+        .chain(action.stdin.iter().map(|(d, s)| (d, s)));
+    for (digest, source) in sources {
+        if store.contains(digest) {
+            continue;
+        }
+        let stored = match source {
+            BlobSource::File(path) => store.put_file(path, Some(*digest))?,
+            BlobSource::Bytes(data) => store.put_bytes(data)?,
+        };
+        debug_assert_eq!(stored, *digest);
+    }
+    Ok(())
+}
+
+/// One action's private directory: `root/` is the input tree and the command's world;
+/// `stdout` and `stderr` sit beside it so they never appear among the inputs or outputs.
+struct Scratch {
+    dir: tempfile::TempDir,
+    stdin: Option<PathBuf>,
+}
+
+impl Scratch {
+    fn create(store: &Store, action: &PreparedAction) -> Result<Scratch, ExecError> {
+        let base = store.work_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("action-")
+            .tempdir_in(&base)
+            .map_err(|source| ExecError::Scratch { path: base, source })?;
+        let scratch = Scratch { dir, stdin: None };
+        let root = scratch.root();
+        materialize_tree(store, &action.input, &action.input.root, &root)?;
+        let workdir = root.join(&action.command.working_directory);
+        for output in &action.command.output_paths {
+            if let Some(parent) = workdir.join(output).parent() {
+                fs::create_dir_all(parent).map_err(|source| ExecError::Scratch {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let stdin = match action.stdin_digest() {
+            Some(digest) => {
+                let path = scratch.dir.path().join("stdin");
+                store.materialize(&digest, &path, false)?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(Scratch { stdin, ..scratch })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn stream_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs the command with its own environment only, in its own process group, so the
+    /// whole group can be killed on timeout or cancellation.
+    async fn run(
+        &self,
+        command: &reapi::Command,
+        timeout: Duration,
+    ) -> Result<Termination, ExecError> {
+        let scratch_err = |path: PathBuf| move |source| ExecError::Scratch { path, source };
+        let Some((program, args)) = command.arguments.split_first() else {
+            return Err(ExecError::InvalidAction(
+                "the command has no arguments".into(),
+            ));
+        };
+        let stdout_path = self.stream_path("stdout");
+        let stderr_path = self.stream_path("stderr");
+        let stdout = File::create(&stdout_path).map_err(scratch_err(stdout_path.clone()))?;
+        let stderr = File::create(&stderr_path).map_err(scratch_err(stderr_path.clone()))?;
+        let stdin = match &self.stdin {
+            Some(path) => Stdio::from(File::open(path).map_err(scratch_err(path.clone()))?),
+            None => Stdio::null(),
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(
+                command
+                    .environment_variables
+                    .iter()
+                    .map(|v| (&v.name, &v.value)),
+            )
+            .current_dir(self.root().join(&command.working_directory))
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => return self.spawn_failure(program, &e),
+        };
+        let pid = child.id();
+        let waited = tokio::time::timeout(timeout, child.wait()).await;
+        // Whatever the command left running in the background goes with it.
+        kill_group(pid);
+        match waited {
+            Ok(status) => {
+                let status = status.map_err(scratch_err(self.root()))?;
+                Ok(match (status.code(), status.signal()) {
+                    (Some(code), _) => Termination::Exited(code),
+                    (None, Some(sig)) => Termination::Signaled(sig),
+                    (None, None) => Termination::Exited(-1),
+                })
+            }
+            Err(_elapsed) => {
+                let _ = child.wait().await;
+                Ok(Termination::TimedOut(timeout))
+            }
+        }
+    }
+
+    /// A program that cannot be started gets the status a shell would give (127 not found,
+    /// 126 not executable) and a message on its stderr, like any other failed command.
+    fn spawn_failure(&self, program: &str, err: &io::Error) -> Result<Termination, ExecError> {
+        let (code, what) = match err.kind() {
+            io::ErrorKind::NotFound => (127, "command not found"),
+            io::ErrorKind::PermissionDenied => (126, "permission denied"),
+            _ => (126, "cannot execute"),
+        };
+        let path = self.stream_path("stderr");
+        fs::write(&path, format!("llama: {program}: {what} ({err})\n"))
+            .map_err(|source| ExecError::Scratch { path, source })?;
+        Ok(Termination::Exited(code))
+    }
+
+    /// Moves outputs, stdout and stderr into the store and describes them.
+    fn collect(
+        &self,
+        store: &Store,
+        command: &reapi::Command,
+        termination: Termination,
+    ) -> Result<reapi::ActionResult, ExecError> {
+        let mut result = reapi::ActionResult {
+            exit_code: termination.shell_status(),
+            stdout_digest: Some(store.adopt_file(&self.stream_path("stdout"))?.to_proto()),
+            stderr_digest: Some(store.adopt_file(&self.stream_path("stderr"))?.to_proto()),
+            ..Default::default()
+        };
+        let workdir = self.root().join(&command.working_directory);
+        for output in &command.output_paths {
+            let path = workdir.join(output);
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                // Not produced: absent from the result, as REAPI specifies.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(ExecError::Scratch { path, source }),
+            };
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                let target = fs::read_link(&path).map_err(|source| ExecError::Scratch {
+                    path: path.clone(),
+                    source,
+                })?;
+                result.output_symlinks.push(reapi::OutputSymlink {
+                    path: output.clone(),
+                    target: target.to_string_lossy().into_owned(),
+                    node_properties: None,
+                });
+            } else if ft.is_dir() {
+                let tree = collect_tree(store, &path)?;
+                let tree_digest = store.put_message(&tree)?;
+                result.output_directories.push(reapi::OutputDirectory {
+                    path: output.clone(),
+                    tree_digest: Some(tree_digest.to_proto()),
+                    is_topologically_sorted: false,
+                    root_directory_digest: tree
+                        .root
+                        .as_ref()
+                        .map(|r| Digest::of_message(r).to_proto()),
+                });
+            } else if ft.is_file() {
+                result.output_files.push(reapi::OutputFile {
+                    path: output.clone(),
+                    digest: Some(store.adopt_file(&path)?.to_proto()),
+                    is_executable: is_executable(&meta),
+                    contents: Vec::new(),
+                    node_properties: None,
+                });
+            }
+        }
+        Ok(result)
+    }
+
+    fn remove(self) {
+        let path = self.dir.keep();
+        if let Err(e) = remove_tree(&path) {
+            tracing::warn!("could not remove scratch directory {}: {e}", path.display());
+        }
+    }
+}
+
+fn is_executable(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+/// Stores the files of an output directory and returns its REAPI `Tree`.
+fn collect_tree(store: &Store, dir: &Path) -> Result<reapi::Tree, ExecError> {
+    let mut children = Vec::new();
+    let root = collect_dir(store, dir, &mut children)?;
+    Ok(reapi::Tree {
+        root: Some(root),
+        children,
+    })
+}
+
+fn collect_dir(
+    store: &Store,
+    dir: &Path,
+    children: &mut Vec<reapi::Directory>,
+) -> Result<reapi::Directory, ExecError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExecError::Scratch { path, source }
+    };
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(err(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(err(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut out = reapi::Directory::default();
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let meta = fs::symlink_metadata(&path).map_err(err(&path))?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(&path).map_err(err(&path))?;
+            out.symlinks.push(reapi::SymlinkNode {
+                name,
+                target: target.to_string_lossy().into_owned(),
+                node_properties: None,
+            });
+        } else if ft.is_dir() {
+            let sub = collect_dir(store, &path, children)?;
+            let digest = Digest::of_bytes(&sub.encode_to_vec());
+            children.push(sub);
+            out.directories.push(reapi::DirectoryNode {
+                name,
+                digest: Some(digest.to_proto()),
+            });
+        } else if ft.is_file() {
+            out.files.push(reapi::FileNode {
+                name,
+                digest: Some(store.adopt_file(&path)?.to_proto()),
+                is_executable: is_executable(&meta),
+                node_properties: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a negative pid signals the process group the child leads;
+        // it has no memory effects. ESRCH (already gone) is the common, harmless outcome.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
