@@ -1,1 +1,79 @@
-fn main() {}
+//! The `llama` command. `main` parses the flags, `run` dispatches, and exit statuses are
+//! decided here and nowhere else.
+
+mod cli;
+mod config_cmd;
+mod context;
+mod invoke;
+// xargs (next) uses the rest of the template API.
+#[allow(dead_code)]
+mod template;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, EXIT_LLAMA_ERROR};
+use crate::context::Context;
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_LLAMA_ERROR as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let status = match run(cli) {
+        Ok(status) => status,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                0
+            } else {
+                eprintln!("llama: {err:#}");
+                EXIT_LLAMA_ERROR
+            }
+        }
+    };
+    ExitCode::from(status.clamp(0, 255) as u8)
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let config = context::load_config(&cli)?;
+    match cli.command {
+        Command::Config(args) => config_cmd::run(&config, &args, &mut std::io::stdout().lock()),
+        Command::Invoke(args) => {
+            let ctx = Context::new(&config, invoke::policy(&args))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let status = runtime.block_on(invoke::run(&ctx, args));
+            ctx.save();
+            status
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Warnings go to stderr as `llama: warning: ...`; `LLAMA_LOG=debug` shows more.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LLAMA_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .init();
+}

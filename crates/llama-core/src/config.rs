@@ -131,12 +131,12 @@ const KEYS: &[Key] = &[
 #[non_exhaustive]
 pub enum ConfigError {
     /// The config file exists but cannot be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The config file is not valid TOML.
     #[error("config file {path} is not valid TOML: {message}")]
@@ -177,6 +177,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where the config file is read from: `$XDG_CONFIG_HOME/llama/config.toml`, else
+    /// `~/.config/llama/config.toml`.
+    pub fn file_path() -> PathBuf {
+        config_path()
+    }
+
     /// Loads defaults, the config file (if any) and the `LLAMA_*` variables of this process.
     pub fn load() -> Result<Config, ConfigError> {
         Config::load_from(&config_path(), |name| std::env::var(name).ok())
@@ -196,10 +202,10 @@ impl Config {
         match std::fs::read_to_string(file) {
             Ok(text) => config.apply_file(file, &text)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
+            Err(error) => {
                 return Err(ConfigError::Read {
                     path: file.to_path_buf(),
-                    source,
+                    error,
                 });
             }
         }
@@ -305,8 +311,7 @@ impl Config {
     }
 }
 
-/// `$XDG_CONFIG_HOME/llama/config.toml`, else `~/.config/llama/config.toml`.
-pub fn config_path() -> PathBuf {
+fn config_path() -> PathBuf {
     xdg_dir("XDG_CONFIG_HOME", ".config").join("llama/config.toml")
 }
 

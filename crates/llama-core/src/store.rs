@@ -43,23 +43,23 @@ const EVICT_TARGET_PERCENT: u64 = 80;
 pub enum StoreError {
     /// The directory cannot be created, read or written.
     #[error(
-        "cache directory {dir} is not usable ({source}); fix its permissions or point LLAMA_DIR at a writable directory"
+        "cache directory {dir} is not usable ({error}); fix its permissions or point LLAMA_DIR at a writable directory"
     )]
     Unusable {
         /// The directory or file concerned.
         dir: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file system holding the store is out of space or quota.
     #[error(
-        "cache directory {dir} is full ({source}); free disk space, lower cache_size (LLAMA_CACHE_SIZE), or point LLAMA_DIR at another disk"
+        "cache directory {dir} is full ({error}); free disk space, lower cache_size (LLAMA_CACHE_SIZE), or point LLAMA_DIR at another disk"
     )]
     Full {
         /// The store root.
         dir: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A blob that should be in the store is not (never stored, or evicted).
     #[error("blob {digest} is not in the store at {dir}")]
@@ -86,14 +86,14 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// Any other I/O failure.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {error}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file concerned.
         path: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A stored message that does not decode.
     #[error("{path} does not hold a valid {what}: {source}")]
@@ -126,7 +126,12 @@ impl Store {
         };
         for sub in ["cas", "ac", "tmp", "work"] {
             let dir = store.root.join(sub);
-            fs::create_dir_all(&dir).map_err(|e| store.classify("create", &dir, e))?;
+            fs::create_dir_all(&dir).map_err(|error| {
+                match store.classify("create", &dir, error) {
+                    StoreError::Io { error, .. } => StoreError::Unusable { dir, error },
+                    other => other,
+                }
+            })?;
         }
         // A probe write: an unwritable or full directory is reported now, by name.
         let probe = tempfile::NamedTempFile::new_in(store.root.join("tmp"))
@@ -483,26 +488,27 @@ impl Store {
     }
 
     /// Turns an I/O error into the variant a user can act on.
-    fn classify(&self, op: &'static str, path: &Path, source: io::Error) -> StoreError {
-        match source.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::Full {
+    fn classify(&self, op: &'static str, path: &Path, error: io::Error) -> StoreError {
+        use io::ErrorKind::*;
+        match error.kind() {
+            StorageFull | QuotaExceeded | FileTooLarge => StoreError::Full {
                 dir: self.root.clone(),
-                source,
+                error,
             },
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => StoreError::Unusable {
+            PermissionDenied | ReadOnlyFilesystem => StoreError::Unusable {
                 dir: path.to_path_buf(),
-                source,
+                error,
             },
-            _ => io_error(op, path, source),
+            _ => io_error(op, path, error),
         }
     }
 }
 
-fn io_error(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+fn io_error(op: &'static str, path: &Path, error: io::Error) -> StoreError {
     StoreError::Io {
         op,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -39,12 +39,12 @@ pub enum TreeError {
     )]
     Missing(PathBuf),
     /// A local input that cannot be read.
-    #[error("cannot read input {path}: {source}")]
+    #[error("cannot read input {path}: {error}")]
     Unreadable {
         /// The local path.
         path: PathBuf,
         /// The underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A local input that is neither a file, a directory nor a symlink.
     #[error(
@@ -151,7 +151,7 @@ impl<'a> TreeBuilder<'a> {
             io::ErrorKind::NotFound => TreeError::Missing(local.to_path_buf()),
             _ => TreeError::Unreadable {
                 path: local.to_path_buf(),
-                source: e,
+                error: e,
             },
         })?;
         let node = self.node_for(local, &meta)?;
@@ -186,9 +186,9 @@ impl<'a> TreeBuilder<'a> {
     }
 
     fn node_for(&self, local: &Path, meta: &fs::Metadata) -> Result<Node, TreeError> {
-        let unreadable = |source| TreeError::Unreadable {
+        let unreadable = |error| TreeError::Unreadable {
             path: local.to_path_buf(),
-            source,
+            error,
         };
         let ft = meta.file_type();
         if ft.is_file() {
@@ -206,9 +206,9 @@ impl<'a> TreeBuilder<'a> {
             for entry in fs::read_dir(local).map_err(unreadable)? {
                 let entry = entry.map_err(unreadable)?;
                 let path = entry.path();
-                let meta = fs::symlink_metadata(&path).map_err(|source| TreeError::Unreadable {
+                let meta = fs::symlink_metadata(&path).map_err(|error| TreeError::Unreadable {
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 children.insert(name, self.node_for(&path, &meta)?);

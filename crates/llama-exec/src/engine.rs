@@ -276,9 +276,9 @@ fn stage(
             let tmp = tempfile::Builder::new()
                 .prefix(".llama-")
                 .tempfile_in(&parent)
-                .map_err(|source| ExecError::Scratch {
+                .map_err(|error| ExecError::Scratch {
                     path: parent.clone(),
-                    source,
+                    error,
                 })?;
             let (mut file_handle, path) = tmp.into_parts();
             store.write_blob_to(&parse_digest(file.digest.as_ref())?, &mut file_handle)?;
@@ -290,9 +290,9 @@ fn stage(
             let tmp = tempfile::Builder::new()
                 .prefix(".llama-")
                 .tempdir_in(&parent)
-                .map_err(|source| ExecError::Scratch {
+                .map_err(|error| ExecError::Scratch {
                     path: parent.clone(),
-                    source,
+                    error,
                 })?;
             let tree: reapi::Tree =
                 store.get_message(&parse_digest(dir.tree_digest.as_ref())?, "Tree")?;
@@ -323,9 +323,9 @@ fn stage(
 impl Staged {
     fn commit(self) -> Result<(), ExecError> {
         for (item, local) in self.items {
-            let err = |source| ExecError::Scratch {
+            let err = |error| ExecError::Scratch {
                 path: local.clone(),
-                source,
+                error,
             };
             match item {
                 StagedItem::File(tmp) => tmp.persist(&local).map_err(|e| err(e.error))?,
@@ -350,19 +350,19 @@ fn parent_dir(local: &Path) -> Result<PathBuf, ExecError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent).map_err(|source| ExecError::Scratch {
+    fs::create_dir_all(&parent).map_err(|error| ExecError::Scratch {
         path: parent.clone(),
-        source,
+        error,
     })?;
     Ok(parent)
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ExecError> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|source| {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|error| {
         ExecError::Scratch {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     })
 }

@@ -106,12 +106,12 @@ pub enum ExecError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The action's scratch directory could not be prepared or read back.
-    #[error("preparing or collecting the action in {path}: {source}")]
+    #[error("preparing or collecting the action in {path}: {error}")]
     Scratch {
         /// The path concerned.
         path: std::path::PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The action is malformed (an executor received something no front end should build).
     #[error("invalid action: {0}")]

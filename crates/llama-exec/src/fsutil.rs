@@ -42,7 +42,7 @@ pub(crate) fn materialize_directory(
 ) -> Result<(), ExecError> {
     let scratch = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ExecError::Scratch { path, source }
+        move |error| ExecError::Scratch { path, error }
     };
     fs::create_dir(dest).map_err(scratch(dest))?;
     for file in &dir.files {

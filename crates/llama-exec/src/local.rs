@@ -126,11 +126,11 @@ fn ensure_inputs(store: &Store, action: &PreparedAction) -> Result<(), ExecError
         .files
         .iter()
         .chain(action.stdin.iter().map(|(d, s)| (d, s)));
-    for (digest, source) in sources {
+    for (digest, error) in sources {
         if store.contains(digest) {
             continue;
         }
-        let stored = match source {
+        let stored = match error {
             BlobSource::File(path) => store.put_file(path, Some(*digest))?,
             BlobSource::Bytes(data) => store.put_bytes(data)?,
         };
@@ -152,16 +152,16 @@ impl Scratch {
         let dir = tempfile::Builder::new()
             .prefix("action-")
             .tempdir_in(&base)
-            .map_err(|source| ExecError::Scratch { path: base, source })?;
+            .map_err(|error| ExecError::Scratch { path: base, error })?;
         let scratch = Scratch { dir, stdin: None };
         let root = scratch.root();
         materialize_tree(store, &action.input, &action.input.root, &root)?;
         let workdir = root.join(&action.command.working_directory);
         for output in &action.command.output_paths {
             if let Some(parent) = workdir.join(output).parent() {
-                fs::create_dir_all(parent).map_err(|source| ExecError::Scratch {
+                fs::create_dir_all(parent).map_err(|error| ExecError::Scratch {
                     path: parent.to_path_buf(),
-                    source,
+                    error,
                 })?;
             }
         }
@@ -191,7 +191,7 @@ impl Scratch {
         command: &reapi::Command,
         timeout: Duration,
     ) -> Result<Termination, ExecError> {
-        let scratch_err = |path: PathBuf| move |source| ExecError::Scratch { path, source };
+        let scratch_err = |path: PathBuf| move |error| ExecError::Scratch { path, error };
         let Some((program, args)) = command.arguments.split_first() else {
             return Err(ExecError::InvalidAction(
                 "the command has no arguments".into(),
@@ -254,7 +254,7 @@ impl Scratch {
         };
         let path = self.stream_path("stderr");
         fs::write(&path, format!("llama: {program}: {what} ({err})\n"))
-            .map_err(|source| ExecError::Scratch { path, source })?;
+            .map_err(|error| ExecError::Scratch { path, error })?;
         Ok(Termination::Exited(code))
     }
 
@@ -278,13 +278,13 @@ impl Scratch {
                 Ok(meta) => meta,
                 // Not produced: absent from the result, as REAPI specifies.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(ExecError::Scratch { path, source }),
+                Err(error) => return Err(ExecError::Scratch { path, error }),
             };
             let ft = meta.file_type();
             if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(|source| ExecError::Scratch {
+                let target = fs::read_link(&path).map_err(|error| ExecError::Scratch {
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 result.output_symlinks.push(reapi::OutputSymlink {
                     path: output.clone(),
@@ -346,7 +346,7 @@ fn collect_dir(
 ) -> Result<reapi::Directory, ExecError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ExecError::Scratch { path, source }
+        move |error| ExecError::Scratch { path, error }
     };
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(err(dir))?

@@ -1,0 +1,268 @@
+//! `llama invoke`: one command through the engine, files shipped both ways.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use llama_core::{ActionSpec, Digest, FUNCTION_PROPERTY, TreeBuilder, normalize_remote};
+use llama_exec::{CachePolicy, Delivered, OutputMapping, Termination};
+
+use crate::cli::InvokeArgs;
+use crate::context::Context;
+use crate::template::{ArgTemplates, InputFile, JobContext};
+
+/// A `LOCAL[:REMOTE]` argument of `-f` or `-o`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapped {
+    pub local: PathBuf,
+    pub remote: String,
+}
+
+/// Parses `LOCAL[:REMOTE]`. REMOTE defaults to LOCAL and must stay inside the command's
+/// directory, so an absolute LOCAL needs an explicit REMOTE.
+pub fn parse_mapping(flag: &str, spec: &str) -> anyhow::Result<Mapped> {
+    let (local, remote) = match spec.split_once(':') {
+        Some((l, r)) if !l.is_empty() => (l, r),
+        _ => (spec, spec),
+    };
+    let remote = normalize_remote(remote).map_err(|_| {
+        if remote == local && local.starts_with('/') {
+            anyhow::anyhow!(
+                "{flag} {spec}: an absolute path needs a relative name on the remote side; write {flag} {spec}:NAME"
+            )
+        } else {
+            anyhow::anyhow!(
+                "{flag} {spec}: remote path {remote:?} must be relative and must not contain '..'"
+            )
+        }
+    })?;
+    Ok(Mapped {
+        local: PathBuf::from(local),
+        remote,
+    })
+}
+
+/// Runs `llama invoke` and returns the exit status.
+pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let files = args
+        .files
+        .iter()
+        .map(|s| parse_mapping("-f", s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut outputs = args
+        .outputs
+        .iter()
+        .map(|s| parse_mapping("-o", s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    // The command's arguments are templates, as in the original: {{.I "x"}} ships x.
+    let templates = ArgTemplates::parse_invoke(&args.command)?;
+    let rendered = templates
+        .render(&JobContext::default())
+        .context("evaluating the command's arguments")?;
+
+    let mut tree = TreeBuilder::new(&ctx.hash_cache);
+    for f in &files {
+        tree.add_path(&f.local, &f.remote)
+            .with_context(|| format!("-f {}", f.local.display()))?;
+    }
+    for input in &rendered.inputs {
+        match input {
+            InputFile::Local { local, remote } => tree.add_path(local, remote)?,
+            InputFile::Bytes { data, remote } => {
+                tree.add_bytes(Arc::from(data.as_slice()), remote, false)?
+            }
+        }
+    }
+    outputs.extend(rendered.outputs.iter().map(|o| Mapped {
+        local: o.local.clone(),
+        remote: o.remote.clone(),
+    }));
+
+    let stdin = if args.stdin {
+        let mut data = Vec::new();
+        io::stdin()
+            .read_to_end(&mut data)
+            .context("reading standard input for -stdin")?;
+        Some(Arc::from(data))
+    } else {
+        None
+    };
+
+    let action = ActionSpec {
+        arguments: rendered.args,
+        env: std::env::var("PATH")
+            .map(|p| vec![("PATH".to_string(), p)])
+            .unwrap_or_default(),
+        output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
+        platform: vec![(FUNCTION_PROPERTY.to_string(), args.function.clone())],
+        stdin,
+        ..Default::default()
+    }
+    .prepare(tree.build())?;
+    let prepared = started.elapsed();
+    ctx.save();
+
+    let mappings: Vec<OutputMapping> = outputs
+        .iter()
+        .map(|o| OutputMapping {
+            remote: o.remote.clone(),
+            local: o.local.clone(),
+        })
+        .collect();
+    let delivered = ctx.engine.run_and_deliver(&action, &mappings).await?;
+    let finished_at = started.elapsed();
+
+    replay(ctx, &delivered)?;
+    if args.logs {
+        print_logs(ctx, &action.action_digest, &delivered, &args.function);
+    }
+    if args.time {
+        eprintln!(
+            "llama: time: prepare {:.3}s, {} {:.3}s, total {:.3}s",
+            prepared.as_secs_f64(),
+            if delivered.finished.cached {
+                "cache hit"
+            } else {
+                "run"
+            },
+            (finished_at - prepared).as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    status(&args.command[0], &delivered)
+}
+
+/// Replays the command's stderr, then its stdout, as the original did.
+fn replay(ctx: &Context, delivered: &Delivered) -> anyhow::Result<()> {
+    let result = &delivered.finished.result;
+    let store = ctx.engine.store();
+    if let Some(d) = &result.stderr_digest {
+        let mut err = io::stderr().lock();
+        store.write_blob_to(&Digest::from_proto(d)?, &mut err)?;
+        err.flush()?;
+    }
+    if let Some(d) = &result.stdout_digest {
+        let mut out = io::stdout().lock();
+        match store.write_blob_to(&Digest::from_proto(d)?, &mut out) {
+            Err(llama_core::StoreError::Io { error, .. })
+                if error.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
+/// The exit status: the command's, with a message when it did not simply exit, or when it
+/// succeeded without producing what `-o` asked for.
+fn status(program: &str, delivered: &Delivered) -> anyhow::Result<i32> {
+    let termination = delivered.finished.termination;
+    match termination {
+        Termination::Exited(_) => {}
+        Termination::Signaled(_) | Termination::TimedOut(_) => {
+            eprintln!("llama: {program} {termination}");
+        }
+    }
+    if !delivered.missing.is_empty() {
+        let names: Vec<String> = delivered
+            .missing
+            .iter()
+            .map(|m| format!("{} (remote {})", m.local.display(), m.remote))
+            .collect();
+        if termination.success() {
+            bail!(
+                "the command succeeded but did not produce {}; nothing was written. Check the -o paths against what the command writes",
+                names.join(", ")
+            );
+        }
+        eprintln!(
+            "llama: the command {termination} and did not produce {}",
+            names.join(", ")
+        );
+    }
+    Ok(termination.shell_status())
+}
+
+fn print_logs(ctx: &Context, action: &Digest, delivered: &Delivered, function: &str) {
+    let finished = &delivered.finished;
+    let meta = finished
+        .result
+        .execution_metadata
+        .clone()
+        .unwrap_or_default();
+    let span = |a: &Option<llama_core::protobuf::Timestamp>,
+                b: &Option<llama_core::protobuf::Timestamp>| {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let ns = (b.seconds - a.seconds) as f64 * 1e9 + (b.nanos - a.nanos) as f64;
+                format!("{:.3}s", ns / 1e9)
+            }
+            _ => "-".into(),
+        }
+    };
+    eprintln!("==== invocation logs ====");
+    eprintln!("function: {function}");
+    eprintln!("executor: {}", ctx.engine.executor_name());
+    eprintln!("action:   {action}");
+    eprintln!(
+        "result:   {}{}",
+        finished.termination,
+        if finished.cached {
+            " (served from the action cache)"
+        } else {
+            ""
+        }
+    );
+    eprintln!(
+        "ran:      {} on {}",
+        span(
+            &meta.execution_start_timestamp,
+            &meta.execution_completed_timestamp
+        ),
+        if meta.worker.is_empty() {
+            "-"
+        } else {
+            &meta.worker
+        }
+    );
+    eprintln!("==== end logs ====");
+}
+
+/// The engine's cache policy for the flags given.
+pub fn policy(args: &InvokeArgs) -> CachePolicy {
+    CachePolicy {
+        read: !args.no_cache,
+        write: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_parse_like_the_original() {
+        assert_eq!(
+            parse_mapping("-f", "a/b").unwrap(),
+            Mapped {
+                local: "a/b".into(),
+                remote: "a/b".into()
+            }
+        );
+        assert_eq!(
+            parse_mapping("-f", "/etc/hosts:hosts").unwrap(),
+            Mapped {
+                local: "/etc/hosts".into(),
+                remote: "hosts".into()
+            }
+        );
+        let abs = parse_mapping("-f", "/etc/hosts").unwrap_err().to_string();
+        assert!(abs.contains("/etc/hosts:NAME"), "{abs}");
+        assert!(parse_mapping("-o", "out:../x").is_err());
+        assert!(parse_mapping("-o", "out:/x").is_err());
+    }
+}

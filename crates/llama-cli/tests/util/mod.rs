@@ -1,0 +1,131 @@
+//! Shared helpers: a private store, config dir and working directory per test.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// One test's world: `work/` is the current directory, `store/` the LLAMA_DIR.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("work")).expect("mkdir work");
+        World { dir }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, data: &[u8]) {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(p, data).expect("write");
+    }
+
+    /// `llama ARGS` in this world, with no settings leaking in from the environment.
+    pub fn llama(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama"));
+        cmd.args(args).current_dir(self.work());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("LLAMA") || key.starts_with("XDG_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("LLAMA_DIR", self.store())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("HOME", self.dir.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.llama(args).output().expect("spawn llama")
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Asserts the store is consistent: every blob hashes to its name, every action-cache entry
+/// decodes, and no staging file or scratch directory is left behind.
+pub fn assert_store_consistent(store: &Path) {
+    use llama_core::Digest;
+    let blobs = files_under(&store.join("cas"));
+    assert!(!blobs.is_empty(), "the store holds no blobs");
+    for blob in &blobs {
+        let data = fs::read(blob).expect("read blob");
+        let name = blob.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert_eq!(
+            Digest::of_bytes(&data).hex(),
+            name,
+            "blob {} is damaged",
+            blob.display()
+        );
+    }
+    let ac = llama_core::Store::open(store, u64::MAX).expect("open store");
+    for entry in files_under(&store.join("ac")) {
+        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let mut hash = [0u8; 32];
+        hex_decode(name, &mut hash);
+        // The size is not part of the file name; any size finds the same entry.
+        let key = Digest::from_parts(hash, 0);
+        assert!(
+            ac.get_action_result(&key).expect("read ac").is_some(),
+            "action cache entry {} is damaged",
+            entry.display()
+        );
+    }
+    let leftovers = files_under(&store.join("tmp"));
+    assert!(
+        leftovers.is_empty(),
+        "staging files left behind: {leftovers:?}"
+    );
+    let scratch: Vec<_> = fs::read_dir(store.join("work")).expect("work").collect();
+    assert!(scratch.is_empty(), "scratch directories left behind");
+}
+
+fn hex_decode(s: &str, out: &mut [u8; 32]) {
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0);
+    }
+}
