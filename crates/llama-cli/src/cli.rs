@@ -43,6 +43,9 @@ pub enum Command {
     /// Run one command through llama, shipping files to it and results back.
     #[command(after_help = INVOKE_HELP)]
     Invoke(InvokeArgs),
+    /// Run a command once per line of standard input, in parallel.
+    #[command(after_help = XARGS_HELP)]
+    Xargs(XargsArgs),
     /// Print the effective settings and where each came from.
     Config(ConfigArgs),
 }
@@ -102,6 +105,77 @@ pub struct InvokeArgs {
     pub command: Vec<String>,
 }
 
+const XARGS_HELP: &str = "\
+Each ARG-TEMPLATE is a Go text/template, evaluated once per input line with:
+  {{.Line}}            the line, without its newline
+  {{.Idx}}             the line's index, from 0
+  {{.I PATH}}          ship local file PATH to the job; expands to its remote path
+  {{.O PATH}}          bring PATH back after the job; expands to its remote path
+  {{.IO PATH}}         both
+  {{.AsFile TEXT}}     ship a file holding TEXT; expands to its remote path
+and Go's builtins (printf, index, len, eq, ...). A template that does not parse fails before
+any job runs. .Input, .Output and .InputOutput are long spellings of .I, .O and .IO.
+
+Example (the original llama's):
+  ls -1 *.png | llama xargs -j 8 optipng optipng '{{.I .Line}}' -out '{{.O (printf \"optimized/%s\" .Line)}}'
+
+Each job's stdout and stderr are printed whole, as the job finishes (-k: in input order),
+never interleaved with another job's. Jobs go through the action cache: running the same
+xargs again over unchanged inputs runs nothing. On a terminal a progress bar shows jobs
+done, running, failed and cached.
+
+Exit status:
+  0        every job succeeded
+  1-100    that many jobs failed
+  101      more than 100 jobs failed
+  125      llama itself failed before running jobs (bad template, missing -f file, ...)";
+
+/// `llama xargs`.
+#[derive(Debug, Args)]
+pub struct XargsArgs {
+    /// Jobs in flight at once (default: the executor's capacity; locally, `jobs`).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+
+    /// Ship a file or directory to every job (stored once); REMOTE default: LOCAL.
+    #[arg(short = 'f', long = "file", value_name = "LOCAL[:REMOTE]")]
+    pub files: Vec<String>,
+
+    /// Print each job's invocation log (where it ran, whether cached, timings).
+    #[arg(long)]
+    pub logs: bool,
+
+    /// Print jobs' output in input order rather than as they finish.
+    #[arg(short = 'k', long = "keep-order")]
+    pub keep_order: bool,
+
+    /// Append one line per finished job to FILE: index, line, exit, seconds, cached.
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<std::path::PathBuf>,
+
+    /// Retry a job up to N times when the infrastructure fails (never when the command
+    /// itself exits non-zero).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+
+    /// Stop after failures, as GNU parallel: `now,fail=N` kills running jobs, `soon,fail=N`
+    /// lets them finish; neither starts new jobs.
+    #[arg(long, value_name = "now|soon,fail=N")]
+    pub halt: Option<String>,
+
+    /// Run jobs even if cached results exist (new results are still recorded).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// The function the jobs run on (on this machine: a label); part of the cache key.
+    #[arg(value_name = "FUNCTION")]
+    pub function: String,
+
+    /// The command, as templates evaluated per input line.
+    #[arg(value_name = "ARG-TEMPLATE", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
 /// `llama config`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
@@ -145,6 +219,22 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
             flag("stdin"),
             flag("logs"),
             flag("time"),
+            flag("no-cache"),
+        ],
+    ),
+    (
+        "xargs",
+        &[
+            valued("j"),
+            valued("jobs"),
+            valued("f"),
+            valued("file"),
+            flag("logs"),
+            flag("k"),
+            flag("keep-order"),
+            valued("joblog"),
+            valued("retries"),
+            valued("halt"),
             flag("no-cache"),
         ],
     ),
@@ -285,6 +375,28 @@ mod tests {
         assert_eq!(args.function, "gcc");
         assert_eq!(args.command, ["sh", "-c", "exit 7"]);
         assert_eq!(args.files, ["INPUT"]);
+    }
+
+    #[test]
+    fn the_originals_xargs_line_parses() {
+        let cli = Cli::try_parse_from(norm(&[
+            "llama",
+            "xargs",
+            "-j",
+            "8",
+            "optipng",
+            "optipng",
+            "{{.I .Line}}",
+            "-out",
+            "{{.O (printf \"optimized/%s\" .Line)}}",
+        ]))
+        .unwrap();
+        let Command::Xargs(args) = cli.command else {
+            panic!("expected xargs")
+        };
+        assert_eq!(args.jobs, Some(8));
+        assert_eq!(args.function, "optipng");
+        assert_eq!(args.command[2], "-out");
     }
 
     #[test]

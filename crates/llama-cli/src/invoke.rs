@@ -1,12 +1,12 @@
 //! `llama invoke`: one command through the engine, files shipped both ways.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use llama_core::{ActionSpec, Digest, FUNCTION_PROPERTY, TreeBuilder, normalize_remote};
+use llama_core::{ActionSpec, FUNCTION_PROPERTY, TreeBuilder, normalize_remote};
 use llama_exec::{CachePolicy, Delivered, OutputMapping, Termination};
 
 use crate::cli::InvokeArgs;
@@ -64,14 +64,14 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
         .render(&JobContext::default())
         .context("evaluating the command's arguments")?;
 
-    let mut tree = TreeBuilder::new(&ctx.hash_cache);
+    let mut tree = TreeBuilder::new();
     for f in &files {
-        tree.add_path(&f.local, &f.remote)
+        tree.add_path(&ctx.hash_cache, &f.local, &f.remote)
             .with_context(|| format!("-f {}", f.local.display()))?;
     }
     for input in &rendered.inputs {
         match input {
-            InputFile::Local { local, remote } => tree.add_path(local, remote)?,
+            InputFile::Local { local, remote } => tree.add_path(&ctx.hash_cache, local, remote)?,
             InputFile::Bytes { data, remote } => {
                 tree.add_bytes(Arc::from(data.as_slice()), remote, false)?
             }
@@ -116,9 +116,20 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
     let delivered = ctx.engine.run_and_deliver(&action, &mappings).await?;
     let finished_at = started.elapsed();
 
-    replay(ctx, &delivered)?;
+    crate::replay::replay(
+        ctx.engine.store(),
+        &delivered.finished.result,
+        &mut io::stdout().lock(),
+        &mut io::stderr().lock(),
+    )?;
     if args.logs {
-        print_logs(ctx, &action.action_digest, &delivered, &args.function);
+        crate::replay::print_log(
+            &mut io::stderr().lock(),
+            &format!("function: {}", args.function),
+            ctx.engine.executor_name(),
+            &action.action_digest,
+            &delivered.finished,
+        )?;
     }
     if args.time {
         eprintln!(
@@ -134,27 +145,6 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
         );
     }
     status(&args.command[0], &delivered)
-}
-
-/// Replays the command's stderr, then its stdout, as the original did.
-fn replay(ctx: &Context, delivered: &Delivered) -> anyhow::Result<()> {
-    let result = &delivered.finished.result;
-    let store = ctx.engine.store();
-    if let Some(d) = &result.stderr_digest {
-        let mut err = io::stderr().lock();
-        store.write_blob_to(&Digest::from_proto(d)?, &mut err)?;
-        err.flush()?;
-    }
-    if let Some(d) = &result.stdout_digest {
-        let mut out = io::stdout().lock();
-        match store.write_blob_to(&Digest::from_proto(d)?, &mut out) {
-            Err(llama_core::StoreError::Io { error, .. })
-                if error.kind() == io::ErrorKind::BrokenPipe => {}
-            other => other?,
-        }
-        let _ = out.flush();
-    }
-    Ok(())
 }
 
 /// The exit status: the command's, with a message when it did not simply exit, or when it
@@ -185,51 +175,6 @@ fn status(program: &str, delivered: &Delivered) -> anyhow::Result<i32> {
         );
     }
     Ok(termination.shell_status())
-}
-
-fn print_logs(ctx: &Context, action: &Digest, delivered: &Delivered, function: &str) {
-    let finished = &delivered.finished;
-    let meta = finished
-        .result
-        .execution_metadata
-        .clone()
-        .unwrap_or_default();
-    let span = |a: &Option<llama_core::protobuf::Timestamp>,
-                b: &Option<llama_core::protobuf::Timestamp>| {
-        match (a, b) {
-            (Some(a), Some(b)) => {
-                let ns = (b.seconds - a.seconds) as f64 * 1e9 + (b.nanos - a.nanos) as f64;
-                format!("{:.3}s", ns / 1e9)
-            }
-            _ => "-".into(),
-        }
-    };
-    eprintln!("==== invocation logs ====");
-    eprintln!("function: {function}");
-    eprintln!("executor: {}", ctx.engine.executor_name());
-    eprintln!("action:   {action}");
-    eprintln!(
-        "result:   {}{}",
-        finished.termination,
-        if finished.cached {
-            " (served from the action cache)"
-        } else {
-            ""
-        }
-    );
-    eprintln!(
-        "ran:      {} on {}",
-        span(
-            &meta.execution_start_timestamp,
-            &meta.execution_completed_timestamp
-        ),
-        if meta.worker.is_empty() {
-            "-"
-        } else {
-            &meta.worker
-        }
-    );
-    eprintln!("==== end logs ====");
 }
 
 /// The engine's cache policy for the flags given.

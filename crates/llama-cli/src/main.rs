@@ -5,14 +5,16 @@ mod cli;
 mod config_cmd;
 mod context;
 mod invoke;
-// xargs (next) uses the rest of the template API.
-#[allow(dead_code)]
+mod replay;
 mod template;
+mod xargs;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use llama_core::Source;
 
 use crate::cli::{Cli, Command, EXIT_LLAMA_ERROR};
 use crate::context::Context;
@@ -52,6 +54,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let ctx = Context::new(&config, invoke::policy(&args))?;
             let runtime = tokio::runtime::Runtime::new()?;
             let status = runtime.block_on(invoke::run(&ctx, args));
+            ctx.save();
+            status
+        }
+        Command::Xargs(args) => {
+            let mut config = config;
+            if let Some(jobs) = args.jobs {
+                config.set("jobs", &jobs.to_string(), Source::Flag("-j".into()))?;
+            }
+            let jobs = config.jobs();
+            let ctx = Arc::new(Context::new(&config, xargs::policy(&args))?);
+            let runtime = tokio::runtime::Runtime::new()?;
+            let status = runtime.block_on(xargs::run(ctx.clone(), args, jobs));
             ctx.save();
             status
         }

@@ -1,11 +1,9 @@
 //! `llama invoke` end to end: the real binary, real commands, a real on-disk store.
 
-mod util;
-
 use std::fs;
 use std::process::Command;
 
-use util::{World, assert_store_consistent, stderr, stdout};
+use crate::util::{World, assert_store_consistent, stderr, stdout};
 
 fn sha256sum_line(path: &std::path::Path, name: &str) -> String {
     let out = Command::new("sha256sum")
@@ -155,7 +153,7 @@ fn a_corrupted_blob_is_detected_removed_and_the_action_runs_again() {
     let script = format!("echo run >> {}; echo precious > OUT", counter.display());
     let args = ["invoke", "-o", "OUT", "f", "sh", "-c", &script];
     assert!(w.run(&args).status.success());
-    let blob = util::files_under(&w.store().join("cas"))
+    let blob = crate::util::files_under(&w.store().join("cas"))
         .into_iter()
         .find(|p| fs::read(p).ok().as_deref() == Some(b"precious\n"))
         .expect("output blob in the store");

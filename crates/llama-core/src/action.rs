@@ -157,7 +157,6 @@ impl ActionSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hashcache::HashCache;
     use crate::tree::TreeBuilder;
 
     fn spec(args: &[&str]) -> ActionSpec {
@@ -168,7 +167,7 @@ mod tests {
     }
 
     fn empty_tree() -> InputTree {
-        TreeBuilder::new(&HashCache::in_memory()).build()
+        TreeBuilder::new().build()
     }
 
     #[test]

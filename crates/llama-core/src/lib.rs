@@ -17,12 +17,11 @@ action digest, which is the key of the action cache.
 # Example
 
 ```
-use llama_core::{ActionSpec, HashCache, Store, TreeBuilder};
+use llama_core::{ActionSpec, Store, TreeBuilder};
 
 let dir = tempfile::tempdir()?;
 let store = Store::open(dir.path().join("store"), 1 << 30)?;
-let cache = HashCache::in_memory();
-let mut tree = TreeBuilder::new(&cache);
+let mut tree = TreeBuilder::new();
 tree.add_bytes(b"hello\n"[..].into(), "INPUT", false)?;
 let action = ActionSpec {
     arguments: vec!["sha256sum".into(), "INPUT".into()],

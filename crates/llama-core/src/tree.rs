@@ -84,7 +84,7 @@ pub fn normalize_remote(remote: &str) -> Result<String, TreeError> {
     Ok(remote_components(remote)?.join("/"))
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Node {
     File {
         digest: Digest,
@@ -128,24 +128,29 @@ pub struct InputTree {
     pub files: HashMap<Digest, BlobSource>,
 }
 
-/// Builds an [`InputTree`] from local files, hashing each through the hash cache.
-pub struct TreeBuilder<'a> {
-    hash_cache: &'a HashCache,
+/// Builds an [`InputTree`] from local files, hashing each through a [`HashCache`].
+///
+/// Cloning a builder is cheap next to hashing: a set of inputs shared by many actions is
+/// added once and the builder cloned for each.
+#[derive(Debug, Clone, Default)]
+pub struct TreeBuilder {
     root: BTreeMap<String, Node>,
 }
 
-impl<'a> TreeBuilder<'a> {
+impl TreeBuilder {
     /// An empty tree.
-    pub fn new(hash_cache: &'a HashCache) -> Self {
-        TreeBuilder {
-            hash_cache,
-            root: BTreeMap::new(),
-        }
+    pub fn new() -> Self {
+        TreeBuilder::default()
     }
 
     /// Adds the local file or directory `local` at `remote`. A directory is added with
     /// everything under it; symlinks inside it are kept as symlinks.
-    pub fn add_path(&mut self, local: &Path, remote: &str) -> Result<(), TreeError> {
+    pub fn add_path(
+        &mut self,
+        hash_cache: &HashCache,
+        local: &Path,
+        remote: &str,
+    ) -> Result<(), TreeError> {
         let parts = remote_components(remote)?;
         let meta = fs::metadata(local).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => TreeError::Missing(local.to_path_buf()),
@@ -154,7 +159,7 @@ impl<'a> TreeBuilder<'a> {
                 error: e,
             },
         })?;
-        let node = self.node_for(local, &meta)?;
+        let node = node_for(hash_cache, local, &meta)?;
         self.insert(&parts, remote, node)
     }
 
@@ -185,40 +190,6 @@ impl<'a> TreeBuilder<'a> {
         tree
     }
 
-    fn node_for(&self, local: &Path, meta: &fs::Metadata) -> Result<Node, TreeError> {
-        let unreadable = |error| TreeError::Unreadable {
-            path: local.to_path_buf(),
-            error,
-        };
-        let ft = meta.file_type();
-        if ft.is_file() {
-            let digest = self.hash_cache.digest(local, meta).map_err(unreadable)?;
-            Ok(Node::File {
-                digest,
-                executable: meta.permissions().mode() & 0o111 != 0,
-                source: BlobSource::File(local.to_path_buf()),
-            })
-        } else if ft.is_symlink() {
-            let target = fs::read_link(local).map_err(unreadable)?;
-            Ok(Node::Symlink(target.to_string_lossy().into_owned()))
-        } else if ft.is_dir() {
-            let mut children = BTreeMap::new();
-            for entry in fs::read_dir(local).map_err(unreadable)? {
-                let entry = entry.map_err(unreadable)?;
-                let path = entry.path();
-                let meta = fs::symlink_metadata(&path).map_err(|error| TreeError::Unreadable {
-                    path: path.clone(),
-                    error,
-                })?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                children.insert(name, self.node_for(&path, &meta)?);
-            }
-            Ok(Node::Dir(children))
-        } else {
-            Err(TreeError::Unsupported(local.to_path_buf()))
-        }
-    }
-
     fn insert(&mut self, parts: &[String], remote: &str, node: Node) -> Result<(), TreeError> {
         let conflict = || TreeError::Conflict(remote.to_string());
         let (last, dirs) = parts.split_last().ok_or_else(conflict)?;
@@ -245,6 +216,40 @@ impl<'a> TreeBuilder<'a> {
             },
             Some(_) => Err(conflict()),
         }
+    }
+}
+
+fn node_for(hash_cache: &HashCache, local: &Path, meta: &fs::Metadata) -> Result<Node, TreeError> {
+    let unreadable = |error| TreeError::Unreadable {
+        path: local.to_path_buf(),
+        error,
+    };
+    let ft = meta.file_type();
+    if ft.is_file() {
+        let digest = hash_cache.digest(local, meta).map_err(unreadable)?;
+        Ok(Node::File {
+            digest,
+            executable: meta.permissions().mode() & 0o111 != 0,
+            source: BlobSource::File(local.to_path_buf()),
+        })
+    } else if ft.is_symlink() {
+        let target = fs::read_link(local).map_err(unreadable)?;
+        Ok(Node::Symlink(target.to_string_lossy().into_owned()))
+    } else if ft.is_dir() {
+        let mut children = BTreeMap::new();
+        for entry in fs::read_dir(local).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(|error| TreeError::Unreadable {
+                path: path.clone(),
+                error,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            children.insert(name, node_for(hash_cache, &path, &meta)?);
+        }
+        Ok(Node::Dir(children))
+    } else {
+        Err(TreeError::Unsupported(local.to_path_buf()))
     }
 }
 
@@ -328,12 +333,12 @@ mod tests {
         fs::write(&a, b"A").unwrap();
         fs::write(&b, b"B").unwrap();
         let cache = HashCache::in_memory();
-        let mut one = TreeBuilder::new(&cache);
-        one.add_path(&a, "x/a").unwrap();
-        one.add_path(&b, "b").unwrap();
-        let mut two = TreeBuilder::new(&cache);
-        two.add_path(&b, "b").unwrap();
-        two.add_path(&a, "x/a").unwrap();
+        let mut one = TreeBuilder::new();
+        one.add_path(&cache, &a, "x/a").unwrap();
+        one.add_path(&cache, &b, "b").unwrap();
+        let mut two = TreeBuilder::new();
+        two.add_path(&cache, &b, "b").unwrap();
+        two.add_path(&cache, &a, "x/a").unwrap();
         let (one, two) = (one.build(), two.build());
         assert_eq!(one.root, two.root);
         assert_eq!(one.directories.len(), 2);
@@ -348,8 +353,8 @@ mod tests {
         let cache = HashCache::in_memory();
         let root = |mode| {
             fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
-            let mut t = TreeBuilder::new(&cache);
-            t.add_path(&f, "tool").unwrap();
+            let mut t = TreeBuilder::new();
+            t.add_path(&cache, &f, "tool").unwrap();
             t.build().root
         };
         assert_ne!(root(0o644), root(0o755));
@@ -362,8 +367,8 @@ mod tests {
         fs::write(dir.path().join("d/sub/f"), b"1").unwrap();
         std::os::unix::fs::symlink("sub/f", dir.path().join("d/link")).unwrap();
         let cache = HashCache::in_memory();
-        let mut t = TreeBuilder::new(&cache);
-        t.add_path(&dir.path().join("d"), "d").unwrap();
+        let mut t = TreeBuilder::new();
+        t.add_path(&cache, &dir.path().join("d"), "d").unwrap();
         t.add_bytes(Arc::from(&b"2"[..]), "d/other", false).unwrap();
         let err = t
             .add_bytes(Arc::from(&b"3"[..]), "d/sub/f", false)
@@ -371,8 +376,8 @@ mod tests {
         assert!(err.to_string().contains("d/sub/f"), "{err}");
         let tree = t.build();
         assert_eq!(tree.directories.len(), 3);
-        let missing = TreeBuilder::new(&cache)
-            .add_path(&dir.path().join("nope"), "nope")
+        let missing = TreeBuilder::new()
+            .add_path(&cache, &dir.path().join("nope"), "nope")
             .unwrap_err();
         assert!(matches!(missing, TreeError::Missing(_)));
     }

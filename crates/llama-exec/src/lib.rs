@@ -24,7 +24,7 @@ let action = ActionSpec {
     arguments: vec!["/bin/sh".into(), "-c".into(), "exit 7".into()],
     ..Default::default()
 }
-.prepare(TreeBuilder::new(&HashCache::in_memory()).build())?;
+.prepare(TreeBuilder::new().build())?;
 let finished = engine.run(&action).await?;
 assert_eq!(finished.termination, Termination::Exited(7));
 # Ok::<(), Box<dyn std::error::Error>>(())

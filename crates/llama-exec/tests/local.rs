@@ -4,7 +4,7 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llama_core::{ActionSpec, Digest, HashCache, PreparedAction, Store, TreeBuilder};
+use llama_core::{ActionSpec, Digest, PreparedAction, Store, TreeBuilder};
 use llama_exec::{CachePolicy, Engine, LocalExecutor, OutputMapping, Termination};
 
 struct Fixture {
@@ -21,8 +21,7 @@ fn fixture() -> Fixture {
 }
 
 fn sh(script: &str, inputs: &[(&str, &[u8])], outputs: &[&str]) -> PreparedAction {
-    let cache = HashCache::in_memory();
-    let mut tree = TreeBuilder::new(&cache);
+    let mut tree = TreeBuilder::new();
     for (remote, data) in inputs {
         tree.add_bytes(Arc::from(*data), remote, false).unwrap();
     }

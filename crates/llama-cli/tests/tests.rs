@@ -1,0 +1,5 @@
+//! End-to-end tests of the `llama` binary: one test binary, one module per subcommand.
+
+mod invoke;
+mod util;
+mod xargs;

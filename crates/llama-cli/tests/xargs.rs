@@ -1,0 +1,317 @@
+//! `llama xargs` end to end: the real binary, real tools (optipng), a real store.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::util::{World, stderr, stdout};
+
+/// `llama xargs ARGS` with `input` on its standard input.
+fn xargs(w: &World, args: &[&str], input: &str) -> Output {
+    let mut child = w
+        .llama(&[&["xargs"], args].concat())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn llama xargs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_last_line_without_a_newline_is_a_job_too() {
+    let w = World::new();
+    let out = xargs(&w, &["f", "echo", "{{.Line}}"], "a\nb\nlast");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut lines: Vec<_> = stdout(&out).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["a", "b", "last"]);
+}
+
+/// Writes `count` PNG images that differ in size, colour type, bit depth and content.
+fn make_pngs(dir: &Path, count: usize) -> Vec<String> {
+    use png::{BitDepth, ColorType};
+    let kinds = [
+        (ColorType::Rgb, BitDepth::Eight, 3),
+        (ColorType::Rgba, BitDepth::Eight, 4),
+        (ColorType::Grayscale, BitDepth::Eight, 1),
+        (ColorType::GrayscaleAlpha, BitDepth::Eight, 2),
+        (ColorType::Rgb, BitDepth::Sixteen, 6),
+    ];
+    (0..count)
+        .map(|i| {
+            let (color, depth, bpp) = kinds[i % kinds.len()];
+            let (width, height) = (8 + (i * 7) % 90, 8 + (i * 13) % 70);
+            let mut data = Vec::with_capacity(width * height * bpp);
+            for y in 0..height {
+                for x in 0..width {
+                    for c in 0..bpp {
+                        // Gradients, stripes and noise, differently mixed per image.
+                        let noise = (x * 31 + y * 17 + c * 7 + i * 101) % 251;
+                        let v = match i % 3 {
+                            0 => (x * 255 / width) as u8,
+                            1 => {
+                                if (x / (1 + i % 5)) % 2 == 0 {
+                                    20
+                                } else {
+                                    230
+                                }
+                            }
+                            _ => noise as u8,
+                        };
+                        data.push(v.wrapping_add((c * 40) as u8));
+                    }
+                }
+            }
+            let name = format!("img{i:03}.png");
+            let file = fs::File::create(dir.join(&name)).expect("create png");
+            let mut encoder =
+                png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+            encoder.set_color(color);
+            encoder.set_depth(depth);
+            // Fast, weak compression leaves optipng real work to do.
+            encoder.set_compression(png::Compression::Fast);
+            let mut writer = encoder.write_header().expect("png header");
+            writer.write_image_data(&data).expect("png data");
+            writer.finish().expect("png finish");
+            name
+        })
+        .collect()
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/test, which installs it"
+    );
+}
+
+#[test]
+fn the_originals_optipng_example_matches_optipng_run_directly() {
+    require("optipng");
+    let w = World::new();
+    let names = make_pngs(&w.work(), 120);
+    // The reference: Debian's optipng run directly on a copy of each image.
+    let direct = w.dir.path().join("direct");
+    fs::create_dir_all(&direct).expect("mkdir");
+    for name in &names {
+        let status = Command::new("optipng")
+            .args(["-quiet", "-out"])
+            .arg(direct.join(name))
+            .arg(w.path(name))
+            .status()
+            .expect("optipng");
+        assert!(status.success(), "optipng {name}");
+    }
+    let listing = names.join("\n") + "\n";
+    let joblog = w.dir.path().join("joblog");
+    let args = [
+        "-j",
+        "8",
+        "--joblog",
+        joblog.to_str().expect("utf-8"),
+        "optipng",
+        "optipng",
+        "{{.I .Line}}",
+        "-out",
+        "{{.O (printf \"optimized/%s\" .Line)}}",
+    ];
+    let out = xargs(&w, &args, &listing);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in &names {
+        let ours = fs::read(w.path(&format!("optimized/{name}"))).expect("optimized image");
+        let theirs = fs::read(direct.join(name)).expect("direct image");
+        assert!(ours == theirs, "{name} differs from optipng run directly");
+    }
+    let log = fs::read_to_string(&joblog).expect("joblog");
+    assert_eq!(log.lines().count(), names.len() + 1);
+    assert!(
+        log.lines().skip(1).all(|l| l.ends_with("\tfalse")),
+        "first run: nothing cached"
+    );
+
+    // Again over unchanged inputs: nothing runs, and the joblog and -logs say so.
+    fs::remove_dir_all(w.path("optimized")).expect("rm");
+    let again = xargs(&w, &[&["-logs"], &args[..]].concat(), &listing);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let log = fs::read_to_string(&joblog).expect("joblog");
+    assert!(log.lines().skip(1).all(|l| l.ends_with("\ttrue")), "{log}");
+    assert!(stderr(&again).contains(&format!("0 ran, {} cached, 0 failed", names.len())));
+    for name in &names {
+        assert!(
+            w.path(&format!("optimized/{name}")).exists(),
+            "{name} restored from cache"
+        );
+    }
+}
+
+#[test]
+fn output_is_whole_per_job_and_k_keeps_input_order() {
+    let w = World::new();
+    // Each job prints three lines with pauses, later lines finishing first.
+    let script = "for i in 1 2 3; do echo {{.Line}}-$i; sleep 0.0{{.Line}}; done";
+    let input = "5\n4\n3\n2\n1\n";
+    let out = xargs(&w, &["-j", "5", "f", "sh", "-c", script], input);
+    assert!(out.status.success());
+    let lines: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 15);
+    for block in lines.chunks(3) {
+        let job = block[0].split('-').next().unwrap_or_default().to_string();
+        assert_eq!(
+            block,
+            [1, 2, 3].map(|i| format!("{job}-{i}")),
+            "interleaved: {lines:?}"
+        );
+    }
+    let kept = xargs(
+        &w,
+        &["-k", "-j", "5", "--no-cache", "f", "sh", "-c", script],
+        input,
+    );
+    let firsts: Vec<String> = stdout(&kept).lines().step_by(3).map(String::from).collect();
+    assert_eq!(firsts, ["5-1", "4-1", "3-1", "2-1", "1-1"]);
+}
+
+#[test]
+fn exit_status_counts_failed_jobs_up_to_101() {
+    let w = World::new();
+    let out = xargs(&w, &["f", "sh", "-c", "exit {{.Line}}"], "0\n1\n2\n0\n3\n");
+    assert_eq!(out.status.code(), Some(3));
+    let many: String = (0..105).map(|i| format!("{i}\n")).collect();
+    let out = xargs(
+        &w,
+        &[
+            "-j",
+            "4",
+            "f",
+            "sh",
+            "-c",
+            "echo {{.Line}} >/dev/null; exit 1",
+        ],
+        &many,
+    );
+    assert_eq!(out.status.code(), Some(101));
+}
+
+#[test]
+fn a_missing_input_fails_that_job_only_and_names_line_and_file() {
+    let w = World::new();
+    w.write("here.txt", b"present\n");
+    let out = xargs(&w, &["f", "cat", "{{.I .Line}}"], "here.txt\ngone.txt\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "present\n");
+    let err = stderr(&out);
+    assert!(
+        err.contains("line \"gone.txt\"") && err.contains("\"gone.txt\" does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_templates_fail_before_any_job_runs() {
+    let w = World::new();
+    let marker = w.dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let cases: &[(&[&str], &str)] = &[
+        (&["f", "sh", "-c", &touch, "{{.Line"], "column"),
+        (
+            &["f", "sh", "-c", &touch, "{{shout .Line}}"],
+            "function \"shout\" not defined",
+        ),
+        (
+            &["f", "sh", "-c", &touch, "{{.O \"../up\"}}"],
+            "inside the working directory",
+        ),
+        (&["f", "sh", "-c", &touch, "{{.O \"/abs\"}}"], "absolute"),
+    ];
+    for (args, needle) in cases {
+        let out = xargs(&w, args, "a\nb\n");
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("argument 4") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(!marker.exists(), "a job ran despite a bad template");
+    }
+    // An output path that escapes only once rendered is refused for that job.
+    let out = xargs(&w, &["f", "touch", "{{.O .Line}}"], "../escape\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("\"..\" is not allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!w.dir.path().join("escape").exists());
+}
+
+#[test]
+fn halt_now_stops_at_the_first_failure() {
+    let w = World::new();
+    let counter = w.dir.path().join("started");
+    let script = format!(
+        "echo x >> {}; if [ {{{{.Line}}}} = 0 ]; then exit 1; fi; sleep 5",
+        counter.display()
+    );
+    let input: String = (0..20).map(|i| format!("{i}\n")).collect();
+    let started = std::time::Instant::now();
+    let out = xargs(
+        &w,
+        &["-j", "2", "--halt", "now,fail=1", "f", "sh", "-c", &script],
+        &input,
+    );
+    assert!(
+        out.status.code().is_some_and(|c| c >= 1),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "running jobs must be killed"
+    );
+    let ran = fs::read_to_string(&counter)
+        .expect("counter")
+        .lines()
+        .count();
+    assert!(ran < 20, "no new jobs after the halt ({ran} started)");
+    assert!(
+        stderr(&out).contains("halting after 1 failed job"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn shared_files_reach_every_job() {
+    let w = World::new();
+    w.write("tool.sh", b"echo tool says $1\n");
+    let out = xargs(
+        &w,
+        &[
+            "-k",
+            "-f",
+            "tool.sh:bin/tool.sh",
+            "f",
+            "sh",
+            "bin/tool.sh",
+            "{{.Line}}",
+        ],
+        "x\ny\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "tool says x\ntool says y\n");
+    let missing = xargs(&w, &["-f", "nope.sh", "f", "true"], "x\n");
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(stderr(&missing).contains("nope.sh"));
+}
