@@ -10,9 +10,9 @@ use prost::Message;
 
 use crate::executor::ExecError;
 
-/// Recreates the directory `digest` of `tree` at `dest` (which must not exist), every file
-/// copied from the store and verified.
-pub(crate) fn materialize_tree(
+/// Fills the existing, empty directory `dest` with the directory `digest` of `tree`, every
+/// file copied from the store and verified.
+pub(crate) fn populate_tree(
     store: &Store,
     tree: &InputTree,
     digest: &Digest,
@@ -23,7 +23,7 @@ pub(crate) fn materialize_tree(
     })?;
     let dir = reapi::Directory::decode(&bytes[..])
         .map_err(|e| ExecError::InvalidAction(format!("directory {digest}: {e}")))?;
-    materialize_directory(store, &dir, dest, &mut |d| {
+    populate_directory(store, &dir, dest, &mut |d| {
         tree.directories
             .get(d)
             .and_then(|b| reapi::Directory::decode(&b[..]).ok())
@@ -33,8 +33,23 @@ pub(crate) fn materialize_tree(
     })
 }
 
-/// Recreates `dir` at `dest`, looking up subdirectories through `lookup`.
+/// Recreates `dir` at `dest` (which must not exist), looking up subdirectories through
+/// `lookup`.
 pub(crate) fn materialize_directory(
+    store: &Store,
+    dir: &reapi::Directory,
+    dest: &Path,
+    lookup: &mut dyn FnMut(&Digest) -> Result<reapi::Directory, ExecError>,
+) -> Result<(), ExecError> {
+    fs::create_dir(dest).map_err(|error| ExecError::Scratch {
+        path: dest.to_path_buf(),
+        error,
+    })?;
+    populate_directory(store, dir, dest, lookup)
+}
+
+/// Fills the existing directory `dest` with `dir`'s entries.
+fn populate_directory(
     store: &Store,
     dir: &reapi::Directory,
     dest: &Path,
@@ -44,7 +59,6 @@ pub(crate) fn materialize_directory(
         let path = path.to_path_buf();
         move |error| ExecError::Scratch { path, error }
     };
-    fs::create_dir(dest).map_err(scratch(dest))?;
     for file in &dir.files {
         let path = checked_join(dest, &file.name)?;
         let digest = parse_digest(file.digest.as_ref())?;

@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -15,12 +15,13 @@ use prost::Message;
 use tokio::sync::Semaphore;
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
-use crate::fsutil::{materialize_tree, remove_tree};
+use crate::fsutil::{populate_tree, remove_tree};
 
 /// Runs actions as child processes of this one.
 pub struct LocalExecutor {
     store: Store,
-    slots: Arc<Semaphore>,
+    permits: Arc<Semaphore>,
+    slots: Arc<SlotPool>,
     default_timeout: Duration,
 }
 
@@ -29,8 +30,9 @@ impl LocalExecutor {
     /// `default_timeout` unless the action sets its own.
     pub fn new(store: Store, jobs: usize, default_timeout: Duration) -> LocalExecutor {
         LocalExecutor {
+            slots: Arc::new(SlotPool::new(store.work_dir())),
             store,
-            slots: Arc::new(Semaphore::new(jobs.max(1))),
+            permits: Arc::new(Semaphore::new(jobs.max(1))),
             default_timeout,
         }
     }
@@ -43,42 +45,44 @@ impl Executor for LocalExecutor {
     }
 
     async fn execute(&self, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
-        let _slot = self
-            .slots
+        let _permit = self
+            .permits
             .acquire()
             .await
             .map_err(|e| ExecError::Task(e.to_string()))?;
         let store = self.store.clone();
         let prepared = action.clone();
+        let slots = self.slots.clone();
         // A blob found corrupt while materialising is deleted by the store; storing the
         // inputs again from their sources and retrying once repairs it.
-        let scratch = blocking(move || {
-            for attempt in 0..2 {
+        let slot = blocking(move || {
+            let slot = slots.take()?;
+            let mut attempt = 0;
+            loop {
                 ensure_inputs(&store, &prepared)?;
-                match Scratch::create(&store, &prepared) {
+                match slot.prepare(&store, &prepared) {
                     Err(ExecError::Store(StoreError::Corrupt { path, .. })) if attempt == 0 => {
                         tracing::warn!(
                             "input blob {} was corrupt; stored it again",
                             path.display()
                         );
+                        attempt += 1;
                     }
-                    other => return other,
+                    Err(e) => return Err(e),
+                    Ok(()) => return Ok(slot),
                 }
             }
-            unreachable_retry()
         })
         .await?;
         let timeout = action.timeout().unwrap_or(self.default_timeout);
         let started = SystemTime::now();
-        let termination = scratch.run(&action.command, timeout).await;
+        let termination = slot.run(&action.command, timeout).await;
         let completed = SystemTime::now();
         let store = self.store.clone();
         let command = action.command.clone();
         blocking(move || {
             let termination = termination?;
-            let collected = scratch.collect(&store, &command, termination);
-            scratch.remove();
-            let mut result = collected?;
+            let mut result = slot.collect(&store, &command, termination)?;
             result.execution_metadata = Some(reapi::ExecutedActionMetadata {
                 worker: "local".into(),
                 worker_start_timestamp: Some(timestamp(started)),
@@ -96,10 +100,89 @@ impl Executor for LocalExecutor {
     }
 }
 
-fn unreachable_retry() -> Result<Scratch, ExecError> {
-    Err(ExecError::Task(
-        "input materialisation retry loop ended".into(),
-    ))
+/// Scratch directories reused from one action to the next.
+///
+/// Creating and deleting a directory and two files per action is what made small actions
+/// slow (ext4 searches its recently freed inodes on every create). Instead each process
+/// keeps one directory per concurrent action under `work/run-PID-*/` and empties it before
+/// reuse; the run directory goes when the executor is dropped, and run directories of
+/// processes that died are swept away by the next executor.
+struct SlotPool {
+    work_dir: PathBuf,
+    inner: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    run_dir: Option<tempfile::TempDir>,
+    free: Vec<PathBuf>,
+    created: usize,
+}
+
+impl SlotPool {
+    fn new(work_dir: PathBuf) -> SlotPool {
+        SlotPool {
+            work_dir,
+            inner: Mutex::new(PoolState::default()),
+        }
+    }
+
+    fn take(self: &Arc<Self>) -> Result<Slot, ExecError> {
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = state.free.pop() {
+            return Ok(Slot {
+                path,
+                pool: self.clone(),
+            });
+        }
+        let run_dir = match &state.run_dir {
+            Some(dir) => dir.path().to_path_buf(),
+            None => {
+                sweep_stale_runs(&self.work_dir);
+                let dir = tempfile::Builder::new()
+                    .prefix(&format!("run-{}-", std::process::id()))
+                    .tempdir_in(&self.work_dir)
+                    .map_err(|error| ExecError::Scratch {
+                        path: self.work_dir.clone(),
+                        error,
+                    })?;
+                let path = dir.path().to_path_buf();
+                state.run_dir = Some(dir);
+                path
+            }
+        };
+        let path = run_dir.join(format!("slot-{}", state.created));
+        state.created += 1;
+        fs::create_dir(&path).map_err(|error| ExecError::Scratch {
+            path: path.clone(),
+            error,
+        })?;
+        Ok(Slot {
+            path,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// Removes `run-PID-*` directories whose process no longer exists.
+fn sweep_stale_runs(work_dir: &Path) {
+    let Ok(entries) = fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = remove_tree(&entry.path());
+        }
+    }
 }
 
 /// Runs blocking file-system work off the async threads.
@@ -139,23 +222,28 @@ fn ensure_inputs(store: &Store, action: &PreparedAction) -> Result<(), ExecError
     Ok(())
 }
 
-/// One action's private directory: `root/` is the input tree and the command's world;
-/// `stdout` and `stderr` sit beside it so they never appear among the inputs or outputs.
-struct Scratch {
-    dir: tempfile::TempDir,
-    stdin: Option<PathBuf>,
+/// One action's directory, borrowed from the pool: `root/` is the input tree and the
+/// command's world; `stdout`, `stderr` and `stdin` sit beside it so they never appear among
+/// the inputs or outputs.
+struct Slot {
+    path: PathBuf,
+    pool: Arc<SlotPool>,
 }
 
-impl Scratch {
-    fn create(store: &Store, action: &PreparedAction) -> Result<Scratch, ExecError> {
-        let base = store.work_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("action-")
-            .tempdir_in(&base)
-            .map_err(|error| ExecError::Scratch { path: base, error })?;
-        let scratch = Scratch { dir, stdin: None };
-        let root = scratch.root();
-        materialize_tree(store, &action.input, &action.input.root, &root)?;
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Emptied before its next use, so a slot abandoned mid-action is still safe to reuse.
+        let mut state = self.pool.inner.lock().unwrap_or_else(|p| p.into_inner());
+        state.free.push(std::mem::take(&mut self.path));
+    }
+}
+
+impl Slot {
+    /// Empties the slot and lays out the action's inputs in it.
+    fn prepare(&self, store: &Store, action: &PreparedAction) -> Result<(), ExecError> {
+        let root = self.root();
+        empty_dir(&root)?;
+        populate_tree(store, &action.input, &action.input.root, &root)?;
         let workdir = root.join(&action.command.working_directory);
         for output in &action.command.output_paths {
             if let Some(parent) = workdir.join(output).parent() {
@@ -165,23 +253,20 @@ impl Scratch {
                 })?;
             }
         }
-        let stdin = match action.stdin_digest() {
-            Some(digest) => {
-                let path = scratch.dir.path().join("stdin");
-                store.materialize(&digest, &path, false)?;
-                Some(path)
-            }
-            None => None,
-        };
-        Ok(Scratch { stdin, ..scratch })
+        let stdin = self.stream_path("stdin");
+        let _ = fs::remove_file(&stdin);
+        if let Some(digest) = action.stdin_digest() {
+            store.materialize(&digest, &stdin, false)?;
+        }
+        Ok(())
     }
 
     fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.path.join("root")
     }
 
     fn stream_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.path.join(name)
     }
 
     /// Runs the command with its own environment only, in its own process group, so the
@@ -201,9 +286,11 @@ impl Scratch {
         let stderr_path = self.stream_path("stderr");
         let stdout = File::create(&stdout_path).map_err(scratch_err(stdout_path.clone()))?;
         let stderr = File::create(&stderr_path).map_err(scratch_err(stderr_path.clone()))?;
-        let stdin = match &self.stdin {
-            Some(path) => Stdio::from(File::open(path).map_err(scratch_err(path.clone()))?),
-            None => Stdio::null(),
+        let stdin_path = self.stream_path("stdin");
+        let stdin = match File::open(&stdin_path) {
+            Ok(file) => Stdio::from(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Stdio::null(),
+            Err(error) => return Err(scratch_err(stdin_path)(error)),
         };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
@@ -267,8 +354,8 @@ impl Scratch {
     ) -> Result<reapi::ActionResult, ExecError> {
         let mut result = reapi::ActionResult {
             exit_code: termination.shell_status(),
-            stdout_digest: Some(store.adopt_file(&self.stream_path("stdout"))?.to_proto()),
-            stderr_digest: Some(store.adopt_file(&self.stream_path("stderr"))?.to_proto()),
+            stdout_digest: Some(self.adopt_stream(store, "stdout")?.to_proto()),
+            stderr_digest: Some(self.adopt_stream(store, "stderr")?.to_proto()),
             ..Default::default()
         };
         let workdir = self.root().join(&command.working_directory);
@@ -316,11 +403,52 @@ impl Scratch {
         Ok(result)
     }
 
-    fn remove(self) {
-        let path = self.dir.keep();
-        if let Err(e) = remove_tree(&path) {
-            tracing::warn!("could not remove scratch directory {}: {e}", path.display());
+    /// Stores a captured stream. The file is reused by the next action (truncated, same
+    /// inode), so when it holds a new blob the store takes the inode over and the slot's
+    /// name for it is removed.
+    fn adopt_stream(&self, store: &Store, name: &str) -> Result<Digest, ExecError> {
+        let path = self.stream_path(name);
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| ExecError::Scratch { path, error }
+        };
+        let file = File::open(&path).map_err(err(&path))?;
+        let digest = Digest::of_reader(file).map_err(err(&path))?;
+        if !store.contains(&digest) {
+            store.adopt_file(&path)?;
+            fs::remove_file(&path).map_err(err(&path))?;
         }
+        Ok(digest)
+    }
+}
+
+/// Makes `dir` an empty, writable directory, whatever the last action left in it.
+fn empty_dir(dir: &Path) -> Result<(), ExecError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |error| ExecError::Scratch {
+        path: dir.to_path_buf(),
+        error,
+    };
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            if meta.permissions().mode() & 0o700 != 0o700 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(err)?;
+            }
+            for entry in fs::read_dir(dir).map_err(err)? {
+                let path = entry.map_err(err)?.path();
+                let removed = match fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => remove_tree(&path),
+                    _ => fs::remove_file(&path),
+                };
+                removed.map_err(|error| ExecError::Scratch { path, error })?;
+            }
+            Ok(())
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(dir);
+            fs::create_dir(dir).map_err(err)
+        }
+        Err(_) => fs::create_dir_all(dir).map_err(err),
     }
 }
 

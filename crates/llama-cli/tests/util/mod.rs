@@ -1,5 +1,7 @@
 //! Shared helpers: a private store, config dir and working directory per test.
 
+pub mod pngs;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
