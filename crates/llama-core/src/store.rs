@@ -20,7 +20,7 @@
 //! refresh.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -112,6 +112,8 @@ pub enum StoreError {
 pub struct Store {
     root: PathBuf,
     limit: u64,
+    /// The `size` file, opened once per process.
+    size_file: std::sync::Arc<std::sync::OnceLock<File>>,
 }
 
 impl Store {
@@ -123,6 +125,7 @@ impl Store {
         let store = Store {
             root: root.into(),
             limit,
+            size_file: Default::default(),
         };
         for sub in ["cas", "ac", "tmp", "work"] {
             let dir = store.root.join(sub);
@@ -166,7 +169,7 @@ impl Store {
 
     /// True when the blob is present (not verified; reads verify).
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        is_empty_blob(digest) || self.blob_path(digest).is_file()
     }
 
     /// Stores an in-memory blob and returns its digest.
@@ -214,13 +217,18 @@ impl Store {
     pub fn adopt_file(&self, path: &Path) -> Result<Digest, StoreError> {
         let file = File::open(path).map_err(|e| io_error("open", path, e))?;
         let digest = Digest::of_reader(file).map_err(|e| io_error("read", path, e))?;
-        self.link_into_place(path, &digest)?;
+        if !is_empty_blob(&digest) {
+            self.link_into_place(path, &digest)?;
+        }
         Ok(digest)
     }
 
     /// Writes the blob to `out`, verifying it on the way. On a mismatch the blob is removed
     /// and [`StoreError::Corrupt`] returned: the caller must discard what it received.
     pub fn write_blob_to(&self, digest: &Digest, out: &mut dyn Write) -> Result<(), StoreError> {
+        if is_empty_blob(digest) {
+            return Ok(());
+        }
         let path = self.blob_path(digest);
         let file = self.open_blob(digest, &path)?;
         let mut writer = HashingWriter::new(out);
@@ -235,6 +243,9 @@ impl Store {
 
     /// Reads a whole blob into memory, verified. For blobs known to be small.
     pub fn get_bytes(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        if is_empty_blob(digest) {
+            return Ok(Vec::new());
+        }
         let path = self.blob_path(digest);
         let mut file = self.open_blob(digest, &path)?;
         let mut data = Vec::with_capacity(digest.size() as usize);
@@ -417,12 +428,28 @@ impl Store {
             .map_err(|e| self.classify("create a file in", &dir, e))
     }
 
+    /// Moves a staged blob to its name, never replacing an existing one: a concurrent writer
+    /// of the same blob wins and this copy is dropped. No fsync: a blob torn by a crash
+    /// fails verification on its next read and is removed then.
     fn install(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), StoreError> {
-        tmp.as_file()
-            .sync_data()
-            .map_err(|e| self.classify("write", tmp.path(), e))?;
-        self.link_into_place(tmp.path(), digest)
-        // `tmp` is deleted on drop; the blob lives on through its new link.
+        let dest = self.blob_path(digest);
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444));
+        let tmp = match tmp.persist_noclobber(&dest) {
+            Ok(_) => return self.account(digest.size()),
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound => {
+                self.ensure_parent(&dest)?;
+                e.file
+            }
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(self.classify("rename into", &dest, e.error)),
+        };
+        match tmp.persist_noclobber(&dest) {
+            Ok(_) => self.account(digest.size()),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(self.classify("rename into", &dest, e.error)),
+        }
     }
 
     /// Links `src` to the blob's name. `link(2)` never replaces an existing name, so a blob
@@ -465,26 +492,23 @@ impl Store {
     /// Applies `f` to the accounted size under an exclusive lock and returns the new value.
     fn update_size(&self, f: impl FnOnce(u64) -> u64) -> Result<u64, StoreError> {
         let path = self.root.join("size");
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| self.classify("open", &path, e))?;
-        file.lock().map_err(|e| self.classify("lock", &path, e))?;
-        let mut buf = [0u8; 8];
-        let current = match file.read_exact(&mut buf) {
-            Ok(()) => u64::from_le_bytes(buf),
-            Err(_) => 0,
+        let file = match self.size_file.get() {
+            Some(file) => file,
+            None => {
+                let opened = File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| self.classify("open", &path, e))?;
+                self.size_file.get_or_init(|| opened)
+            }
         };
-        let new = f(current);
-        if new != current {
-            file.seek(SeekFrom::Start(0))
-                .and_then(|_| file.write_all(&new.to_le_bytes()))
-                .map_err(|e| self.classify("write", &path, e))?;
-        }
-        Ok(new)
+        file.lock().map_err(|e| self.classify("lock", &path, e))?;
+        let result = read_update_write(file, f).map_err(|e| self.classify("update", &path, e));
+        let _ = file.unlock();
+        result
     }
 
     /// Turns an I/O error into the variant a user can act on.
@@ -504,12 +528,35 @@ impl Store {
     }
 }
 
+/// Applies `f` to the little-endian u64 at the start of `file` (0 if absent).
+fn read_update_write(file: &File, f: impl FnOnce(u64) -> u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 8];
+    let current = match file.read_exact_at(&mut buf, 0) {
+        Ok(()) => u64::from_le_bytes(buf),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+        Err(e) => return Err(e),
+    };
+    let new = f(current);
+    if new != current {
+        file.write_all_at(&new.to_le_bytes(), 0)?;
+    }
+    Ok(new)
+}
+
 fn io_error(op: &'static str, path: &Path, error: io::Error) -> StoreError {
     StoreError::Io {
         op,
         path: path.to_path_buf(),
         error,
     }
+}
+
+/// The empty blob is present in every store without a file: much output is empty, and
+/// it needs neither a read nor a write.
+fn is_empty_blob(digest: &Digest) -> bool {
+    static EMPTY: std::sync::LazyLock<Digest> = std::sync::LazyLock::new(Digest::empty);
+    digest.size() == 0 && *digest == *EMPTY
 }
 
 fn shard_path(base: &Path, digest: &Digest) -> PathBuf {

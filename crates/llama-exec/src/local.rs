@@ -292,8 +292,23 @@ impl Slot {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Stdio::null(),
             Err(error) => return Err(scratch_err(stdin_path)(error)),
         };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
+        let cwd = self.root().join(&command.working_directory);
+        let path_env = command
+            .environment_variables
+            .iter()
+            .find(|v| v.name == "PATH")
+            .map(|v| v.value.as_str());
+        // Resolving the program here, against the action's own PATH, lets std spawn with
+        // posix_spawn rather than fork: std must fork to search a PATH other than ours.
+        let Some(resolved) = resolve_program(program, path_env, &cwd) else {
+            return self.spawn_failure(
+                program,
+                &io::Error::new(io::ErrorKind::NotFound, "not found in the action's PATH"),
+            );
+        };
+        let mut cmd = tokio::process::Command::new(resolved);
+        cmd.arg0(program)
+            .args(args)
             .env_clear()
             .envs(
                 command
@@ -301,7 +316,7 @@ impl Slot {
                     .iter()
                     .map(|v| (&v.name, &v.value)),
             )
-            .current_dir(self.root().join(&command.working_directory))
+            .current_dir(&cwd)
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr)
@@ -450,6 +465,23 @@ fn empty_dir(dir: &Path) -> Result<(), ExecError> {
         }
         Err(_) => fs::create_dir_all(dir).map_err(err),
     }
+}
+
+/// Finds `program` as `execvp` would, but in the action's PATH and relative to its working
+/// directory. A name with a slash is used as it is.
+fn resolve_program(program: &str, path_env: Option<&str>, cwd: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    // execvp's default search path when PATH is unset.
+    let search = path_env.unwrap_or("/bin:/usr/bin");
+    search.split(':').find_map(|dir| {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = cwd.join(dir).join(program);
+        let meta = fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
 }
 
 fn is_executable(meta: &fs::Metadata) -> bool {
