@@ -263,3 +263,103 @@ fn shared_files_reach_every_job() {
     assert_eq!(missing.status.code(), Some(125));
     assert!(stderr(&missing).contains("nope.sh"));
 }
+
+#[test]
+fn a_progress_bar_on_a_terminal_and_nothing_extra_otherwise() {
+    require("script");
+    let w = World::new();
+    let quiet = xargs(&w, &["f", "echo", "{{.Line}}"], "1\n2\n3\n");
+    assert!(quiet.status.success());
+    assert_eq!(stderr(&quiet), "", "nothing extra when not on a terminal");
+
+    // `script` gives the command a pseudo-terminal, as a user's shell would.
+    let llama = env!("CARGO_BIN_EXE_llama");
+    let line = format!("seq 30 | {llama} xargs -j 2 f sh -c 'sleep 0.05; echo {{{{.Line}}}}'");
+    let typescript = w.dir.path().join("typescript");
+    let status = Command::new("script")
+        .args(["-qec", &line])
+        .arg(&typescript)
+        .current_dir(w.work())
+        .env("LLAMA_DIR", w.store())
+        .env("TERM", "xterm")
+        .stdout(Stdio::null())
+        .status()
+        .expect("script");
+    assert!(status.success());
+    let screen = fs::read_to_string(&typescript).expect("typescript");
+    assert!(
+        screen.contains("done, ") && screen.contains(" running, "),
+        "{screen}"
+    );
+    assert!(screen.contains("llama xargs: 30 jobs in"), "{screen}");
+}
+
+#[test]
+fn retries_cover_infrastructure_failures_only() {
+    let w = World::new();
+    // A command's own failure: run once, never retried.
+    let counter = w.dir.path().join("runs");
+    let script = format!("echo run >> {}; exit 4", counter.display());
+    let out = xargs(&w, &["--retries", "3", "f", "sh", "-c", &script], "x\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        fs::read_to_string(&counter)
+            .expect("counter")
+            .lines()
+            .count(),
+        1
+    );
+
+    // A store that is full is the infrastructure failing: retried, then reported.
+    let mnt = w.dir.path().join("small");
+    fs::create_dir_all(&mnt).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        assert_ne!(
+            unsafe { libc::geteuid() },
+            0,
+            "root, but mounting a tmpfs failed"
+        );
+        eprintln!("skipped the full-store half: mounting a tmpfs needs root");
+        return;
+    }
+    // The input cannot be stored, so the command never starts.
+    w.write("big", &vec![1u8; 400_000]);
+    let runs = w.dir.path().join("big-runs");
+    let script = format!("echo run >> {}; cat \"$0\" > /dev/null", runs.display());
+    let out = w
+        .llama(&[
+            "xargs",
+            "--retries",
+            "2",
+            "f",
+            "sh",
+            "-c",
+            &script,
+            "{{.I .Line}}",
+        ])
+        .env("LLAMA_DIR", mnt.join("store"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().expect("stdin").write_all(b"big\n")?;
+            child.wait_with_output()
+        })
+        .expect("run");
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("retry 1 of 2") && err.contains("retry 2 of 2"),
+        "{err}"
+    );
+    assert!(err.contains("is full"), "{err}");
+    assert!(!runs.exists(), "the command must not have run");
+}
