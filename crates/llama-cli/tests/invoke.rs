@@ -3,7 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::util::{World, assert_store_consistent, stderr, stdout};
+use crate::util::{SmallDisk, World, assert_store_consistent, stderr, stdout};
 
 fn sha256sum_line(path: &std::path::Path, name: &str) -> String {
     let out = Command::new("sha256sum")
@@ -321,33 +321,19 @@ fn an_unusable_cache_directory_is_named() {
 
 #[test]
 fn a_full_cache_directory_is_named() {
-    // A small tmpfs is the only honest way to fill a disk; it needs root.
     let w = World::new();
-    let mnt = w.dir.path().join("small");
-    fs::create_dir_all(&mnt).expect("mkdir");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        assert_ne!(
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            unsafe { libc::geteuid() },
-            0,
-            "running as root, but mounting a tmpfs failed"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let Some(disk) = SmallDisk::mount(w.dir.path().join("small"), "64k") else {
         return;
-    }
+    };
     w.write("big", &vec![7u8; 200_000]);
     let out = w
         .llama(&[
             "invoke", "-f", "big", "-o", "copy", "gcc", "cp", "big", "copy",
         ])
-        .env("LLAMA_DIR", mnt.join("store"))
+        .env("LLAMA_DIR", disk.path.join("store"))
         .output()
         .expect("spawn");
-    let _ = Command::new("umount").arg(&mnt).status();
+    drop(disk);
     assert_eq!(out.status.code(), Some(125));
     let err = stderr(&out);
     assert!(

@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::util::{World, stderr, stdout};
+use crate::util::{SmallDisk, World, stderr, stdout};
 
 /// `llama xargs ARGS` with `input` on its standard input.
 fn xargs(w: &World, args: &[&str], input: &str) -> Output {
@@ -311,23 +311,9 @@ fn retries_cover_infrastructure_failures_only() {
     );
 
     // A store that is full is the infrastructure failing: retried, then reported.
-    let mnt = w.dir.path().join("small");
-    fs::create_dir_all(&mnt).expect("mkdir");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        assert_ne!(
-            unsafe { libc::geteuid() },
-            0,
-            "root, but mounting a tmpfs failed"
-        );
-        eprintln!("skipped the full-store half: mounting a tmpfs needs root");
+    let Some(disk) = SmallDisk::mount(w.dir.path().join("small"), "256k") else {
         return;
-    }
+    };
     // The input cannot be stored, so the command never starts.
     w.write("big", &vec![1u8; 400_000]);
     let runs = w.dir.path().join("big-runs");
@@ -343,7 +329,7 @@ fn retries_cover_infrastructure_failures_only() {
             &script,
             "{{.I .Line}}",
         ])
-        .env("LLAMA_DIR", mnt.join("store"))
+        .env("LLAMA_DIR", disk.path.join("store"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -353,7 +339,7 @@ fn retries_cover_infrastructure_failures_only() {
             child.wait_with_output()
         })
         .expect("run");
-    let _ = Command::new("umount").arg(&mnt).status();
+    drop(disk);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(

@@ -64,6 +64,40 @@ impl World {
     }
 }
 
+/// A small tmpfs mounted at `dir` (unmounted on drop): the only honest way to fill a disk.
+/// `None`, with the reason printed, when not root; as root, failing to mount is a failure.
+pub struct SmallDisk {
+    pub path: PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(path: PathBuf, size: &str) -> Option<SmallDisk> {
+        fs::create_dir_all(&path).expect("mkdir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(SmallDisk { path });
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        assert_ne!(
+            unsafe { libc::geteuid() },
+            0,
+            "root, but mounting a tmpfs failed"
+        );
+        eprintln!("skipped: filling a disk needs a tmpfs, and mounting one needs root");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
