@@ -48,6 +48,42 @@ pub enum Command {
     Xargs(XargsArgs),
     /// Print the effective settings and where each came from.
     Config(ConfigArgs),
+    /// Control the daemon behind llamacc (it starts by itself on first use).
+    Daemon(DaemonArgs),
+    /// What llamacc did: compiles, cache hits and misses, local runs by reason, time saved.
+    Stats(StatsArgs),
+}
+
+/// `llama daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DaemonAction,
+}
+
+/// The daemon's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DaemonAction {
+    /// Start the daemon in the background (a no-op when one runs).
+    Start,
+    /// Ask the daemon to finish its compiles and exit.
+    Stop,
+    /// Say whether a daemon runs, and its pid, uptime and socket (exit 1 when none does).
+    Status,
+    /// Run the daemon in the foreground (what `start` and llamacc launch).
+    Run,
+}
+
+/// `llama stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print the counters as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Zero the counters.
+    #[arg(long)]
+    pub zero: bool,
 }
 
 const INVOKE_HELP: &str = "\
@@ -239,6 +275,7 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
         ],
     ),
     ("config", &[flag("shell")]),
+    ("stats", &[flag("json"), flag("zero")]),
 ];
 
 /// Rewrites Go-style arguments into clap's: `-stdin` → `--stdin`, `--f x` → `-f x`, and

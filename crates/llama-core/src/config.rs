@@ -111,6 +111,13 @@ const KEYS: &[Key] = &[
         help: "deadline of one action (e.g. 90s, 15m, 1h)",
     },
     Key {
+        name: "daemon_idle_timeout",
+        env: "LLAMA_DAEMON_IDLE_TIMEOUT",
+        default: || "10m".into(),
+        check: |v| parse_duration(v).map(drop),
+        help: "the llamacc daemon exits after this long without work",
+    },
+    Key {
         name: "object_store",
         env: "LLAMA_OBJECT_STORE",
         default: String::new,
@@ -298,6 +305,11 @@ impl Config {
     /// Deadline of one action.
     pub fn action_timeout(&self) -> Duration {
         parse_duration(self.raw("action_timeout")).unwrap_or(Duration::from_secs(900))
+    }
+
+    /// How long the daemon waits without work before exiting.
+    pub fn daemon_idle_timeout(&self) -> Duration {
+        parse_duration(self.raw("daemon_idle_timeout")).unwrap_or(Duration::from_secs(600))
     }
 
     /// `s3://BUCKET/PREFIX`, or empty.

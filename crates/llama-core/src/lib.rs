@@ -48,7 +48,7 @@ pub use crate::{
     config::{Backend, Config, ConfigError, Source},
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,
-    store::{Store, StoreError},
+    store::{RecordKind, Store, StoreError},
     tree::{BlobSource, InputTree, TreeBuilder, TreeError, normalize_remote, remote_components},
 };
 

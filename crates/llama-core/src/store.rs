@@ -107,6 +107,32 @@ pub enum StoreError {
     },
 }
 
+/// The kinds of keyed records the store keeps beside the CAS, each in its own directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// REAPI `ActionResult`s keyed by action digest (`ac/`).
+    ActionResult,
+    /// llamacc's manifests: what a compile read, keyed by what is known before compiling
+    /// (`manifests/`).
+    Manifest,
+}
+
+impl RecordKind {
+    fn dir(self) -> &'static str {
+        match self {
+            RecordKind::ActionResult => "ac",
+            RecordKind::Manifest => "manifests",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            RecordKind::ActionResult => "action cache entry",
+            RecordKind::Manifest => "compile manifest",
+        }
+    }
+}
+
 /// The CAS and the action cache on local disk.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -161,10 +187,6 @@ impl Store {
     /// Where the blob named `digest` lives (whether or not it is present).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         shard_path(&self.root.join("cas"), digest)
-    }
-
-    fn ac_path(&self, action: &Digest) -> PathBuf {
-        shard_path(&self.root.join("ac"), action)
     }
 
     /// True when the blob is present (not verified; reads verify).
@@ -297,27 +319,13 @@ impl Store {
         &self,
         action: &Digest,
     ) -> Result<Option<reapi::ActionResult>, StoreError> {
-        let path = self.ac_path(action);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.classify("read", &path, e)),
+        let Some(payload) = self.get_record(RecordKind::ActionResult, action)? else {
+            return Ok(None);
         };
-        let decoded = (data.len() >= 32)
-            .then(|| data.split_at(32))
-            .filter(|(sum, payload)| Sha256::digest(payload).as_slice() == *sum)
-            .and_then(|(_, payload)| reapi::ActionResult::decode(payload).ok());
-        match decoded {
-            Some(result) => {
-                touch(&path);
-                Ok(Some(result))
-            }
-            None => {
-                tracing::warn!(
-                    "action cache entry {} was corrupt; removed it",
-                    path.display()
-                );
-                self.remove_action_result(action);
+        match reapi::ActionResult::decode(&payload[..]) {
+            Ok(result) => Ok(Some(result)),
+            Err(_) => {
+                self.remove_record(RecordKind::ActionResult, action);
                 Ok(None)
             }
         }
@@ -329,21 +337,66 @@ impl Store {
         action: &Digest,
         result: &reapi::ActionResult,
     ) -> Result<(), StoreError> {
-        let payload = result.encode_to_vec();
+        self.put_record(RecordKind::ActionResult, action, &result.encode_to_vec())
+    }
+
+    /// A small keyed record of `kind` (checksummed; a damaged one is removed, reported and
+    /// treated as absent).
+    pub fn get_record(
+        &self,
+        kind: RecordKind,
+        key: &Digest,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.record_path(kind, key);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.classify("read", &path, e)),
+        };
+        let intact = data.len() >= 32 && Sha256::digest(&data[32..]).as_slice() == &data[..32];
+        if !intact {
+            tracing::warn!(
+                "{} {} was corrupt; removed it",
+                kind.describe(),
+                path.display()
+            );
+            let _ = fs::remove_file(&path);
+            return Ok(None);
+        }
+        touch(&path);
+        Ok(Some(data[32..].to_vec()))
+    }
+
+    /// Writes a record of `kind`, atomically replacing any earlier one.
+    pub fn put_record(
+        &self,
+        kind: RecordKind,
+        key: &Digest,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
         let mut tmp = self.temp_file()?;
-        tmp.write_all(&Sha256::digest(&payload))
-            .and_then(|()| tmp.write_all(&payload))
+        tmp.write_all(&Sha256::digest(payload))
+            .and_then(|()| tmp.write_all(payload))
             .map_err(|e| self.classify("write", tmp.path(), e))?;
-        let path = self.ac_path(action);
+        let path = self.record_path(kind, key);
         self.ensure_parent(&path)?;
         tmp.persist(&path)
             .map_err(|e| self.classify("rename into", &path, e.error))?;
         self.account(payload.len() as u64 + 32)
     }
 
+    /// Deletes a record.
+    pub fn remove_record(&self, kind: RecordKind, key: &Digest) {
+        let _ = fs::remove_file(self.record_path(kind, key));
+    }
+
+    fn record_path(&self, kind: RecordKind, key: &Digest) -> PathBuf {
+        shard_path(&self.root.join(kind.dir()), key)
+    }
+
     /// Forgets the cached result of `action`.
     pub fn remove_action_result(&self, action: &Digest) {
-        let _ = fs::remove_file(self.ac_path(action));
+        self.remove_record(RecordKind::ActionResult, action);
     }
 
     /// Deletes the blob (used when a reader found it damaged).
@@ -371,7 +424,11 @@ impl Store {
         }
         let mut entries = Vec::new();
         let mut total = 0u64;
-        for kind in ["cas", "ac"] {
+        for kind in [
+            "cas",
+            RecordKind::ActionResult.dir(),
+            RecordKind::Manifest.dir(),
+        ] {
             for entry in walk_shards(&self.root.join(kind)) {
                 total += entry.1;
                 entries.push(entry);
@@ -677,7 +734,7 @@ mod tests {
         };
         s.put_action_result(&action, &result).unwrap();
         assert_eq!(s.get_action_result(&action).unwrap(), Some(result));
-        let path = s.ac_path(&action);
+        let path = s.record_path(RecordKind::ActionResult, &action);
         let mut data = fs::read(&path).unwrap();
         let last = data.len() - 1;
         data[last] ^= 0xff;

@@ -179,6 +179,24 @@ impl TreeBuilder {
         self.insert(&parts, remote, node)
     }
 
+    /// Adds a file whose digest is already known (hashed by the caller), read from `source`
+    /// when its bytes are needed.
+    pub fn add_known(
+        &mut self,
+        remote: &str,
+        digest: Digest,
+        executable: bool,
+        source: PathBuf,
+    ) -> Result<(), TreeError> {
+        let parts = remote_components(remote)?;
+        let node = Node::File {
+            digest,
+            executable,
+            source: BlobSource::File(source),
+        };
+        self.insert(&parts, remote, node)
+    }
+
     /// Encodes the tree.
     pub fn build(self) -> InputTree {
         let mut tree = InputTree {

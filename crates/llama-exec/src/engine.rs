@@ -109,7 +109,7 @@ impl Engine {
         if read_cache && cacheable {
             let store = self.store.clone();
             let key = action.action_digest;
-            let hit = tokio::task::spawn_blocking(move || lookup(&store, &key))
+            let hit = tokio::task::spawn_blocking(move || cached_result(&store, &key))
                 .await
                 .map_err(|e| ExecError::Task(e.to_string()))??;
             if let Some(result) = hit {
@@ -156,7 +156,7 @@ impl Engine {
             let mappings = outputs.to_vec();
             let success = finished.termination.success();
             let staged = tokio::task::spawn_blocking(move || {
-                let staged = stage(&store, &result, &mappings)?;
+                let staged = stage(&store, &result, &mappings, DEFAULT_UMASK)?;
                 for d in [&result.stdout_digest, &result.stderr_digest]
                     .into_iter()
                     .flatten()
@@ -197,8 +197,11 @@ impl Engine {
 }
 
 /// A cached result, if present and complete: every blob it names must still be in the
-/// store (eviction may have taken some), or it is not a hit.
-fn lookup(store: &Store, action: &Digest) -> Result<Option<reapi::ActionResult>, ExecError> {
+/// store (eviction may have taken some), or it is not a hit (and the entry is dropped).
+pub fn cached_result(
+    store: &Store,
+    action: &Digest,
+) -> Result<Option<reapi::ActionResult>, ExecError> {
     let Some(result) = store.get_action_result(action)? else {
         return Ok(None);
     };
@@ -245,10 +248,32 @@ enum StagedItem {
     Symlink(String),
 }
 
+/// The umask outputs of `llama invoke` and `xargs` are written with.
+const DEFAULT_UMASK: u32 = 0o022;
+
+/// Writes the outputs of `result` named in `outputs` to their local paths, all or nothing:
+/// each is staged beside its destination and verified, then all are renamed into place.
+/// Files get mode 0666 (0777 if executable) less `umask`, as if the command had written
+/// them. Returns the outputs the result does not have (then nothing is written).
+pub fn deliver_outputs(
+    store: &Store,
+    result: &reapi::ActionResult,
+    outputs: &[OutputMapping],
+    umask: u32,
+) -> Result<Vec<OutputMapping>, ExecError> {
+    let staged = stage(store, result, outputs, umask)?;
+    let missing = staged.missing.clone();
+    if missing.is_empty() {
+        staged.commit()?;
+    }
+    Ok(missing)
+}
+
 fn stage(
     store: &Store,
     result: &reapi::ActionResult,
     outputs: &[OutputMapping],
+    umask: u32,
 ) -> Result<Staged, ExecError> {
     let files: HashMap<&str, &reapi::OutputFile> = result
         .output_files
@@ -282,7 +307,7 @@ fn stage(
                 })?;
             let (mut file_handle, path) = tmp.into_parts();
             store.write_blob_to(&parse_digest(file.digest.as_ref())?, &mut file_handle)?;
-            let mode = if file.is_executable { 0o755 } else { 0o644 };
+            let mode = if file.is_executable { 0o777 } else { 0o666 } & !umask;
             set_mode(&path, mode)?;
             StagedItem::File(path)
         } else if let Some(dir) = dirs.get(key) {

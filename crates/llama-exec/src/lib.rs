@@ -39,9 +39,13 @@ mod engine;
 mod executor;
 mod fsutil;
 mod local;
+mod process;
 
 pub use crate::{
-    engine::{CachePolicy, Delivered, Engine, Finished, OutputMapping},
+    engine::{
+        CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result, deliver_outputs,
+    },
     executor::{ExecError, ExecOutcome, Executor, Termination, signal_name},
     local::LocalExecutor,
+    process::{HostCommand, HostOutput, run_host},
 };

@@ -17,6 +17,24 @@ impl Default for World {
     }
 }
 
+impl Drop for World {
+    fn drop(&mut self) {
+        // Each world's store has its own daemon; stop it with the world.
+        if self.store().join("daemon.lock").exists() {
+            let _ = self.llama(&["daemon", "stop"]).output();
+        }
+    }
+}
+
+/// The C++ compiler that goes with a C compiler.
+pub fn cxx_for(cc: &str) -> &'static str {
+    if cc.contains("clang") {
+        "clang++"
+    } else {
+        "g++"
+    }
+}
+
 impl World {
     pub fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -47,7 +65,24 @@ impl World {
     /// `llama ARGS` in this world, with no settings leaking in from the environment.
     pub fn llama(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama"));
-        cmd.args(args).current_dir(self.work());
+        cmd.args(args);
+        self.isolate(&mut cmd);
+        cmd
+    }
+
+    /// `llamacc ARGS` in this world, standing in for the C compiler `cc`.
+    pub fn llamacc(&self, cc: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llamacc"));
+        cmd.args(args);
+        self.isolate(&mut cmd);
+        cmd.env("LLAMACC_LOCAL_CC", cc)
+            .env("LLAMACC_LOCAL_CXX", cxx_for(cc));
+        cmd
+    }
+
+    /// Runs in `work/` with this world's store and config, and nothing of the caller's.
+    fn isolate(&self, cmd: &mut Command) {
+        cmd.current_dir(self.work());
         for (key, _) in std::env::vars() {
             if key.starts_with("LLAMA") || key.starts_with("XDG_") {
                 cmd.env_remove(key);
@@ -55,8 +90,9 @@ impl World {
         }
         cmd.env("LLAMA_DIR", self.store())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("HOME", self.dir.path());
-        cmd
+            .env("HOME", self.dir.path())
+            // A daemon a test forgets to stop goes away by itself.
+            .env("LLAMA_DAEMON_IDLE_TIMEOUT", "60s");
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -1,0 +1,900 @@
+//! The compile service: what the daemon does with one compile request.
+//!
+//! 1. Parse the arguments with the flag table; anything not a single cacheable compile is
+//!    handed back to run the real compiler directly, with its reason counted.
+//! 2. Identify the compiler and hash what is known before compiling (compiler, arguments,
+//!    directory, output-affecting environment, source, forced includes): the pre-key.
+//! 3. Look up the manifest of that pre-key: an earlier compile whose headers all still have
+//!    the same content (and whose shadowing candidates are still absent) names an action
+//!    whose cached result is delivered without running anything.
+//! 4. Otherwise compile in place — the real compiler, the user's arguments, the user's
+//!    directory, so the object is the one a plain build makes — with a depfile, and record
+//!    what it read as the action's inputs.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use llama_core::{
+    ActionSpec, Digest, HashCache, Hasher, RecordKind, Store, TreeBuilder, protobuf, reapi,
+};
+use llama_exec::{
+    HostCommand, OutputMapping, Termination, cached_result, deliver_outputs, run_host,
+};
+use tokio::sync::Semaphore;
+
+use crate::args::{self, Compilation, DepKind, Verdict};
+use crate::error::CcError;
+use crate::identity::{IdentityCache, env_path, find_in_path};
+use crate::manifest::{Entry, Manifest};
+use crate::settings::Settings;
+use crate::stats::{Outcome, Stats};
+use crate::sysdirs::SystemDirs;
+
+/// Environment variables that can change what the compiler writes (objects, depfiles or
+/// diagnostics), and so are part of the key.
+const OUTPUT_ENV: &[&str] = &[
+    "CPATH",
+    "CPLUS_INCLUDE_PATH",
+    "C_INCLUDE_PATH",
+    "COMPILER_PATH",
+    "GCC_COLORS",
+    "GCC_COMPARE_DEBUG",
+    "GCC_EXEC_PREFIX",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "OBJCPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "SOURCE_DATE_EPOCH",
+];
+
+/// Environment variables that make the compiler write files llamacc does not know about.
+const UNCACHEABLE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
+
+/// Text that makes a compile's output depend on more than its inputs' content, with the
+/// reason it is then not cached: the time macros change every second, and an assembler
+/// `.incbin` (also in inline asm in C) reads a file the depfile does not name.
+const UNCACHEABLE_CONTENT: &[(&[u8], &str)] = &[
+    (b"__DATE__", "__DATE__/__TIME__"),
+    (b"__TIME__", "__DATE__/__TIME__"),
+    (b"__TIMESTAMP__", "__DATE__/__TIME__"),
+    (b".incbin", "assembler .incbin"),
+];
+
+/// One compile, as the client saw it.
+#[derive(Debug, Clone)]
+pub struct CompileRequest {
+    /// Invoked as `llamac++` (C++ compiler) rather than `llamacc`.
+    pub cxx: bool,
+    /// Arguments after the program name.
+    pub args: Vec<OsString>,
+    /// The client's working directory.
+    pub cwd: PathBuf,
+    /// The client's whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// The client's file-creation mask.
+    pub umask: u32,
+}
+
+/// What the client does next.
+#[derive(Debug, Clone)]
+pub enum CompileReply {
+    /// The compile is done (from the cache or run now): print these and exit with the code.
+    Done {
+        /// The compiler's exit status.
+        exit_code: i32,
+        /// The compiler's stdout.
+        stdout: Vec<u8>,
+        /// The compiler's stderr (diagnostics).
+        stderr: Vec<u8>,
+        /// Served from the cache.
+        cached: bool,
+        /// Messages from llamacc itself to print first.
+        notes: Vec<String>,
+    },
+    /// Run this compiler with these arguments directly, in place of llamacc.
+    RunLocally {
+        /// The compiler, as named (the client resolves it in its own PATH).
+        program: OsString,
+        /// Its arguments.
+        args: Vec<OsString>,
+        /// Why (for `LLAMACC_VERBOSE`).
+        reason: String,
+        /// Messages from llamacc itself to print first.
+        notes: Vec<String>,
+    },
+}
+
+/// How a compile left the cached path.
+enum Fallback {
+    /// Run the real compiler directly, for this reason.
+    Local(String),
+    /// llamacc failed; run the real compiler directly.
+    Error(CcError),
+}
+
+impl From<CcError> for Fallback {
+    fn from(e: CcError) -> Self {
+        Fallback::Error(e)
+    }
+}
+
+impl From<llama_core::StoreError> for Fallback {
+    fn from(e: llama_core::StoreError) -> Self {
+        Fallback::Error(e.into())
+    }
+}
+
+impl From<llama_exec::ExecError> for Fallback {
+    fn from(e: llama_exec::ExecError) -> Self {
+        Fallback::Error(e.into())
+    }
+}
+
+/// The state a daemon keeps across compiles.
+pub struct CompileService {
+    store: Store,
+    hash_cache: Arc<HashCache>,
+    identities: IdentityCache,
+    sysdirs: SystemDirs,
+    manifests: Mutex<HashMap<Digest, Arc<Manifest>>>,
+    content_flags: Mutex<HashMap<Digest, Option<&'static str>>>,
+    warned: Mutex<HashSet<String>>,
+    slots: Semaphore,
+    stats: Arc<Stats>,
+    timeout: Duration,
+    own_umask: u32,
+}
+
+impl CompileService {
+    /// A service caching in `store`, hashing through `hash_cache`, running at most `jobs`
+    /// compiles at once, each limited to `timeout`.
+    pub fn new(
+        store: Store,
+        hash_cache: Arc<HashCache>,
+        stats: Arc<Stats>,
+        jobs: usize,
+        timeout: Duration,
+        own_umask: u32,
+    ) -> CompileService {
+        CompileService {
+            store,
+            hash_cache,
+            identities: IdentityCache::default(),
+            sysdirs: SystemDirs::default(),
+            manifests: Mutex::new(HashMap::new()),
+            content_flags: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashSet::new()),
+            slots: Semaphore::new(jobs.max(1)),
+            stats,
+            timeout,
+            own_umask,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Handles one compile.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future kills a compile in progress; nothing is recorded.
+    pub async fn compile(&self, req: CompileRequest) -> CompileReply {
+        let started = Instant::now();
+        let settings = Settings::from_env(req.env.iter().map(|(k, v)| (k, v)));
+        let mut notes = self.unknown_variable_notes(&settings);
+        let args = settings.filter_args(req.args.clone());
+        let program = OsString::from(settings.compiler(req.cxx));
+        let outcome = if settings.local {
+            Err(Fallback::Local("LLAMACC_LOCAL".into()))
+        } else {
+            self.cached_compile(&req, &args, &program, started).await
+        };
+        match outcome {
+            Ok((reply, outcome, reason, saved)) => {
+                self.stats.record(outcome, reason.as_deref(), saved);
+                if settings.verbose {
+                    notes.push(format!(
+                        "llamacc: {} ({:.1} ms)",
+                        describe(outcome, reason.as_deref()),
+                        started.elapsed().as_secs_f64() * 1e3
+                    ));
+                }
+                match reply {
+                    CompileReply::Done {
+                        exit_code,
+                        stdout,
+                        stderr,
+                        cached,
+                        notes: mut extra,
+                    } => {
+                        notes.append(&mut extra);
+                        CompileReply::Done {
+                            exit_code,
+                            stdout,
+                            stderr,
+                            cached,
+                            notes,
+                        }
+                    }
+                    other => other,
+                }
+            }
+            Err(fallback) => {
+                let (outcome, reason) = match fallback {
+                    Fallback::Local(reason) => (Outcome::Local, reason),
+                    Fallback::Error(e) => {
+                        notes.push(format!(
+                            "llamacc: warning: {e}; running the compiler directly"
+                        ));
+                        (Outcome::Error, "error".to_string())
+                    }
+                };
+                self.stats.record(outcome, Some(&reason), 0.0);
+                if settings.verbose {
+                    notes.push(format!("llamacc: running the compiler directly: {reason}"));
+                }
+                CompileReply::RunLocally {
+                    program,
+                    args,
+                    reason,
+                    notes,
+                }
+            }
+        }
+    }
+
+    /// Unknown `LLAMACC_*` variables, each reported once per daemon.
+    fn unknown_variable_notes(&self, settings: &Settings) -> Vec<String> {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        settings
+            .unknown
+            .iter()
+            .filter(|v| warned.insert((*v).clone()))
+            .map(|v| format!("llamacc: warning: unknown variable {v} ignored (see the README for LLAMACC_* variables)"))
+            .collect()
+    }
+
+    async fn cached_compile(
+        &self,
+        req: &CompileRequest,
+        args: &[OsString],
+        program: &OsStr,
+        started: Instant,
+    ) -> Result<(CompileReply, Outcome, Option<String>, f64), Fallback> {
+        for var in UNCACHEABLE_ENV {
+            if req.env.iter().any(|(k, _)| k == *var) {
+                return Err(Fallback::Local(format!("environment {var}")));
+            }
+        }
+        let driver = resolve_compiler(program, &req.env, &req.cwd)
+            .ok_or_else(|| Fallback::Local("compiler not found".into()))?;
+        if driver
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("llamac"))
+        {
+            return Err(Fallback::Error(CcError::probe(
+                &driver,
+                "it is llamacc itself; set LLAMACC_LOCAL_CC / LLAMACC_LOCAL_CXX to the real compiler".into(),
+            )));
+        }
+        let identity = self
+            .identities
+            .get(&driver, &req.env, &self.hash_cache)
+            .await?;
+        let driver_kind = args::Driver {
+            family: identity.family,
+            cxx: req.cxx,
+        };
+        let compilation = match args::parse(args, &req.cwd, driver_kind) {
+            Verdict::Compile(c) => c,
+            Verdict::Local(reason) => return Err(Fallback::Local(reason.name())),
+        };
+        let prekey = self.prekey(req, args, &identity.digest, &compilation)?;
+        let outputs = output_mappings(&req.cwd, &compilation);
+
+        // 3. The manifest: an earlier compile whose inputs are unchanged.
+        let manifest = self.manifest(&prekey)?;
+        for entry in &manifest.entries {
+            if !self
+                .entry_matches(entry, req, &driver, &identity.digest, &compilation)
+                .await?
+            {
+                continue;
+            }
+            let store = self.store.clone();
+            let action = entry.action_digest();
+            let mappings = outputs.clone();
+            let umask = req.umask;
+            let hit = tokio::task::spawn_blocking(move || -> Result<_, Fallback> {
+                let Some(result) = cached_result(&store, &action)? else {
+                    return Ok(None);
+                };
+                if !deliver_outputs(&store, &result, &mappings, umask)?.is_empty() {
+                    return Ok(None);
+                }
+                let stdout = blob(&store, result.stdout_digest.as_ref())?;
+                let stderr = blob(&store, result.stderr_digest.as_ref())?;
+                Ok(Some((result, stdout, stderr)))
+            })
+            .await
+            .map_err(|e| Fallback::Error(llama_exec::ExecError::Task(e.to_string()).into()))??;
+            if let Some((result, stdout, stderr)) = hit {
+                let saved = compile_seconds(&result) - started.elapsed().as_secs_f64();
+                return Ok((
+                    CompileReply::Done {
+                        exit_code: 0,
+                        stdout,
+                        stderr,
+                        cached: true,
+                        notes: Vec::new(),
+                    },
+                    Outcome::Hit,
+                    None,
+                    saved,
+                ));
+            }
+        }
+
+        // 4. Compile in place, learning the inputs from the depfile.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| Fallback::Error(llama_exec::ExecError::Task(e.to_string()).into()))?;
+        let own_depfile =
+            compilation.depfile.is_none() && compilation.language.is_preprocessed_by_compiler();
+        let tmp_depfile = own_depfile.then(|| {
+            self.store
+                .root()
+                .join("tmp")
+                .join(format!("dep-{}-{}.d", std::process::id(), unique()))
+        });
+        let mut run_args = args.to_vec();
+        if let Some(dep) = &tmp_depfile {
+            run_args.extend(["-MD".into(), "-MF".into(), dep.clone().into_os_string()]);
+        }
+        let run_started = SystemTime::now();
+        let output = run_host(
+            &HostCommand {
+                program: driver.clone(),
+                args: run_args,
+                cwd: req.cwd.clone(),
+                env: req.env.clone(),
+                umask: (req.umask != self.own_umask).then_some(req.umask),
+            },
+            self.timeout,
+        )
+        .await
+        .map_err(|e| {
+            Fallback::Error(CcError::Spawn {
+                path: driver.clone(),
+                message: e.to_string(),
+            })
+        })?;
+        let run_completed = SystemTime::now();
+        let exit_code = match output.termination {
+            Termination::Exited(code) => code,
+            other => other.shell_status(),
+        };
+        let done = |cached_outcome: Outcome, reason: Option<String>| {
+            Ok((
+                CompileReply::Done {
+                    exit_code,
+                    stdout: output.stdout.clone(),
+                    stderr: output.stderr.clone(),
+                    cached: false,
+                    notes: Vec::new(),
+                },
+                cached_outcome,
+                reason,
+                0.0,
+            ))
+        };
+        if !output.termination.success() {
+            if let Some(dep) = &tmp_depfile {
+                let _ = fs::remove_file(dep);
+            }
+            return done(Outcome::CompileError, None);
+        }
+        let depfile_path = tmp_depfile
+            .clone()
+            .or_else(|| compilation.depfile.as_ref().map(|d| req.cwd.join(&d.path)));
+        let recorded = self
+            .record(
+                req,
+                args,
+                &driver,
+                &identity.digest,
+                &compilation,
+                &prekey,
+                depfile_path.as_deref(),
+                &output.stdout,
+                &output.stderr,
+                (run_started, run_completed),
+            )
+            .await;
+        if let Some(dep) = &tmp_depfile {
+            let _ = fs::remove_file(dep);
+        }
+        match recorded {
+            Ok(None) => done(Outcome::Miss, None),
+            Ok(Some(reason)) => done(Outcome::Uncacheable, Some(reason)),
+            Err(e) => {
+                // The compile itself succeeded; only caching failed. Say so once, keep going.
+                let mut reply = done(Outcome::Error, Some("error".into()))?;
+                if let CompileReply::Done { notes, .. } = &mut reply.0 {
+                    notes.push(format!(
+                        "llamacc: warning: could not cache this compile: {e:#}"
+                    ));
+                }
+                Ok(reply)
+            }
+        }
+    }
+
+    /// Everything known before compiling, hashed.
+    fn prekey(
+        &self,
+        req: &CompileRequest,
+        args: &[OsString],
+        identity: &Digest,
+        c: &Compilation,
+    ) -> Result<Digest, Fallback> {
+        let mut h = Hasher::default();
+        h.update(b"llamacc prekey v1\0");
+        h.update(identity.hash_bytes());
+        h.update(&[u8::from(req.cxx)]);
+        h.update(req.cwd.as_os_str().as_encoded_bytes());
+        h.update(b"\0");
+        for a in args {
+            h.update(a.as_encoded_bytes());
+            h.update(b"\0");
+        }
+        h.update(b"\0env\0");
+        for var in OUTPUT_ENV {
+            if let Some((_, v)) = req.env.iter().find(|(k, _)| k == *var) {
+                h.update(var.as_bytes());
+                h.update(b"=");
+                h.update(v.as_encoded_bytes());
+                h.update(b"\0");
+            }
+        }
+        if c.native_cpu {
+            h.update(&native_cpu_id());
+        }
+        h.update(b"\0files\0");
+        let files = std::iter::once(&c.source)
+            .chain(c.forced_includes.iter())
+            .chain(c.file_inputs.iter());
+        for file in files {
+            let path = req.cwd.join(file);
+            // The compiler reports a missing or unreadable file better than llamacc can.
+            let digest = self
+                .digest_of(&path)
+                .map_err(|_| Fallback::Local("unreadable input".into()))?;
+            h.update(path.as_os_str().as_encoded_bytes());
+            h.update(digest.hash_bytes());
+        }
+        Ok(h.finish())
+    }
+
+    fn digest_of(&self, path: &Path) -> Result<Digest, CcError> {
+        let meta = fs::metadata(path).map_err(|e| CcError::input(path, e))?;
+        if !meta.is_file() {
+            return Err(CcError::input(path, "not a regular file"));
+        }
+        self.hash_cache
+            .digest(path, &meta)
+            .map_err(|e| CcError::input(path, e))
+    }
+
+    fn manifest(&self, prekey: &Digest) -> Result<Arc<Manifest>, Fallback> {
+        if let Some(m) = self.lock_manifests().get(prekey) {
+            return Ok(m.clone());
+        }
+        let manifest = match self.store.get_record(RecordKind::Manifest, prekey)? {
+            Some(bytes) => Manifest::decode(&bytes),
+            None => Manifest::default(),
+        };
+        let manifest = Arc::new(manifest);
+        self.lock_manifests().insert(*prekey, manifest.clone());
+        Ok(manifest)
+    }
+
+    fn lock_manifests(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Manifest>>> {
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn entry_matches(
+        &self,
+        entry: &Entry,
+        req: &CompileRequest,
+        driver: &Path,
+        identity: &Digest,
+        c: &Compilation,
+    ) -> Result<bool, Fallback> {
+        for (path, hash, size) in &entry.inputs {
+            let path = Path::new(path);
+            let Ok(meta) = fs::metadata(path) else {
+                return Ok(false);
+            };
+            if meta.len() != *size {
+                return Ok(false);
+            }
+            match self.hash_cache.digest(path, &meta) {
+                Ok(d) if d.hash_bytes() == hash => {}
+                _ => return Ok(false),
+            }
+        }
+        if entry.absent.iter().any(|p| fs::symlink_metadata(p).is_ok()) {
+            return Ok(false);
+        }
+        if let Some(system) = entry.system {
+            let dirs = self.system_dirs(req, driver, identity, c).await?;
+            if self.sysdirs.fingerprint(&dirs).hash_bytes() != &system {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every system include directory of this compile: the compiler's own for the language
+    /// and flags, and those the arguments add.
+    async fn system_dirs(
+        &self,
+        req: &CompileRequest,
+        driver: &Path,
+        identity: &Digest,
+        c: &Compilation,
+    ) -> Result<Vec<PathBuf>, Fallback> {
+        let list = self
+            .sysdirs
+            .search_list(driver, identity, c.language.gcc_name(), &c.args, &req.env)
+            .await?;
+        let mut dirs: Vec<PathBuf> = list.iter().cloned().collect();
+        for d in c.includes.system.iter().chain(c.includes.after.iter()) {
+            let d = req.cwd.join(d);
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+        Ok(dirs)
+    }
+
+    /// Records a successful compile: its inputs, its outputs in the store, its action and the
+    /// manifest entry. Returns why it could not be cached, if so.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        req: &CompileRequest,
+        args: &[OsString],
+        driver: &Path,
+        identity: &Digest,
+        c: &Compilation,
+        prekey: &Digest,
+        depfile: Option<&Path>,
+        stdout: &[u8],
+        stderr: &[u8],
+        times: (SystemTime, SystemTime),
+    ) -> Result<Option<String>, CcError> {
+        let cwd = &req.cwd;
+        let mut inputs: Vec<PathBuf> = match depfile {
+            Some(path) => match fs::read_to_string(path) {
+                Ok(text) => crate::depfile::prerequisites(&text)
+                    .into_iter()
+                    .map(|p| normalize(&cwd.join(p)))
+                    .collect(),
+                Err(_) => return Ok(Some("no depfile written".into())),
+            },
+            None => {
+                // Plain assembly has no preprocessor, so the source is the only input unless
+                // it pulls files in itself.
+                let source = cwd.join(&c.source);
+                if c.language == args::Language::Asm {
+                    let text = fs::read(&source).map_err(|e| CcError::input(&source, e))?;
+                    if contains(&text, b".include") {
+                        return Ok(Some("assembler .include".into()));
+                    }
+                }
+                vec![normalize(&source)]
+            }
+        };
+        for f in c.forced_includes.iter().chain(c.file_inputs.iter()) {
+            inputs.push(normalize(&cwd.join(f)));
+        }
+        inputs.sort();
+        inputs.dedup();
+
+        let mut hashed = Vec::with_capacity(inputs.len());
+        let mut tree = TreeBuilder::new();
+        for path in &inputs {
+            let digest = self.digest_of(path)?;
+            if let Some(reason) = self.uncacheable_content(path, &digest) {
+                return Ok(Some(reason.into()));
+            }
+            hashed.push((
+                path.to_string_lossy().into_owned(),
+                *digest.hash_bytes(),
+                digest.size(),
+            ));
+            tree.add_known(&root_relative(path), digest, false, path.clone())
+                .map_err(|e| CcError::input(path, e))?;
+        }
+        // -MMD leaves system headers out: cover them by the fingerprint of their directories.
+        let system = match c.depfile.as_ref().map(|d| d.kind) {
+            Some(DepKind::UserHeadersOnly) => {
+                let dirs =
+                    self.system_dirs(req, driver, identity, c)
+                        .await
+                        .map_err(|f| match f {
+                            Fallback::Error(e) => e,
+                            Fallback::Local(r) => CcError::probe(driver, r),
+                        })?;
+                Some(*self.sysdirs.fingerprint(&dirs).hash_bytes())
+            }
+            _ => None,
+        };
+        let absent = absent_candidates(cwd, c, &inputs);
+
+        let outputs = output_mappings(cwd, c);
+        let mut spec = ActionSpec {
+            arguments: std::iter::once(driver.to_string_lossy().into_owned())
+                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+                .collect(),
+            env: OUTPUT_ENV
+                .iter()
+                .filter_map(|var| {
+                    req.env
+                        .iter()
+                        .find(|(k, _)| k == *var)
+                        .map(|(_, v)| (var.to_string(), v.to_string_lossy().into_owned()))
+                })
+                .collect(),
+            output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
+            platform: vec![
+                ("llama-compiler".into(), identity.hex()),
+                ("llama-cwd".into(), cwd.to_string_lossy().into_owned()),
+            ],
+            ..Default::default()
+        };
+        if let Some(sys) = system {
+            spec.platform
+                .push(("llama-system-headers".into(), hex(&sys)));
+        }
+        let action = spec
+            .prepare(tree.build())
+            .map_err(|e| CcError::input(cwd, e))?;
+
+        let store = self.store.clone();
+        let stdout = stdout.to_vec();
+        let stderr = stderr.to_vec();
+        let action_digest = action.action_digest;
+        tokio::task::spawn_blocking(move || -> Result<(), CcError> {
+            let mut result = reapi::ActionResult {
+                exit_code: 0,
+                stdout_digest: Some(store.put_bytes(&stdout)?.to_proto()),
+                stderr_digest: Some(store.put_bytes(&stderr)?.to_proto()),
+                execution_metadata: Some(reapi::ExecutedActionMetadata {
+                    worker: "llamacc in place".into(),
+                    execution_start_timestamp: Some(timestamp(times.0)),
+                    execution_completed_timestamp: Some(timestamp(times.1)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            for o in &outputs {
+                // Copied, never linked: the build may rewrite its object files in place.
+                let digest = store.put_file(&o.local, None)?;
+                result.output_files.push(reapi::OutputFile {
+                    path: o.remote.clone(),
+                    digest: Some(digest.to_proto()),
+                    ..Default::default()
+                });
+            }
+            store.put_action_result(&action_digest, &result)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| CcError::Exec(llama_exec::ExecError::Task(e.to_string())))??;
+
+        let entry = Entry {
+            inputs: hashed,
+            absent,
+            system,
+            action: (*action_digest.hash_bytes(), action_digest.size()),
+        };
+        let mut manifest = (*self.manifest(prekey).map_err(|f| match f {
+            Fallback::Error(e) => e,
+            Fallback::Local(r) => CcError::input(cwd, r),
+        })?)
+        .clone();
+        manifest.record(entry);
+        self.store
+            .put_record(RecordKind::Manifest, prekey, &manifest.encode())?;
+        self.lock_manifests().insert(*prekey, Arc::new(manifest));
+        Ok(None)
+    }
+
+    /// Why a file's content makes a compile uncacheable, if it does (memoised by digest).
+    fn uncacheable_content(&self, path: &Path, digest: &Digest) -> Option<&'static str> {
+        let lock = || self.content_flags.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = lock().get(digest) {
+            return *found;
+        }
+        let found = match fs::read(path) {
+            Ok(text) => UNCACHEABLE_CONTENT
+                .iter()
+                .find(|(needle, _)| contains(&text, needle))
+                .map(|(_, reason)| *reason),
+            Err(_) => Some("unreadable input"),
+        };
+        lock().insert(*digest, found);
+        found
+    }
+}
+
+/// The outputs a compile writes: object (or assembly), the depfile the user asked for, and
+/// extra outputs such as the `.dwo` of `-gsplit-dwarf`. Remote names are root-relative.
+fn output_mappings(cwd: &Path, c: &Compilation) -> Vec<OutputMapping> {
+    std::iter::once(&c.output)
+        .chain(c.depfile.iter().map(|d| &d.path))
+        .chain(c.extra_outputs.iter())
+        .map(|p| {
+            let local = normalize(&cwd.join(p));
+            OutputMapping {
+                remote: root_relative(&local),
+                local,
+            }
+        })
+        .collect()
+}
+
+/// Paths that, had they existed, the compiler would have read before one of `inputs`: the
+/// same relative name in every include directory searched before the one it was found in.
+fn absent_candidates(cwd: &Path, c: &Compilation, inputs: &[PathBuf]) -> Vec<String> {
+    let source_dir = normalize(&cwd.join(&c.source))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cwd.to_path_buf());
+    let chain: Vec<PathBuf> = std::iter::once(source_dir)
+        .chain(c.includes.quote.iter().map(|d| normalize(&cwd.join(d))))
+        .chain(c.includes.bracket.iter().map(|d| normalize(&cwd.join(d))))
+        .collect();
+    let mut absent = Vec::new();
+    for input in inputs {
+        let Some(found_at) = chain.iter().position(|d| input.starts_with(d)) else {
+            continue;
+        };
+        let Ok(rel) = input.strip_prefix(&chain[found_at]) else {
+            continue;
+        };
+        for earlier in &chain[..found_at] {
+            let candidate = earlier.join(rel);
+            if fs::symlink_metadata(&candidate).is_err() {
+                absent.push(candidate.to_string_lossy().into_owned());
+            }
+        }
+    }
+    absent.sort();
+    absent.dedup();
+    absent
+}
+
+/// The compiler as the client names it, resolved as a shell would: a path with a slash
+/// relative to the client's directory, a bare name in its `PATH`.
+pub fn resolve_compiler(
+    program: &OsStr,
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+) -> Option<PathBuf> {
+    let name = program.to_str()?;
+    if name.contains('/') {
+        let p = cwd.join(name);
+        return p.is_file().then_some(p);
+    }
+    find_in_path(name, env_path(env).as_deref())
+}
+
+fn blob(store: &Store, digest: Option<&reapi::Digest>) -> Result<Vec<u8>, Fallback> {
+    match digest {
+        Some(d) => {
+            let d = Digest::from_proto(d)
+                .map_err(|e| Fallback::Error(CcError::input(store.root(), e)))?;
+            Ok(store.get_bytes(&d)?)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+fn compile_seconds(result: &reapi::ActionResult) -> f64 {
+    let Some(meta) = &result.execution_metadata else {
+        return 0.0;
+    };
+    match (
+        &meta.execution_start_timestamp,
+        &meta.execution_completed_timestamp,
+    ) {
+        (Some(a), Some(b)) => (b.seconds - a.seconds) as f64 + f64::from(b.nanos - a.nanos) / 1e9,
+        _ => 0.0,
+    }
+}
+
+fn timestamp(t: SystemTime) -> protobuf::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    protobuf::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// `/a/b/../c` → `/a/c`, without touching the file system (the compiler's own spelling of
+/// paths in depfiles uses `..` freely).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// An absolute path as a path relative to the root of an input tree.
+fn root_relative(path: &Path) -> String {
+    path.to_string_lossy().trim_start_matches('/').to_string()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What identifies this machine's CPU for `-march=native`: its model and flags.
+fn native_cpu_id() -> Vec<u8> {
+    let text = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("model name") || l.starts_with("flags"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
+fn describe(outcome: Outcome, reason: Option<&str>) -> String {
+    let what = match outcome {
+        Outcome::Hit => "cache hit",
+        Outcome::Miss => "cache miss, compiled and cached",
+        Outcome::Uncacheable => "compiled, not cacheable",
+        Outcome::CompileError => "compile error, not cached",
+        Outcome::Local => "ran the compiler directly",
+        Outcome::Error => "error, ran the compiler directly",
+    };
+    match reason {
+        Some(r) => format!("{what}: {r}"),
+        None => what.to_string(),
+    }
+}

@@ -1,0 +1,169 @@
+//! Counters for every outcome of a compile, ccache-style: each has a stable name, a
+//! description, and is incremented in one place per compile.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to one compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the cache without running the compiler.
+    Hit,
+    /// Compiled, and the result recorded.
+    Miss,
+    /// Compiled, but the result could not be cached (the reason is counted too).
+    Uncacheable,
+    /// The compiler reported an error (never cached, never retried).
+    CompileError,
+    /// Handed back to run the real compiler directly (the reason is counted too).
+    Local,
+    /// llamacc's own machinery failed and the compiler ran directly instead.
+    Error,
+}
+
+/// Each counter: (name in `llama stats --json`, description in `llama stats`).
+const COUNTERS: &[(Outcome, &str, &str)] = &[
+    (Outcome::Hit, "hits", "served from the cache"),
+    (Outcome::Miss, "misses", "compiled and cached"),
+    (
+        Outcome::Uncacheable,
+        "uncacheable",
+        "compiled, result not cacheable",
+    ),
+    (
+        Outcome::CompileError,
+        "compile_errors",
+        "compile errors (not cached)",
+    ),
+    (Outcome::Local, "local", "run by the real compiler directly"),
+    (
+        Outcome::Error,
+        "errors",
+        "llamacc errors (fell back to the compiler)",
+    ),
+];
+
+/// A snapshot of the counters, as `llama stats --json` prints it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatsSnapshot {
+    /// Every compile llamacc saw.
+    pub compiles: u64,
+    /// Counter name → count.
+    pub counters: BTreeMap<String, u64>,
+    /// Why compiles ran directly or could not be cached → count.
+    pub reasons: BTreeMap<String, u64>,
+    /// Compiler time the hits did not spend, in seconds.
+    pub time_saved_secs: f64,
+}
+
+/// The live counters of a daemon.
+#[derive(Default)]
+pub struct Stats {
+    inner: Mutex<StatsSnapshot>,
+}
+
+impl Stats {
+    /// Starts from a saved snapshot.
+    pub fn from_snapshot(snapshot: StatsSnapshot) -> Stats {
+        Stats {
+            inner: Mutex::new(snapshot),
+        }
+    }
+
+    /// Records one compile's outcome, with its reason when it has one, and the compiler
+    /// time a hit saved.
+    pub fn record(&self, outcome: Outcome, reason: Option<&str>, saved_secs: f64) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        s.compiles += 1;
+        let name = counter_name(outcome);
+        *s.counters.entry(name.to_string()).or_default() += 1;
+        if let Some(reason) = reason {
+            *s.reasons.entry(reason.to_string()).or_default() += 1;
+        }
+        s.time_saved_secs += saved_secs.max(0.0);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Zeroes every counter.
+    pub fn reset(&self) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = StatsSnapshot::default();
+    }
+}
+
+fn counter_name(outcome: Outcome) -> &'static str {
+    COUNTERS
+        .iter()
+        .find(|(o, _, _)| *o == outcome)
+        .map(|(_, name, _)| *name)
+        .unwrap_or("unknown")
+}
+
+impl StatsSnapshot {
+    /// A counter's value by name.
+    pub fn get(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// The human-readable report of `llama stats`.
+    pub fn report(&self) -> String {
+        let mut out = format!("{:<44} {:>8}\n", "compiles", self.compiles);
+        for (_, name, description) in COUNTERS {
+            out.push_str(&format!("  {:<42} {:>8}\n", description, self.get(name)));
+        }
+        if !self.reasons.is_empty() {
+            out.push_str("why compiles ran directly or were not cached:\n");
+            for (reason, n) in &self.reasons {
+                out.push_str(&format!("  {reason:<42} {n:>8}\n"));
+            }
+        }
+        let cacheable = self.get("hits") + self.get("misses");
+        if cacheable > 0 {
+            out.push_str(&format!(
+                "{:<44} {:>7.1}%\n",
+                "hit rate",
+                100.0 * self.get("hits") as f64 / cacheable as f64
+            ));
+        }
+        out.push_str(&format!(
+            "{:<44} {:>7.1}s\n",
+            "compiler time saved", self.time_saved_secs
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_one_counter() {
+        for o in [
+            Outcome::Hit,
+            Outcome::Miss,
+            Outcome::Uncacheable,
+            Outcome::CompileError,
+            Outcome::Local,
+            Outcome::Error,
+        ] {
+            assert_eq!(COUNTERS.iter().filter(|(x, _, _)| *x == o).count(), 1);
+        }
+    }
+
+    #[test]
+    fn record_and_report() {
+        let s = Stats::default();
+        s.record(Outcome::Hit, None, 0.5);
+        s.record(Outcome::Local, Some("link"), 0.0);
+        let snap = s.snapshot();
+        assert_eq!(snap.compiles, 2);
+        assert_eq!(snap.get("hits"), 1);
+        assert!(snap.report().contains("link"));
+    }
+}

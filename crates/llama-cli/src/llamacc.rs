@@ -1,0 +1,170 @@
+//! The llamacc client: as thin as possible. It sends the compile to the daemon (starting
+//! one if none answers) and either prints the result or becomes the real compiler.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use llama_cc::Settings;
+use llama_core::Config;
+
+use crate::daemon::{self, DaemonPaths};
+use crate::protocol::{self, CompileMsg, Request, Response};
+
+/// How long a client waits for a daemon it started to answer.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// `llamacc` / `llamac++`.
+pub fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().unwrap_or_default();
+    let cxx = is_cxx(&argv0);
+    let args: Vec<OsString> = argv.collect();
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let settings = Settings::from_env(env.iter().map(|(k, v)| (k, v)));
+    if settings.local {
+        return exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args));
+    }
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("llamacc: warning: {e}; running the compiler directly");
+            return exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args));
+        }
+    };
+    let paths = DaemonPaths::new(&config.dir());
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "llamacc: warning: cannot read the current directory ({e}); running the compiler directly"
+            );
+            return exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args));
+        }
+    };
+    let msg = Request::Compile(CompileMsg {
+        cxx,
+        args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        cwd: cwd.into_os_string().into_vec(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        umask: current_umask(),
+    });
+    // Twice: a daemon that is missing, stale or killed mid-compile is replaced once.
+    let mut last_error = None;
+    for _ in 0..2 {
+        match daemon::request(&paths, &msg) {
+            Ok(Response::Done {
+                exit_code,
+                stdout,
+                stderr,
+                notes,
+                ..
+            }) => {
+                for note in notes {
+                    eprintln!("{note}");
+                }
+                let _ = io::stdout().write_all(&stdout);
+                let _ = io::stdout().flush();
+                let _ = io::stderr().write_all(&stderr);
+                return ExitCode::from(exit_code.clamp(0, 255) as u8);
+            }
+            Ok(Response::RunLocally {
+                program,
+                args,
+                notes,
+                ..
+            }) => {
+                for note in notes {
+                    eprintln!("{note}");
+                }
+                return exec_compiler(
+                    OsString::from_vec(program),
+                    args.into_iter().map(OsString::from_vec).collect(),
+                );
+            }
+            Ok(Response::VersionMismatch { .. }) => {
+                // The old daemon is exiting; wait for it to go, then start ours.
+                for _ in 0..500 {
+                    if daemon::connect(&paths).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                last_error = Some("the running daemon is a different version".to_string());
+                start_daemon(&paths, &mut last_error);
+            }
+            Ok(other) => {
+                last_error = Some(format!("unexpected answer from the daemon: {other:?}"));
+                break;
+            }
+            Err(e) => {
+                last_error = Some(format!("daemon on {}: {e}", paths.socket.display()));
+                start_daemon(&paths, &mut last_error);
+            }
+        }
+    }
+    eprintln!(
+        "llamacc: warning: {}; running the compiler directly (see {})",
+        last_error.unwrap_or_else(|| "no daemon".into()),
+        paths.log.display()
+    );
+    exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args))
+}
+
+fn start_daemon(paths: &DaemonPaths, last_error: &mut Option<String>) {
+    if let Err(e) = daemon::spawn_and_wait(&daemon::llama_binary(), paths, START_WAIT) {
+        *last_error = Some(format!("cannot start the llama daemon: {e}"));
+    }
+}
+
+/// `llamac++`, `llamacxx` and the like compile C++.
+fn is_cxx(argv0: &std::ffi::OsStr) -> bool {
+    let name = std::path::Path::new(argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.contains("++") || name.contains("cxx")
+}
+
+/// Replaces this process with the compiler, so its messages and exit status are exactly
+/// its own. Fails only when it cannot be started, as a shell reports it.
+fn exec_compiler(program: OsString, args: Vec<OsString>) -> ExitCode {
+    let err = std::process::Command::new(&program).args(&args).exec();
+    let code = match err.kind() {
+        io::ErrorKind::NotFound => 127,
+        _ => 126,
+    };
+    eprintln!(
+        "llamacc: {}: {} (set LLAMACC_LOCAL_CC / LLAMACC_LOCAL_CXX to the compiler to use)",
+        program.to_string_lossy(),
+        if code == 127 {
+            "command not found".to_string()
+        } else {
+            err.to_string()
+        }
+    );
+    ExitCode::from(code)
+}
+
+fn current_umask() -> u32 {
+    // SAFETY: umask(2) cannot fail; it is read by setting and restoring it, and llamacc is
+    // single-threaded.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    }
+}
+
+/// For `protocol` users that want the request encoded (tests, benchmarks).
+pub fn encode_request(req: &Request) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    protocol::write_frame(&mut buf, req)?;
+    Ok(buf)
+}

@@ -1,0 +1,36 @@
+//! `llama stats`: what llamacc did, from the running daemon or, if none, its saved counters.
+
+use std::io::Write;
+
+use llama_cc::StatsSnapshot;
+use llama_core::Config;
+
+use crate::cli::StatsArgs;
+use crate::daemon::{self, DaemonPaths};
+use crate::protocol::{Request, Response};
+
+/// Prints the counters (or zeroes them with `--zero`).
+pub fn run(config: &Config, args: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let paths = DaemonPaths::new(&config.dir());
+    if args.zero {
+        match daemon::request(&paths, &Request::ResetStats) {
+            Ok(_) => {}
+            Err(_) => {
+                let _ = std::fs::remove_file(&paths.stats);
+            }
+        }
+        writeln!(out, "llama stats: counters zeroed")?;
+        return Ok(0);
+    }
+    let snapshot: StatsSnapshot = match daemon::request(&paths, &Request::Stats) {
+        Ok(Response::Stats(json)) => serde_json::from_str(&json)?,
+        _ => daemon::load_stats(&paths.stats),
+    };
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &snapshot)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", snapshot.report())?;
+    }
+    Ok(0)
+}

@@ -1,0 +1,378 @@
+//! llamacc end to end: real gcc and clang, a real daemon, a real store.
+
+use std::fs;
+use std::process::{Command, Output};
+
+use crate::util::{World, stderr, stdout};
+
+const HEADER: &str = "#define ANSWER 42\nint helper(int);\n";
+const SOURCE: &str = "#include <stdio.h>\n#include \"answer.h\"\nint main(void) { printf(\"%d\\n\", ANSWER); return helper(0); }\n";
+
+fn project(w: &World) {
+    w.write("src/main.c", SOURCE.as_bytes());
+    w.write("include/answer.h", HEADER.as_bytes());
+}
+
+fn ok(out: &Output) {
+    assert!(out.status.success(), "{}", stderr(out));
+}
+
+/// `llama stats --json` of this world.
+fn stats(w: &World) -> serde_json::Value {
+    let out = w.run(&["stats", "--json"]);
+    ok(&out);
+    serde_json::from_str(&stdout(&out)).expect("stats json")
+}
+
+fn counter(w: &World, name: &str) -> u64 {
+    stats(w)["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// Compiles with plain `cc` and then with llamacc (twice: a miss, then a hit) at the same
+/// paths, and asserts the objects (and depfiles) are byte-identical.
+fn assert_identical_to_plain(w: &World, cc: &str, args: &[&str], outputs: &[&str]) {
+    let plain = Command::new(cc)
+        .args(args)
+        .current_dir(w.work())
+        .output()
+        .expect("plain compiler");
+    ok(&plain);
+    let reference: Vec<Vec<u8>> = outputs
+        .iter()
+        .map(|o| fs::read(w.path(o)).expect("plain output"))
+        .collect();
+    for round in ["miss", "hit"] {
+        for o in outputs {
+            let _ = fs::remove_file(w.path(o));
+        }
+        let out = w.llamacc(cc, args).output().expect("llamacc");
+        ok(&out);
+        for (o, want) in outputs.iter().zip(&reference) {
+            let got = fs::read(w.path(o)).unwrap_or_else(|_| panic!("{round}: {o} not written"));
+            assert!(got == *want, "{round}: {o} differs from plain {cc}'s");
+        }
+    }
+}
+
+#[test]
+fn objects_are_identical_to_gcc_and_the_second_compile_is_a_hit() {
+    let w = World::new();
+    project(&w);
+    let args = ["-O2", "-g", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
+    assert_identical_to_plain(&w, "gcc", &args, &["main.o"]);
+    assert_eq!(counter(&w, "misses"), 1);
+    assert_eq!(counter(&w, "hits"), 1);
+}
+
+#[test]
+fn objects_are_identical_to_clang() {
+    let w = World::new();
+    project(&w);
+    let args = ["-O1", "-g", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
+    assert_identical_to_plain(&w, "clang", &args, &["main.o"]);
+    assert_eq!(counter(&w, "hits"), 1);
+}
+
+#[test]
+fn depfiles_are_identical_in_every_spelling() {
+    let w = World::new();
+    project(&w);
+    let spellings: &[&[&str]] = &[
+        &[
+            "-Iinclude",
+            "-MMD",
+            "-MP",
+            "-c",
+            "src/main.c",
+            "-o",
+            "main.o",
+        ],
+        &[
+            "-Iinclude",
+            "-MD",
+            "-MF",
+            "deps/main.d",
+            "-MT",
+            "main.o",
+            "-c",
+            "src/main.c",
+            "-o",
+            "main.o",
+        ],
+        &[
+            "-Iinclude",
+            "-Wp,-MMD,deps/.main.o.d",
+            "-c",
+            "-o",
+            "main.o",
+            "src/main.c",
+        ],
+    ];
+    let depfiles = ["main.d", "deps/main.d", "deps/.main.o.d"];
+    fs::create_dir_all(w.path("deps")).expect("mkdir");
+    for (args, dep) in spellings.iter().zip(depfiles) {
+        assert_identical_to_plain(&w, "gcc", args, &["main.o", dep]);
+    }
+}
+
+#[test]
+fn a_changed_header_is_a_miss_and_changing_it_back_a_hit() {
+    let w = World::new();
+    project(&w);
+    let args = ["-Iinclude", "-c", "src/main.c", "-o", "main.o"];
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    w.write("include/answer.h", b"#define ANSWER 43\nint helper(int);\n");
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    assert_eq!(counter(&w, "misses"), 2);
+    w.write("include/answer.h", HEADER.as_bytes());
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    assert_eq!(counter(&w, "hits"), 1);
+}
+
+#[test]
+fn a_new_header_shadowing_an_old_one_is_noticed() {
+    let w = World::new();
+    project(&w);
+    fs::create_dir_all(w.path("first")).expect("mkdir");
+    let args = ["-Ifirst", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    let before = fs::read(w.path("main.o")).expect("object");
+    // A header earlier on the include path now wins: the object must change.
+    w.write("first/answer.h", b"#define ANSWER 7\nint helper(int);\n");
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    assert_ne!(fs::read(w.path("main.o")).expect("object"), before);
+    assert_eq!(counter(&w, "hits"), 0);
+}
+
+#[test]
+fn compile_errors_keep_the_compilers_diagnostics_and_status_and_are_not_cached() {
+    let w = World::new();
+    w.write("bad.c", b"int main(void) { return undefined_thing; }\n");
+    let plain = Command::new("gcc")
+        .args(["-c", "bad.c", "-o", "bad.o"])
+        .current_dir(w.work())
+        .output()
+        .expect("gcc");
+    for _ in 0..2 {
+        let out = w
+            .llamacc("gcc", &["-c", "bad.c", "-o", "bad.o"])
+            .output()
+            .expect("llamacc");
+        assert_eq!(out.status.code(), plain.status.code());
+        assert_eq!(stderr(&out), stderr(&plain));
+    }
+    assert_eq!(counter(&w, "compile_errors"), 2);
+    assert_eq!(counter(&w, "hits"), 0);
+}
+
+#[test]
+fn warnings_are_replayed_on_a_hit() {
+    let w = World::new();
+    w.write("warn.c", b"int f(void) { int unused; return 0; }\n");
+    let args = ["-Wall", "-c", "warn.c", "-o", "warn.o"];
+    let first = w.llamacc("gcc", &args).output().expect("llamacc");
+    let second = w.llamacc("gcc", &args).output().expect("llamacc");
+    ok(&second);
+    assert!(stderr(&first).contains("unused"), "{}", stderr(&first));
+    assert_eq!(stderr(&first), stderr(&second));
+    assert_eq!(counter(&w, "hits"), 1);
+}
+
+#[test]
+fn links_and_preprocessing_run_the_compiler_directly_with_a_reason() {
+    let w = World::new();
+    w.write("prog.c", b"int main(void) { return 3; }\n");
+    ok(&w
+        .llamacc("gcc", &["-o", "prog", "prog.c"])
+        .output()
+        .expect("link"));
+    let run = Command::new(w.path("prog")).output().expect("run prog");
+    assert_eq!(run.status.code(), Some(3));
+    let pre = w
+        .llamacc("gcc", &["-E", "prog.c"])
+        .output()
+        .expect("preprocess");
+    ok(&pre);
+    assert!(stdout(&pre).contains("main"));
+    let s = stats(&w);
+    assert_eq!(s["counters"]["local"].as_u64(), Some(2), "{s}");
+    let reasons = s["reasons"].as_object().expect("reasons");
+    assert_eq!(reasons.len(), 2, "{s}");
+}
+
+#[test]
+fn the_compilers_own_failures_come_through_unchanged() {
+    let w = World::new();
+    w.write("ok.c", b"int x;\n");
+    // -o into a directory that does not exist: gcc's message and status.
+    let plain = Command::new("gcc")
+        .args(["-c", "ok.c", "-o", "nodir/ok.o"])
+        .current_dir(w.work())
+        .output()
+        .expect("gcc");
+    let ours = w
+        .llamacc("gcc", &["-c", "ok.c", "-o", "nodir/ok.o"])
+        .output()
+        .expect("llamacc");
+    assert_eq!(ours.status.code(), plain.status.code());
+    assert_eq!(stderr(&ours), stderr(&plain));
+    // An unreadable (missing) source.
+    let plain = Command::new("gcc")
+        .args(["-c", "missing.c"])
+        .current_dir(w.work())
+        .output()
+        .expect("gcc");
+    let ours = w
+        .llamacc("gcc", &["-c", "missing.c"])
+        .output()
+        .expect("llamacc");
+    assert_eq!(ours.status.code(), plain.status.code());
+    assert_eq!(stderr(&ours), stderr(&plain));
+    // A compiler that does not exist: a shell's status and a message naming it.
+    let out = w
+        .llamacc("no-such-cc", &["-c", "ok.c"])
+        .output()
+        .expect("llamacc");
+    assert_eq!(out.status.code(), Some(127));
+    assert!(stderr(&out).contains("no-such-cc"), "{}", stderr(&out));
+}
+
+#[test]
+fn gccs_default_output_name_is_in_the_current_directory() {
+    let w = World::new();
+    project(&w);
+    ok(&w
+        .llamacc("gcc", &["-Iinclude", "-c", "src/main.c"])
+        .output()
+        .expect("llamacc"));
+    assert!(w.path("main.o").exists());
+    assert!(!w.path("src/main.o").exists());
+}
+
+#[test]
+fn time_macros_are_not_cached() {
+    let w = World::new();
+    w.write("when.c", b"const char *built = __DATE__ \" \" __TIME__;\n");
+    for _ in 0..2 {
+        ok(&w
+            .llamacc("gcc", &["-c", "when.c"])
+            .output()
+            .expect("llamacc"));
+    }
+    assert_eq!(counter(&w, "hits"), 0);
+    assert_eq!(counter(&w, "uncacheable"), 2);
+}
+
+#[test]
+fn an_unknown_llamacc_variable_warns_once() {
+    let w = World::new();
+    w.write("a.c", b"int a;\n");
+    w.write("b.c", b"int b;\n");
+    let first = w
+        .llamacc("gcc", &["-c", "a.c"])
+        .env("LLAMACC_COLOUR", "1")
+        .output()
+        .expect("llamacc");
+    let second = w
+        .llamacc("gcc", &["-c", "b.c"])
+        .env("LLAMACC_COLOUR", "1")
+        .output()
+        .expect("llamacc");
+    ok(&first);
+    ok(&second);
+    assert!(
+        stderr(&first).contains("LLAMACC_COLOUR"),
+        "{}",
+        stderr(&first)
+    );
+    assert!(
+        !stderr(&second).contains("LLAMACC_COLOUR"),
+        "{}",
+        stderr(&second)
+    );
+}
+
+#[test]
+fn llamacxx_compiles_cxx_and_llamacc_local_bypasses_the_cache() {
+    let w = World::new();
+    w.write(
+        "a.cc",
+        b"#include <vector>\nint f() { return std::vector<int>(3).size(); }\n",
+    );
+    let link = w.dir.path().join("llamac++");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_llamacc"), &link).expect("symlink");
+    // The world's environment, with the program swapped for the link.
+    let template = w.llamacc("gcc", &[]);
+    let cmd = Command::new(&link)
+        .args(["-c", "a.cc", "-o", "a.o"])
+        .envs(
+            template
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .current_dir(w.work())
+        .output()
+        .expect("llamac++");
+    ok(&cmd);
+    let plain = Command::new("g++")
+        .args(["-c", "a.cc", "-o", "plain.o"])
+        .current_dir(w.work())
+        .output()
+        .expect("g++");
+    ok(&plain);
+    assert_eq!(
+        fs::read(w.path("a.o")).expect("a.o"),
+        fs::read(w.path("plain.o")).expect("plain.o")
+    );
+    ok(&w
+        .llamacc("gcc", &["-c", "a.cc", "-o", "b.o"])
+        .env("LLAMACC_LOCAL", "1")
+        .output()
+        .expect("llamacc"));
+    assert_eq!(
+        stats(&w)["compiles"].as_u64(),
+        Some(1),
+        "LLAMACC_LOCAL never reaches the daemon"
+    );
+}
+
+#[test]
+fn a_killed_daemon_is_replaced_and_the_build_goes_on() {
+    let w = World::new();
+    w.write("a.c", b"int a;\n");
+    w.write("b.c", b"int b;\n");
+    ok(&w.llamacc("gcc", &["-c", "a.c"]).output().expect("llamacc"));
+    let status = w.run(&["daemon", "status"]);
+    let pid: i32 = stdout(&status)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pid"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("daemon pid");
+    // SAFETY: kill(2) on the daemon's pid; no memory effects.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    ok(&w.llamacc("gcc", &["-c", "b.c"]).output().expect("llamacc"));
+    assert!(w.path("b.o").exists());
+    let status = w.run(&["daemon", "status"]);
+    assert!(status.status.success(), "a new daemon runs");
+    assert!(!stdout(&status).contains(&format!("pid       {pid}\n")));
+}
+
+#[test]
+fn daemon_start_status_stop() {
+    let w = World::new();
+    assert_eq!(w.run(&["daemon", "status"]).status.code(), Some(1));
+    ok(&w.run(&["daemon", "start"]));
+    let status = w.run(&["daemon", "status"]);
+    ok(&status);
+    assert!(stdout(&status).contains("running"));
+    let socket = w.store().join("daemon.sock");
+    let mode = fs::metadata(&socket).expect("socket").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    ok(&w.run(&["daemon", "stop"]));
+    assert_eq!(w.run(&["daemon", "status"]).status.code(), Some(1));
+}
