@@ -53,6 +53,7 @@ mod flags;
 mod identity;
 mod manifest;
 mod response_file;
+mod scan;
 mod service;
 mod settings;
 mod stats;

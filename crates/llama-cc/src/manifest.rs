@@ -23,6 +23,8 @@ pub struct Entry {
     /// Paths that did not exist and would have been read instead of an input had they
     /// existed (an earlier directory on the include path).
     pub absent: Vec<String>,
+    /// Paths that existed and must still exist (`__has_include` found them).
+    pub present: Vec<String>,
     /// Fingerprint of the system include directories, when the depfile left their headers
     /// out (`-MMD`).
     pub system: Option<[u8; 32]>,
@@ -69,6 +71,7 @@ mod tests {
         Entry {
             inputs: vec![("/a.h".into(), [n; 32], 3)],
             absent: vec!["/b/a.h".into()],
+            present: vec![],
             system: None,
             action: ([n; 32], 10),
         }

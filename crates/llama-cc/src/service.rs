@@ -30,6 +30,7 @@ use crate::args::{self, Compilation, DepKind, Verdict};
 use crate::error::CcError;
 use crate::identity::{IdentityCache, env_path, find_in_path};
 use crate::manifest::{Entry, Manifest};
+use crate::scan::{ContentScan, contains, scan};
 use crate::settings::Settings;
 use crate::stats::{Outcome, Stats};
 use crate::sysdirs::SystemDirs;
@@ -56,16 +57,6 @@ const OUTPUT_ENV: &[&str] = &[
 
 /// Environment variables that make the compiler write files llamacc does not know about.
 const UNCACHEABLE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
-
-/// Text that makes a compile's output depend on more than its inputs' content, with the
-/// reason it is then not cached: the time macros change every second, and an assembler
-/// `.incbin` (also in inline asm in C) reads a file the depfile does not name.
-const UNCACHEABLE_CONTENT: &[(&[u8], &str)] = &[
-    (b"__DATE__", "__DATE__/__TIME__"),
-    (b"__TIME__", "__DATE__/__TIME__"),
-    (b"__TIMESTAMP__", "__DATE__/__TIME__"),
-    (b".incbin", "assembler .incbin"),
-];
 
 /// One compile, as the client saw it.
 #[derive(Debug, Clone)]
@@ -144,7 +135,7 @@ pub struct CompileService {
     identities: IdentityCache,
     sysdirs: SystemDirs,
     manifests: Mutex<HashMap<Digest, Arc<Manifest>>>,
-    content_flags: Mutex<HashMap<Digest, Option<&'static str>>>,
+    scans: Mutex<HashMap<Digest, Arc<ContentScan>>>,
     warned: Mutex<HashSet<String>>,
     slots: Semaphore,
     stats: Arc<Stats>,
@@ -169,7 +160,7 @@ impl CompileService {
             identities: IdentityCache::default(),
             sysdirs: SystemDirs::default(),
             manifests: Mutex::new(HashMap::new()),
-            content_flags: Mutex::new(HashMap::new()),
+            scans: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashSet::new()),
             slots: Semaphore::new(jobs.max(1)),
             stats,
@@ -312,6 +303,7 @@ impl CompileService {
             {
                 continue;
             }
+            tracing::debug!(action = %entry.action_digest(), "manifest entry matches");
             let store = self.store.clone();
             let action = entry.action_digest();
             let mappings = outputs.clone();
@@ -537,7 +529,9 @@ impl CompileService {
                 _ => return Ok(false),
             }
         }
-        if entry.absent.iter().any(|p| fs::symlink_metadata(p).is_ok()) {
+        if entry.absent.iter().any(|p| fs::symlink_metadata(p).is_ok())
+            || entry.present.iter().any(|p| fs::metadata(p).is_err())
+        {
             return Ok(false);
         }
         if let Some(system) = entry.system {
@@ -618,11 +612,14 @@ impl CompileService {
 
         let mut hashed = Vec::with_capacity(inputs.len());
         let mut tree = TreeBuilder::new();
+        let mut tested_names: Vec<String> = Vec::new();
         for path in &inputs {
             let digest = self.digest_of(path)?;
-            if let Some(reason) = self.uncacheable_content(path, &digest) {
+            let scan = self.scan(path, &digest);
+            if let Some(reason) = scan.uncacheable {
                 return Ok(Some(reason.into()));
             }
+            tested_names.extend(scan.has_include.iter().cloned());
             hashed.push((
                 path.to_string_lossy().into_owned(),
                 *digest.hash_bytes(),
@@ -645,7 +642,47 @@ impl CompileService {
             }
             _ => None,
         };
-        let absent = absent_candidates(cwd, c, &inputs);
+        let mut absent = absent_candidates(cwd, c, &inputs);
+        // __has_include: whether each tested name exists, in every directory it could be
+        // found in, is an input too.
+        let mut present = Vec::new();
+        if !tested_names.is_empty() {
+            tested_names.sort();
+            tested_names.dedup();
+            let system = self
+                .system_dirs(req, driver, identity, c)
+                .await
+                .map_err(|f| match f {
+                    Fallback::Error(e) => e,
+                    Fallback::Local(r) => CcError::probe(driver, r),
+                })?;
+            let mut dirs: Vec<PathBuf> = inputs
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf))
+                .chain(
+                    c.includes
+                        .quote
+                        .iter()
+                        .chain(c.includes.bracket.iter())
+                        .map(|d| normalize(&cwd.join(d))),
+                )
+                .chain(system)
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for name in &tested_names {
+                for dir in &dirs {
+                    let candidate = dir.join(name).to_string_lossy().into_owned();
+                    if fs::metadata(&candidate).is_ok() {
+                        present.push(candidate);
+                    } else {
+                        absent.push(candidate);
+                    }
+                }
+            }
+            absent.sort();
+            absent.dedup();
+        }
 
         let outputs = output_mappings(cwd, c);
         let mut spec = ActionSpec {
@@ -671,6 +708,21 @@ impl CompileService {
         if let Some(sys) = system {
             spec.platform
                 .push(("llama-system-headers".into(), hex(&sys)));
+        }
+        // Which files were absent and which present decides the result as much as the
+        // content of the inputs (`__has_include`), so it is part of the action's key.
+        if !absent.is_empty() || !present.is_empty() {
+            let mut h = Hasher::default();
+            for (tag, list) in [(&b"absent"[..], &absent), (&b"present"[..], &present)] {
+                h.update(tag);
+                h.update(b"\0");
+                for p in list {
+                    h.update(p.as_bytes());
+                    h.update(b"\0");
+                }
+            }
+            spec.platform
+                .push(("llama-probes".into(), h.finish().hex()));
         }
         let action = spec
             .prepare(tree.build())
@@ -708,9 +760,18 @@ impl CompileService {
         .await
         .map_err(|e| CcError::Exec(llama_exec::ExecError::Task(e.to_string())))??;
 
+        tracing::debug!(
+            inputs = hashed.len(),
+            absent = absent.len(),
+            present = present.len(),
+            action = %action_digest,
+            "recorded {}",
+            c.source.display()
+        );
         let entry = Entry {
             inputs: hashed,
             absent,
+            present,
             system,
             action: (*action_digest.hash_bytes(), action_digest.size()),
         };
@@ -726,20 +787,20 @@ impl CompileService {
         Ok(None)
     }
 
-    /// Why a file's content makes a compile uncacheable, if it does (memoised by digest).
-    fn uncacheable_content(&self, path: &Path, digest: &Digest) -> Option<&'static str> {
-        let lock = || self.content_flags.lock().unwrap_or_else(|p| p.into_inner());
+    /// What a file's text says that its digest does not (memoised by digest).
+    fn scan(&self, path: &Path, digest: &Digest) -> Arc<ContentScan> {
+        let lock = || self.scans.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = lock().get(digest) {
-            return *found;
+            return found.clone();
         }
-        let found = match fs::read(path) {
-            Ok(text) => UNCACHEABLE_CONTENT
-                .iter()
-                .find(|(needle, _)| contains(&text, needle))
-                .map(|(_, reason)| *reason),
-            Err(_) => Some("unreadable input"),
-        };
-        lock().insert(*digest, found);
+        let found = Arc::new(match fs::read(path) {
+            Ok(text) => scan(&text),
+            Err(_) => ContentScan {
+                uncacheable: Some("unreadable input"),
+                has_include: Vec::new(),
+            },
+        });
+        lock().insert(*digest, found.clone());
         found
     }
 }
@@ -857,10 +918,6 @@ fn normalize(path: &Path) -> PathBuf {
 /// An absolute path as a path relative to the root of an input tree.
 fn root_relative(path: &Path) -> String {
     path.to_string_lossy().trim_start_matches('/').to_string()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

@@ -376,3 +376,56 @@ fn daemon_start_status_stop() {
     ok(&w.run(&["daemon", "stop"]));
     assert_eq!(w.run(&["daemon", "status"]).status.code(), Some(1));
 }
+
+#[test]
+fn has_include_sees_a_header_appear_and_disappear() {
+    let w = World::new();
+    w.write(
+        "probe.c",
+        b"#if __has_include(\"optional.h\")\nint which = 1;\n#else\nint which = 2;\n#endif\n",
+    );
+    let args = ["-c", "probe.c", "-o", "probe.o"];
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    let without = fs::read(w.path("probe.o")).expect("object");
+    // The header appears: not a hit, and the object changes.
+    w.write("optional.h", b"/* now here */\n");
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    let with = fs::read(w.path("probe.o")).expect("object");
+    assert_ne!(with, without);
+    assert_eq!(counter(&w, "hits"), 0);
+    // And goes again: the first result is the right one, from the cache.
+    fs::remove_file(w.path("optional.h")).expect("rm");
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    assert_eq!(fs::read(w.path("probe.o")).expect("object"), without);
+    assert_eq!(counter(&w, "hits"), 1);
+}
+
+#[test]
+fn include_next_and_computed_includes_are_followed() {
+    let w = World::new();
+    w.write("a/wrap.h", b"#define FROM_A 1\n#include_next <wrap.h>\n");
+    w.write("b/wrap.h", b"#define FROM_B 2\n");
+    w.write("cfg/pick.h", b"#define HEADER \"chosen.h\"\n");
+    w.write("cfg/chosen.h", b"#define CHOSEN 3\n");
+    w.write(
+        "main.c",
+        b"#include <wrap.h>\n#include \"pick.h\"\n#include HEADER\nint v = FROM_A + FROM_B + CHOSEN;\n",
+    );
+    let args = ["-Ia", "-Ib", "-Icfg", "-c", "main.c", "-o", "main.o"];
+    assert_identical_to_plain(&w, "gcc", &args, &["main.o"]);
+    // The header #include_next reaches changes: a miss, and a new object.
+    let before = fs::read(w.path("main.o")).expect("object");
+    w.write("b/wrap.h", b"#define FROM_B 20\n");
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    assert_ne!(fs::read(w.path("main.o")).expect("object"), before);
+    // So does the one the computed include names.
+    let before = fs::read(w.path("main.o")).expect("object");
+    w.write("cfg/chosen.h", b"#define CHOSEN 30\n");
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    assert_ne!(fs::read(w.path("main.o")).expect("object"), before);
+    assert_eq!(
+        counter(&w, "hits"),
+        1,
+        "only the identical-to-plain check's second compile"
+    );
+}
