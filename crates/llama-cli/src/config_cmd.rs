@@ -10,7 +10,7 @@ use crate::cli::ConfigArgs;
 pub fn run(config: &Config, args: &ConfigArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if args.shell {
         for (name, value, _, _, _) in config.entries() {
-            writeln!(out, "llama_{name}={}", shell_quote(value))?;
+            writeln!(out, "llama_{name}={}", shell_quote(&value))?;
         }
         return Ok(0);
     }
@@ -26,7 +26,7 @@ pub fn run(config: &Config, args: &ConfigArgs, out: &mut dyn Write) -> anyhow::R
         writeln!(
             out,
             "{name:width$} = {:<30} # from {source}; ${env}: {help}",
-            quote(value)
+            quote(&value)
         )?;
     }
     Ok(0)

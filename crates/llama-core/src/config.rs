@@ -200,11 +200,10 @@ impl Config {
         file: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        // Defaults are computed when asked for: some cost a system call or a file read that
+        // a short-lived process (llamacc) should not pay for settings it never reads.
         let mut config = Config {
-            values: KEYS
-                .iter()
-                .map(|k| (k.name, ((k.default)(), Source::Default)))
-                .collect(),
+            values: BTreeMap::new(),
         };
         match std::fs::read_to_string(file) {
             Ok(text) => config.apply_file(file, &text)?,
@@ -266,60 +265,77 @@ impl Config {
     /// Every setting as (name, value, source, environment variable, help), in table order.
     pub fn entries(
         &self,
-    ) -> impl Iterator<Item = (&'static str, &str, &Source, &'static str, &'static str)> {
+    ) -> impl Iterator<Item = (&'static str, String, Source, &'static str, &'static str)> + '_ {
         KEYS.iter().map(|k| {
-            let (value, source) = &self.values[k.name];
-            (k.name, value.as_str(), source, k.env, k.help)
+            let (value, source) = match self.values.get(k.name) {
+                Some((v, s)) => (v.clone(), s.clone()),
+                None => ((k.default)(), Source::Default),
+            };
+            (k.name, value, source, k.env, k.help)
         })
     }
 
-    fn raw(&self, key: &str) -> &str {
-        self.values.get(key).map(|(v, _)| v.as_str()).unwrap_or("")
+    fn raw(&self, key: &str) -> std::borrow::Cow<'_, str> {
+        match self.values.get(key) {
+            Some((v, _)) => std::borrow::Cow::Borrowed(v.as_str()),
+            None => std::borrow::Cow::Owned(
+                KEYS.iter()
+                    .find(|k| k.name == key)
+                    .map(|k| (k.default)())
+                    .unwrap_or_default(),
+            ),
+        }
     }
 
-    /// Where the value of `key` came from.
-    pub fn source(&self, key: &str) -> Option<&Source> {
-        self.values.get(key).map(|(_, s)| s)
+    /// Where the value of `key` came from (`None` for a key llama does not know).
+    pub fn source(&self, key: &str) -> Option<Source> {
+        match self.values.get(key) {
+            Some((_, s)) => Some(s.clone()),
+            None => KEYS
+                .iter()
+                .any(|k| k.name == key)
+                .then_some(Source::Default),
+        }
     }
 
     /// The executor to use.
     pub fn backend(&self) -> Backend {
-        parse_backend(self.raw("backend")).unwrap_or(Backend::Local)
+        parse_backend(&self.raw("backend")).unwrap_or(Backend::Local)
     }
 
     /// The local store's directory.
     pub fn dir(&self) -> PathBuf {
-        PathBuf::from(self.raw("dir"))
+        PathBuf::from(self.raw("dir").as_ref())
     }
 
     /// The local store's size bound in bytes.
     pub fn cache_size(&self) -> u64 {
-        parse_size(self.raw("cache_size")).unwrap_or(10 << 30)
+        parse_size(&self.raw("cache_size")).unwrap_or(10 << 30)
     }
 
     /// Concurrency of the local executor.
     pub fn jobs(&self) -> usize {
-        parse_jobs(self.raw("jobs")).unwrap_or(1)
+        parse_jobs(&self.raw("jobs")).unwrap_or(1)
     }
 
     /// Deadline of one action.
     pub fn action_timeout(&self) -> Duration {
-        parse_duration(self.raw("action_timeout")).unwrap_or(Duration::from_secs(900))
+        parse_duration(&self.raw("action_timeout")).unwrap_or(Duration::from_secs(900))
     }
 
     /// How long the daemon waits without work before exiting.
     pub fn daemon_idle_timeout(&self) -> Duration {
-        parse_duration(self.raw("daemon_idle_timeout")).unwrap_or(Duration::from_secs(600))
+        parse_duration(&self.raw("daemon_idle_timeout")).unwrap_or(Duration::from_secs(600))
     }
 
     /// `s3://BUCKET/PREFIX`, or empty.
-    pub fn object_store(&self) -> &str {
-        self.raw("object_store")
+    pub fn object_store(&self) -> String {
+        self.raw("object_store").into_owned()
     }
 
     /// The AWS region, or empty for the SDK's default.
-    pub fn region(&self) -> &str {
-        self.raw("region")
+    pub fn region(&self) -> String {
+        self.raw("region").into_owned()
     }
 }
 
@@ -398,7 +414,7 @@ mod tests {
         let c = load(None, &[]).unwrap();
         assert_eq!(c.backend(), Backend::Local);
         assert_eq!(c.cache_size(), 10 << 30);
-        assert_eq!(c.source("jobs"), Some(&Source::Default));
+        assert_eq!(c.source("jobs"), Some(Source::Default));
 
         let c = load(
             Some("jobs = 3\ncache_size = \"1GiB\"\n"),
@@ -406,7 +422,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.jobs(), 5);
-        assert_eq!(c.source("jobs"), Some(&Source::Env("LLAMA_JOBS")));
+        assert_eq!(c.source("jobs"), Some(Source::Env("LLAMA_JOBS")));
         assert_eq!(c.cache_size(), 1 << 30);
         assert!(matches!(c.source("cache_size"), Some(Source::File(_))));
     }
