@@ -3,15 +3,20 @@
 //! With `-MMD` (git, openssl and the Linux kernel use it) the compiler's depfile leaves out
 //! headers found in system directories, so no per-header digests exist for them. Instead
 //! the key covers a fingerprint of every system include directory: the path, inode, size,
-//! mtime and ctime of every file under it. A fingerprint is recomputed when older than
-//! [`FINGERPRINT_TTL`], which bounds the one sloppiness left: a system header edited in
-//! place within that window of a compile.
+//! mtime and ctime of every file under it.
+//!
+//! Walking /usr/include takes tens of milliseconds, so it is not done per compile: inotify
+//! watches every directory walked, and any change under them makes the next fingerprint
+//! walk again. Where inotify is unavailable (no watches left), a fingerprint is trusted
+//! for [`FINGERPRINT_TTL`] instead, which bounds the sloppiness that leaves: a system header
+//! edited in place within that window of a compile.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +25,7 @@ use llama_exec::{HostCommand, run_host};
 
 use crate::error::CcError;
 
-/// How long a directory fingerprint is trusted before it is recomputed.
+/// Without inotify, how long a directory fingerprint is trusted before it is recomputed.
 pub const FINGERPRINT_TTL: Duration = Duration::from_secs(1);
 
 /// Flags that change which system directories the compiler searches. Only these are passed
@@ -48,10 +53,91 @@ const SEARCH_FLAGS: &[&str] = &[
 type ListKey = (Digest, Vec<OsString>, String);
 
 /// Caches of search lists and fingerprints, shared by all compiles of a daemon.
-#[derive(Default)]
 pub struct SystemDirs {
     lists: Mutex<HashMap<ListKey, Arc<Vec<PathBuf>>>>,
-    prints: Mutex<HashMap<PathBuf, (Digest, Instant)>>,
+    prints: Mutex<HashMap<PathBuf, Print>>,
+    watcher: Option<Watcher>,
+}
+
+/// A directory's fingerprint, and when it was taken.
+#[derive(Clone, Copy)]
+struct Print {
+    digest: Digest,
+    generation: u64,
+    taken: Instant,
+}
+
+/// inotify watches on every directory fingerprinted; any event bumps the generation.
+struct Watcher {
+    watches: Mutex<inotify::Watches>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Watcher {
+    fn start() -> Option<Watcher> {
+        let mut inotify = inotify::Inotify::init().ok()?;
+        let watches = inotify.watches();
+        let generation = Arc::new(AtomicU64::new(0));
+        let bump = generation.clone();
+        std::thread::Builder::new()
+            .name("llama-sysdirs-watch".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    match inotify.read_events_blocking(&mut buf) {
+                        Ok(events) => {
+                            if events.count() > 0 {
+                                bump.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            // Watching failed: every fingerprint must be taken afresh.
+                            bump.store(u64::MAX, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(Watcher {
+            watches: Mutex::new(watches),
+            generation,
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Watches `dir`; false when no watch could be added (the caller then trusts nothing).
+    fn watch(&self, dir: &Path) -> bool {
+        use inotify::WatchMask;
+        let mask = WatchMask::MODIFY
+            | WatchMask::ATTRIB
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::MOVE
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF
+            | WatchMask::ONLYDIR;
+        self.watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(dir, mask)
+            .is_ok()
+    }
+}
+
+impl Default for SystemDirs {
+    fn default() -> Self {
+        SystemDirs {
+            lists: Mutex::new(HashMap::new()),
+            prints: Mutex::new(HashMap::new()),
+            watcher: Watcher::start(),
+        }
+    }
 }
 
 impl SystemDirs {
@@ -94,7 +180,12 @@ impl SystemDirs {
     /// A fingerprint of everything under `dirs`.
     pub fn fingerprint(&self, dirs: &[PathBuf]) -> Digest {
         let mut hasher = Hasher::default();
-        for dir in dirs {
+        // A directory inside another of the list is covered by the outer one's walk.
+        let outer: Vec<&PathBuf> = dirs
+            .iter()
+            .filter(|d| !dirs.iter().any(|o| o != *d && d.starts_with(o)))
+            .collect();
+        for dir in outer {
             hasher.update(dir.as_os_str().as_encoded_bytes());
             hasher.update(b"\0");
             hasher.update(self.dir_print(dir).hash_bytes());
@@ -103,13 +194,24 @@ impl SystemDirs {
     }
 
     fn dir_print(&self, dir: &Path) -> Digest {
-        if let Some((digest, at)) = self.lock_prints().get(dir)
-            && at.elapsed() < FINGERPRINT_TTL
-        {
-            return *digest;
+        let generation = self.watcher.as_ref().map(Watcher::generation);
+        if let Some(print) = self.lock_prints().get(dir).copied() {
+            let fresh = match generation {
+                Some(g) => g != u64::MAX && print.generation == g,
+                None => print.taken.elapsed() < FINGERPRINT_TTL,
+            };
+            if fresh {
+                return print.digest;
+            }
         }
         let mut entries = Vec::new();
-        walk(dir, &mut entries);
+        let mut dirs = vec![dir.to_path_buf()];
+        walk(dir, &mut entries, &mut dirs);
+        // A directory that cannot be watched cannot be trusted past this compile.
+        let watched = self
+            .watcher
+            .as_ref()
+            .is_some_and(|w| dirs.iter().all(|d| w.watch(d)));
         entries.sort();
         let mut hasher = Hasher::default();
         for (path, stamp) in &entries {
@@ -119,8 +221,17 @@ impl SystemDirs {
             }
         }
         let digest = hasher.finish();
-        self.lock_prints()
-            .insert(dir.to_path_buf(), (digest, Instant::now()));
+        let print = Print {
+            digest,
+            // Read before the walk: a change during it leaves the print stale.
+            generation: if watched {
+                generation.unwrap_or(u64::MAX)
+            } else {
+                u64::MAX
+            },
+            taken: Instant::now(),
+        };
+        self.lock_prints().insert(dir.to_path_buf(), print);
         digest
     }
 
@@ -128,7 +239,7 @@ impl SystemDirs {
         self.lists.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_prints(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Digest, Instant)>> {
+    fn lock_prints(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Print>> {
         self.prints.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -175,7 +286,7 @@ fn parse_search_list(stderr: &str) -> Vec<PathBuf> {
     dirs
 }
 
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, [u64; 4])>) {
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, [u64; 4])>, dirs: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -191,7 +302,8 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, [u64; 4])>) {
             (meta.ctime() * 1_000_000_000 + meta.ctime_nsec()) as u64,
         ];
         if meta.is_dir() {
-            walk(&path, out);
+            dirs.push(path.clone());
+            walk(&path, out, dirs);
         }
         out.push((path, stamp));
     }
@@ -233,15 +345,21 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_file_changes_the_fingerprint_after_the_ttl() {
+    fn a_changed_file_changes_the_fingerprint() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a.h"), "1").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        fs::write(dir.path().join("sub/a.h"), "1").unwrap();
         let sys = SystemDirs::default();
+        assert!(sys.watcher.is_some(), "inotify is available here");
         let dirs = vec![dir.path().to_path_buf()];
         let before = sys.fingerprint(&dirs);
         assert_eq!(before, sys.fingerprint(&dirs));
-        fs::write(dir.path().join("a.h"), "22").unwrap();
-        std::thread::sleep(FINGERPRINT_TTL + Duration::from_millis(50));
+        // Edited in place, in a subdirectory, within the same second.
+        fs::write(dir.path().join("sub/a.h"), "22").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sys.fingerprint(&dirs) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_ne!(before, sys.fingerprint(&dirs));
     }
 }
