@@ -429,3 +429,39 @@ fn include_next_and_computed_includes_are_followed() {
         "only the identical-to-plain check's second compile"
     );
 }
+
+#[test]
+fn a_daemon_killed_during_a_compile_is_replaced_and_the_compile_finishes() {
+    let w = World::new();
+    w.write("a.c", b"int a;\n");
+    // A compiler that takes long enough to kill the daemon while it runs.
+    let slow = w.dir.path().join("slowcc");
+    // Only compiles are slow, not the probes of its identity.
+    fs::write(
+        &slow,
+        "#!/bin/sh\ncase \" $* \" in *\" -c \"*) sleep 2 ;; esac\nexec gcc \"$@\"\n",
+    )
+    .expect("write");
+    fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    ok(&w.run(&["daemon", "start"]));
+    let pid: i32 = stdout(&w.run(&["daemon", "status"]))
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pid"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("daemon pid");
+    let compile = w
+        .llamacc(slow.to_str().expect("utf-8"), &["-c", "a.c", "-o", "a.o"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("llamacc");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on the daemon's pid; no memory effects.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let out = compile.wait_with_output().expect("wait");
+    ok(&out);
+    assert!(w.path("a.o").exists());
+    let status = w.run(&["daemon", "status"]);
+    assert!(status.status.success(), "a new daemon runs");
+}
