@@ -238,7 +238,15 @@ pub fn run(config: &Config) -> anyhow::Result<i32> {
             paths.socket.display(),
             idle_timeout.as_secs()
         );
-        serve(listener, service, state.clone(), &paths, idle_timeout).await;
+        serve(
+            listener,
+            service,
+            hash_cache.clone(),
+            state.clone(),
+            &paths,
+            idle_timeout,
+        )
+        .await;
         anyhow::Ok(())
     });
     let _ = fs::remove_file(&paths.socket);
@@ -251,6 +259,7 @@ pub fn run(config: &Config) -> anyhow::Result<i32> {
 async fn serve(
     listener: UnixListener,
     service: Arc<CompileService>,
+    hash_cache: Arc<HashCache>,
     state: Arc<State>,
     paths: &DaemonPaths,
     idle_timeout: Duration,
@@ -288,7 +297,17 @@ async fn serve(
                 }
                 if last_save.elapsed() > SAVE_EVERY {
                     last_save = Instant::now();
-                    save_stats(&paths.stats, &service.stats().snapshot());
+                    let snapshot = service.stats().snapshot();
+                    let stats_path = paths.stats.clone();
+                    let hash_cache = hash_cache.clone();
+                    // Off the async threads; losing either to a crash only costs re-hashing
+                    // and a few counts, but saving now keeps that small.
+                    tokio::task::spawn_blocking(move || {
+                        save_stats(&stats_path, &snapshot);
+                        if let Err(e) = hash_cache.save() {
+                            eprintln!("llama daemon: saving the hash cache: {e}");
+                        }
+                    });
                 }
             }
         }
