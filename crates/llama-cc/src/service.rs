@@ -471,10 +471,14 @@ impl CompileService {
             .chain(c.file_inputs.iter());
         for file in files {
             let path = req.cwd.join(file);
-            // The compiler reports a missing or unreadable file better than llamacc can.
-            let digest = self
-                .digest_of(&path)
-                .map_err(|_| Fallback::Local("unreadable input".into()))?;
+            // The compiler reports a missing or unreadable file better than llamacc can, and
+            // a device (`-x c /dev/null`, as configure scripts probe) has no content to key.
+            let digest = self.digest_of(&path).map_err(|_| {
+                Fallback::Local(match fs::metadata(&path) {
+                    Ok(m) if !m.is_file() => "input not a regular file".into(),
+                    _ => "unreadable input".into(),
+                })
+            })?;
             h.update(path.as_os_str().as_encoded_bytes());
             h.update(digest.hash_bytes());
         }
