@@ -209,7 +209,7 @@ fn halt_now_stops_at_the_first_failure() {
     let w = World::new();
     let counter = w.dir.path().join("started");
     let script = format!(
-        "echo x >> {}; if [ {{{{.Line}}}} = 0 ]; then exit 1; fi; sleep 5",
+        "echo x >> {}; if [ {{{{.Line}}}} = 0 ]; then exit 1; fi; sleep 5.4321",
         counter.display()
     );
     let input: String = (0..20).map(|i| format!("{i}\n")).collect();
@@ -237,6 +237,17 @@ fn halt_now_stops_at_the_first_failure() {
         stderr(&out).contains("halting after 1 failed job"),
         "{}",
         stderr(&out)
+    );
+    // Killed with everything they started: no job's sleep outlives llama.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let left = Command::new("pgrep")
+        .args(["-f", "sleep 5.4321"])
+        .output()
+        .expect("pgrep");
+    assert!(
+        stdout(&left).trim().is_empty(),
+        "left running: {}",
+        stdout(&left)
     );
 }
 

@@ -326,10 +326,11 @@ impl Slot {
             Ok(child) => child,
             Err(e) => return self.spawn_failure(program, &e),
         };
-        let pid = child.id();
+        // Whatever the command left running goes with it: when it ends, times out, or this
+        // future is dropped (a cancelled job).
+        let group = GroupKiller(child.id());
         let waited = tokio::time::timeout(timeout, child.wait()).await;
-        // Whatever the command left running in the background goes with it.
-        kill_group(pid);
+        drop(group);
         match waited {
             Ok(status) => {
                 let status = status.map_err(scratch_err(self.root()))?;
@@ -546,12 +547,17 @@ fn collect_dir(
     Ok(out)
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a negative pid signals the process group the child leads;
-        // it has no memory effects. ESRCH (already gone) is the common, harmless outcome.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
+/// Kills a child's process group when dropped.
+pub(crate) struct GroupKiller(pub(crate) Option<u32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) with a negative pid signals the process group the child
+            // leads; it has no memory effects. ESRCH (already gone) is the common outcome.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
         }
     }
 }

@@ -64,14 +64,9 @@ pub async fn run_host(command: &HostCommand, timeout: Duration) -> io::Result<Ho
         }
     }
     let child = cmd.spawn()?;
-    let pid = child.id();
+    let group = crate::local::GroupKiller(child.id());
     let waited = tokio::time::timeout(timeout, child.wait_with_output()).await;
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: signals the process group the child led; no memory effects.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
+    drop(group);
     match waited {
         Ok(output) => {
             let output = output?;
