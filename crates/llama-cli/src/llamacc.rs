@@ -109,12 +109,38 @@ pub fn main() -> ExitCode {
             }
         }
     }
-    eprintln!(
-        "llamacc: warning: {}; running the compiler directly (see {})",
-        last_error.unwrap_or_else(|| "no daemon".into()),
-        paths.log.display()
-    );
+    // Said once per store and hour, not once per file of the build.
+    if first_warning_for(&paths) {
+        eprintln!(
+            "llamacc: warning: {}; running the compiler directly, without the cache, until this is fixed (see {}; said once an hour)",
+            last_error.unwrap_or_else(|| "no daemon".into()),
+            paths.log.display()
+        );
+    }
     exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args))
+}
+
+/// How long a fallback warning stays said.
+const WARN_EVERY: Duration = Duration::from_secs(3600);
+
+/// True for the first caller in [`WARN_EVERY`] to fall back for this store: a marker file
+/// in the per-user temporary directory records that the warning was given (the store
+/// itself may be what is broken).
+fn first_warning_for(paths: &DaemonPaths) -> bool {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let dir = std::env::temp_dir().join(format!("llama-{uid}"));
+    let key = llama_core::Digest::of_bytes(paths.dir.as_os_str().as_bytes());
+    let marker = dir.join(format!("warned-{}", &key.hex()[..16]));
+    let recent = std::fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or(WARN_EVERY) < WARN_EVERY);
+    if recent {
+        return false;
+    }
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(&marker, b"");
+    true
 }
 
 fn start_daemon(paths: &DaemonPaths, last_error: &mut Option<String>) {

@@ -465,3 +465,33 @@ fn a_daemon_killed_during_a_compile_is_replaced_and_the_compile_finishes() {
     let status = w.run(&["daemon", "status"]);
     assert!(status.status.success(), "a new daemon runs");
 }
+
+#[test]
+fn without_a_usable_store_llamacc_compiles_directly_and_says_so_once() {
+    let w = World::new();
+    w.write("a.c", b"int a;\n");
+    w.write("b.c", b"int b;\n");
+    // A store that cannot be created: its parent is a file.
+    let blocker = w.dir.path().join("not-a-dir");
+    fs::write(&blocker, b"").expect("write");
+    let store = blocker.join("store");
+    let first = w
+        .llamacc("gcc", &["-c", "a.c"])
+        .env("LLAMA_DIR", &store)
+        .output()
+        .expect("llamacc");
+    let second = w
+        .llamacc("gcc", &["-c", "b.c"])
+        .env("LLAMA_DIR", &store)
+        .output()
+        .expect("llamacc");
+    ok(&first);
+    ok(&second);
+    assert!(w.path("a.o").exists() && w.path("b.o").exists());
+    assert!(
+        stderr(&first).contains("running the compiler directly"),
+        "{}",
+        stderr(&first)
+    );
+    assert_eq!(stderr(&second), "", "said once, not once per file");
+}
