@@ -157,14 +157,7 @@ async fn probe(
 
 /// An absolute path as is; a bare name looked up in the `PATH` of `env`.
 fn locate(name: &str, env: &[(OsString, OsString)]) -> Option<PathBuf> {
-    if name.is_empty() {
-        return None;
-    }
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return p.is_file().then_some(p);
-    }
-    find_in_path(name, env_path(env).as_deref())
+    llama_exec::find_program(name.as_ref(), env_path(env).as_deref(), Path::new("/"))
 }
 
 /// The `PATH` of an environment.
@@ -172,15 +165,4 @@ pub fn env_path(env: &[(OsString, OsString)]) -> Option<OsString> {
     env.iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
-}
-
-/// Finds an executable `name` in `path` (colon-separated), as a shell would.
-pub fn find_in_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = path?;
-    std::env::split_paths(path).find_map(|dir| {
-        let candidate = dir.join(name);
-        let meta = std::fs::metadata(&candidate).ok()?;
-        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
-    })
 }

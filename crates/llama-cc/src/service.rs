@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::args::{self, Compilation, DepKind, Verdict};
 use crate::error::CcError;
-use crate::identity::{IdentityCache, env_path, find_in_path};
+use crate::identity::{IdentityCache, env_path};
 use crate::manifest::{Entry, Manifest};
 use crate::scan::{ContentScan, contains, scan};
 use crate::settings::Settings;
@@ -856,19 +856,14 @@ fn absent_candidates(cwd: &Path, c: &Compilation, inputs: &[PathBuf]) -> Vec<Str
     absent
 }
 
-/// The compiler as the client names it, resolved as a shell would: a path with a slash
-/// relative to the client's directory, a bare name in its `PATH`.
+/// The compiler as the client names it, resolved as its shell would: a path with a slash
+/// relative to the client's directory, a bare name in the client's `PATH`.
 pub fn resolve_compiler(
     program: &OsStr,
     env: &[(OsString, OsString)],
     cwd: &Path,
 ) -> Option<PathBuf> {
-    let name = program.to_str()?;
-    if name.contains('/') {
-        let p = cwd.join(name);
-        return p.is_file().then_some(p);
-    }
-    find_in_path(name, env_path(env).as_deref())
+    llama_exec::find_program(program, env_path(env).as_deref(), cwd)
 }
 
 fn blob(store: &Store, digest: Option<&reapi::Digest>) -> Result<Vec<u8>, Fallback> {
@@ -946,16 +941,8 @@ fn native_cpu_id() -> Vec<u8> {
 }
 
 fn describe(outcome: Outcome, reason: Option<&str>) -> String {
-    let what = match outcome {
-        Outcome::Hit => "cache hit",
-        Outcome::Miss => "cache miss, compiled and cached",
-        Outcome::Uncacheable => "compiled, not cacheable",
-        Outcome::CompileError => "compile error, not cached",
-        Outcome::Local => "ran the compiler directly",
-        Outcome::Error => "error, ran the compiler directly",
-    };
     match reason {
-        Some(r) => format!("{what}: {r}"),
-        None => what.to_string(),
+        Some(r) => format!("{}: {r}", outcome.description()),
+        None => outcome.description().to_string(),
     }
 }

@@ -104,6 +104,17 @@ fn counter_name(outcome: Outcome) -> &'static str {
         .unwrap_or("unknown")
 }
 
+impl Outcome {
+    /// What it means, as `llama stats` and `LLAMACC_VERBOSE` say it.
+    pub fn description(self) -> &'static str {
+        COUNTERS
+            .iter()
+            .find(|(o, _, _)| *o == self)
+            .map(|(_, _, d)| *d)
+            .unwrap_or("unknown")
+    }
+}
+
 impl StatsSnapshot {
     /// A counter's value by name.
     pub fn get(&self, name: &str) -> u64 {

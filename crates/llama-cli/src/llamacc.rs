@@ -12,7 +12,7 @@ use llama_cc::Settings;
 use llama_core::Config;
 
 use crate::daemon::{self, DaemonPaths};
-use crate::protocol::{self, CompileMsg, Request, Response};
+use crate::protocol::{CompileMsg, Request, Response};
 
 /// How long a client waits for a daemon it started to answer.
 const START_WAIT: Duration = Duration::from_secs(10);
@@ -186,11 +186,4 @@ fn current_umask() -> u32 {
         libc::umask(m);
         m as u32
     }
-}
-
-/// For `protocol` users that want the request encoded (tests, benchmarks).
-pub fn encode_request(req: &Request) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    protocol::write_frame(&mut buf, req)?;
-    Ok(buf)
 }

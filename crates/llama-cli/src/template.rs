@@ -185,7 +185,6 @@ pub struct TemplateError {
 }
 
 // The accessors let tests (and later callers) inspect an error without parsing its text.
-#[cfg_attr(not(test), allow(dead_code))]
 impl TemplateError {
     /// 1-based index of the offending argument within the parsed slice.
     pub fn arg_index(&self) -> usize {
@@ -400,7 +399,6 @@ impl ArgTemplates {
 
     /// True when no argument contains template syntax: every job gets the
     /// arguments verbatim and no files, so rendering can be skipped.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn is_literal(&self) -> bool {
         self.args.iter().all(|a| a.template.is_none())
     }

@@ -357,7 +357,10 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> JobEnd {
 /// Exponential backoff with jitter, so retries of many jobs do not arrive in step.
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(6));
-    let nanos = Instant::now().elapsed().subsec_nanos() as u64 ^ u64::from(std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
     base + Duration::from_millis(nanos % 100)
 }
 

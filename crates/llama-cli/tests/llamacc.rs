@@ -24,6 +24,15 @@ fn stats(w: &World) -> serde_json::Value {
     serde_json::from_str(&stdout(&out)).expect("stats json")
 }
 
+/// The pid `llama daemon status` reports.
+fn daemon_pid(status: &Output) -> i32 {
+    stdout(status)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pid"))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("daemon pid")
+}
+
 fn counter(w: &World, name: &str) -> u64 {
     stats(w)["counters"][name].as_u64().unwrap_or(0)
 }
@@ -343,11 +352,7 @@ fn a_killed_daemon_is_replaced_and_the_build_goes_on() {
     w.write("b.c", b"int b;\n");
     ok(&w.llamacc("gcc", &["-c", "a.c"]).output().expect("llamacc"));
     let status = w.run(&["daemon", "status"]);
-    let pid: i32 = stdout(&status)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("pid"))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("daemon pid");
+    let pid = daemon_pid(&status);
     // SAFETY: kill(2) on the daemon's pid; no memory effects.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
@@ -444,11 +449,7 @@ fn a_daemon_killed_during_a_compile_is_replaced_and_the_compile_finishes() {
     .expect("write");
     fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     ok(&w.run(&["daemon", "start"]));
-    let pid: i32 = stdout(&w.run(&["daemon", "status"]))
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("pid"))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("daemon pid");
+    let pid = daemon_pid(&w.run(&["daemon", "status"]));
     let compile = w
         .llamacc(slow.to_str().expect("utf-8"), &["-c", "a.c", "-o", "a.o"])
         .stderr(std::process::Stdio::piped())

@@ -7,6 +7,7 @@
 //! cas/ab/abcdef...   blobs, named by the hex SHA-256 of their content
 //! ac/ab/abcdef...    action results, named by their Action's digest; a SHA-256 of the
 //!                    encoded ActionResult precedes it so a damaged entry is noticed
+//! manifests/ab/...   llamacc's manifests (same framing), keyed by a compile's pre-key
 //! tmp/               staging for atomic writes (same file system, so rename is atomic)
 //! work/              per-action scratch directories of the local executor
 //! size               bytes accounted so far (a little-endian u64, updated under a lock)

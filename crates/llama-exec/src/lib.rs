@@ -46,6 +46,6 @@ pub use crate::{
         CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result, deliver_outputs,
     },
     executor::{ExecError, ExecOutcome, Executor, Termination, signal_name},
-    local::LocalExecutor,
+    local::{LocalExecutor, find_program},
     process::{HostCommand, HostOutput, run_host},
 };

@@ -297,10 +297,10 @@ impl Slot {
             .environment_variables
             .iter()
             .find(|v| v.name == "PATH")
-            .map(|v| v.value.as_str());
+            .map(|v| std::ffi::OsStr::new(v.value.as_str()));
         // Resolving the program here, against the action's own PATH, lets std spawn with
         // posix_spawn rather than fork: std must fork to search a PATH other than ours.
-        let Some(resolved) = resolve_program(program, path_env, &cwd) else {
+        let Some(resolved) = find_program(program.as_ref(), path_env, &cwd) else {
             return self.spawn_failure(
                 program,
                 &io::Error::new(io::ErrorKind::NotFound, "not found in the action's PATH"),
@@ -468,17 +468,27 @@ fn empty_dir(dir: &Path) -> Result<(), ExecError> {
     }
 }
 
-/// Finds `program` as `execvp` would, but in the action's PATH and relative to its working
-/// directory. A name with a slash is used as it is.
-fn resolve_program(program: &str, path_env: Option<&str>, cwd: &Path) -> Option<PathBuf> {
+/// Finds `program` as `execvp` would, but in the given `PATH` (an action's or a client's,
+/// not this process's) and relative to `cwd`: a name with a slash is taken as a path, a
+/// bare name is looked up in each `PATH` directory (empty means `cwd`; no `PATH` means
+/// execvp's default `/bin:/usr/bin`). Shared by everything that starts programs for others,
+/// so they all find the same one.
+pub fn find_program(
+    program: &std::ffi::OsStr,
+    path_env: Option<&std::ffi::OsStr>,
+    cwd: &Path,
+) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
-    if program.contains('/') {
-        return Some(PathBuf::from(program));
+    if program.is_empty() {
+        return None;
     }
-    // execvp's default search path when PATH is unset.
-    let search = path_env.unwrap_or("/bin:/usr/bin");
-    search.split(':').find_map(|dir| {
-        let dir = if dir.is_empty() { "." } else { dir };
+    if program.as_bytes().contains(&b'/') {
+        let p = cwd.join(program);
+        return p.is_file().then_some(p);
+    }
+    let search = path_env.unwrap_or(std::ffi::OsStr::new("/bin:/usr/bin"));
+    std::env::split_paths(search).find_map(|dir| {
         let candidate = cwd.join(dir).join(program);
         let meta = fs::metadata(&candidate).ok()?;
         (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
