@@ -144,3 +144,102 @@ mod tests {
         );
     }
 }
+
+/// gcc's line width for depfiles: a name that would pass this column starts a new line.
+const GCC_DEPFILE_COLUMNS: usize = 72;
+
+/// Re-wraps the first rule of a depfile gcc wrote, as gcc would have wrapped it with the
+/// names it has now: a depfile written under another root and then given the user's paths
+/// back must match the local compiler's byte for byte. The rest (`-MP`'s phony rules, one
+/// per line) is kept as is.
+pub(crate) fn rewrap_gcc(text: &str) -> String {
+    let end = first_rule_end(text);
+    let (rule, rest) = text.split_at(end);
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = rule.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'\n') => {
+                chars.next();
+                words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+            }
+            '\\' => {
+                word.push(c);
+                if let Some(escaped) = chars.next() {
+                    word.push(escaped);
+                }
+            }
+            ' ' | '\t' | '\n' => {
+                words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)))
+            }
+            _ => word.push(c),
+        }
+    }
+    words.extend((!word.is_empty()).then_some(word));
+    let Some(colon) = words.iter().position(|w| w.ends_with(':')) else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut column = 0;
+    let write = |out: &mut String, name: &str, column: &mut usize| {
+        if *column > 0 {
+            if *column + name.len() > GCC_DEPFILE_COLUMNS {
+                out.push_str(" \\\n");
+                *column = 0;
+            }
+            *column += 1;
+            out.push(' ');
+        }
+        *column += name.len();
+        out.push_str(name);
+    };
+    for (i, w) in words.iter().enumerate().take(colon + 1) {
+        let name = if i == colon {
+            &w[..w.len() - 1]
+        } else {
+            w.as_str()
+        };
+        write(&mut out, name, &mut column);
+    }
+    out.push(':');
+    column += 1;
+    for w in &words[colon + 1..] {
+        write(&mut out, w, &mut column);
+    }
+    out.push('\n');
+    out.push_str(rest.strip_prefix('\n').unwrap_or(rest));
+    out
+}
+
+/// Where the first rule ends: its first newline not continued by a backslash.
+fn first_rule_end(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\n' {
+            let backslashes = bytes[..i].iter().rev().take_while(|b| **b == b'\\').count();
+            if backslashes % 2 == 0 {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+#[cfg(test)]
+mod rewrap_tests {
+    use super::*;
+
+    #[test]
+    fn rewraps_as_gcc_does() {
+        // Written by gcc 12 with these names.
+        let gcc = "t.o: t.c /usr/include/stdc-predef.h /usr/include/stdio.h \\\n /usr/include/x86_64-linux-gnu/bits/libc-header-start.h \\\n /usr/include/features.h\nt.c:\n";
+        let flat = "t.o: t.c /usr/include/stdc-predef.h /usr/include/stdio.h /usr/include/x86_64-linux-gnu/bits/libc-header-start.h /usr/include/features.h\nt.c:\n";
+        assert_eq!(rewrap_gcc(flat), gcc);
+        assert_eq!(rewrap_gcc(gcc), gcc);
+        let escaped = "my\\ target t2.o: u.c b.h a.h\nb.h:\na.h:\n";
+        assert_eq!(rewrap_gcc(escaped), escaped);
+    }
+}

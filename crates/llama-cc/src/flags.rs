@@ -680,6 +680,11 @@ impl<'a> Words<'a> {
         self
     }
 
+    /// The index of the next word to read.
+    pub(crate) fn position(&self) -> usize {
+        self.next
+    }
+
     fn take_next(&mut self) -> Option<OsString> {
         let word = self.words.get(self.next)?.clone();
         self.next += 1;

@@ -24,6 +24,8 @@ pub struct Identity {
     pub family: Family,
     /// The driver's path.
     pub driver: PathBuf,
+    /// The programs the driver runs (gcc's `cc1`, `cc1plus`, `as`) and where they are.
+    pub programs: Vec<(&'static str, PathBuf)>,
 }
 
 /// Identities of the compilers seen, revalidated by the stat stamps of their files.
@@ -118,6 +120,7 @@ async fn probe(
         Family::Gcc
     };
     let mut files = vec![driver.to_path_buf()];
+    let mut programs = Vec::new();
     if family == Family::Gcc {
         for prog in GCC_PROGRAMS {
             let out = run_host(&run(&[&format!("-print-prog-name={prog}")]), PROBE_TIMEOUT)
@@ -125,7 +128,8 @@ async fn probe(
                 .map_err(|e| CcError::probe(driver, e.to_string()))?;
             let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if let Some(path) = locate(&name, env) {
-                files.push(path);
+                files.push(path.clone());
+                programs.push((*prog, path));
             }
         }
     }
@@ -150,6 +154,7 @@ async fn probe(
             digest: hasher.finish(),
             family,
             driver: driver.to_path_buf(),
+            programs,
         },
         stamps,
     })

@@ -52,12 +52,14 @@ mod error;
 mod flags;
 mod identity;
 mod manifest;
+mod remote_args;
 mod response_file;
 mod scan;
 mod service;
 mod settings;
 mod stats;
 mod sysdirs;
+mod toolchain;
 
 pub use crate::{
     args::{

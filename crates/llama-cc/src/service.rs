@@ -15,15 +15,14 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use llama_core::{
     ActionSpec, Digest, HashCache, Hasher, RecordKind, Store, TreeBuilder, protobuf, reapi,
 };
-use llama_exec::{
-    HostCommand, OutputMapping, Termination, cached_result, deliver_outputs, run_host,
-};
+use llama_exec::{Engine, HostCommand, OutputMapping, Termination, cached_result, run_host};
 use tokio::sync::Semaphore;
 
 use crate::args::{self, Compilation, DepKind, Verdict};
@@ -34,6 +33,11 @@ use crate::scan::{ContentScan, contains, scan};
 use crate::settings::Settings;
 use crate::stats::{Outcome, Stats};
 use crate::sysdirs::SystemDirs;
+use crate::toolchain::Toolchain;
+
+mod remote;
+
+use remote::{NotRemote, deliver_compile};
 
 /// Environment variables that can change what the compiler writes (objects, depfiles or
 /// diagnostics), and so are part of the key.
@@ -128,6 +132,23 @@ impl From<llama_exec::ExecError> for Fallback {
     }
 }
 
+/// What a compile read, hashed, and what else decides its result.
+struct GatheredInputs {
+    /// Each with its hash and size, for the manifest.
+    hashed: Vec<(String, [u8; 32], u64)>,
+    /// The input tree, files at their root-relative paths.
+    tree: TreeBuilder,
+    /// Paths whose absence the result depends on.
+    absent: Vec<String>,
+    /// Paths whose presence the result depends on (`__has_include`).
+    present: Vec<String>,
+    /// Fingerprint of the system include directories, when their headers are not listed.
+    system: Option<[u8; 32]>,
+}
+
+/// Toolchains by compiler identity and language, or why one cannot be shipped.
+type Toolchains = HashMap<(Digest, &'static str), Result<Arc<Toolchain>, String>>;
+
 /// The state a daemon keeps across compiles.
 pub struct CompileService {
     store: Store,
@@ -141,6 +162,10 @@ pub struct CompileService {
     stats: Arc<Stats>,
     timeout: Duration,
     own_umask: u32,
+    /// The remote executor misses compile on, behind its action cache; `None`: in place.
+    remote: Option<Engine>,
+    toolchains: Mutex<Toolchains>,
+    remote_failed: AtomicBool,
 }
 
 impl CompileService {
@@ -166,7 +191,22 @@ impl CompileService {
             stats,
             timeout,
             own_umask,
+            remote: None,
+            toolchains: Mutex::new(HashMap::new()),
+            remote_failed: AtomicBool::new(false),
         }
+    }
+
+    /// Compiles misses on the executor behind `engine` (Lambda, REAPI) instead of in
+    /// place, shipping the toolchain with each action. A miss that cannot go remote, or
+    /// whose remote run fails, still compiles in place.
+    pub fn with_remote(mut self, engine: Engine) -> CompileService {
+        self.remote = Some(engine);
+        self
+    }
+
+    fn lock_toolchains(&self) -> std::sync::MutexGuard<'_, Toolchains> {
+        self.toolchains.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The counters.
@@ -188,7 +228,8 @@ impl CompileService {
         let outcome = if settings.local {
             Err(Fallback::Local("LLAMACC_LOCAL".into()))
         } else {
-            self.cached_compile(&req, &args, &program, started).await
+            self.cached_compile(&req, &settings, &mut notes, &args, &program, started)
+                .await
         };
         match outcome {
             Ok((reply, outcome, reason, saved)) => {
@@ -258,6 +299,8 @@ impl CompileService {
     async fn cached_compile(
         &self,
         req: &CompileRequest,
+        settings: &Settings,
+        notes: &mut Vec<String>,
         args: &[OsString],
         program: &OsStr,
         started: Instant,
@@ -308,16 +351,17 @@ impl CompileService {
             let action = entry.action_digest();
             let mappings = outputs.clone();
             let umask = req.umask;
+            let depfile_remote = compilation
+                .depfile
+                .as_ref()
+                .map(|d| root_relative(&normalize(&req.cwd.join(&d.path))));
             let hit = tokio::task::spawn_blocking(move || -> Result<_, Fallback> {
                 let Some(result) = cached_result(&store, &action)? else {
                     return Ok(None);
                 };
-                if !deliver_outputs(&store, &result, &mappings, umask)?.is_empty() {
-                    return Ok(None);
-                }
-                let stdout = blob(&store, result.stdout_digest.as_ref())?;
-                let stderr = blob(&store, result.stderr_digest.as_ref())?;
-                Ok(Some((result, stdout, stderr)))
+                let delivered =
+                    deliver_compile(&store, &result, &mappings, depfile_remote.as_deref(), umask)?;
+                Ok(delivered.map(|(stdout, stderr)| (result, stdout, stderr)))
             })
             .await
             .map_err(|e| Fallback::Error(llama_exec::ExecError::Task(e.to_string()).into()))??;
@@ -338,7 +382,60 @@ impl CompileService {
             }
         }
 
-        // 4. Compile in place, learning the inputs from the depfile.
+        // 4. Compile remotely when there is a remote executor...
+        let mut fell_back = None;
+        if let Some(engine) = &self.remote {
+            match self
+                .remote_compile(
+                    engine,
+                    settings,
+                    req,
+                    &driver,
+                    &identity,
+                    &compilation,
+                    &prekey,
+                    &outputs,
+                )
+                .await
+            {
+                Ok(done) => return Ok(done),
+                Err(NotRemote::Unsuitable(reason)) => {
+                    tracing::debug!("{}: {reason}", compilation.source.display());
+                }
+                Err(NotRemote::Failed(message)) => {
+                    if !settings.local_fallback {
+                        return Ok((
+                            CompileReply::Done {
+                                exit_code: 1,
+                                stdout: Vec::new(),
+                                stderr: format!(
+                                    "llamacc: error: {message}\n\
+                                     llamacc: not compiling locally because LLAMACC_LOCAL_FALLBACK=0\n"
+                                )
+                                .into_bytes(),
+                                cached: false,
+                                notes: Vec::new(),
+                            },
+                            Outcome::Error,
+                            Some("remote failed".into()),
+                            0.0,
+                        ));
+                    }
+                    // Said once per daemon: a broken backend would otherwise say it for
+                    // every file of the build. `llama stats` counts every fallback.
+                    if !self.remote_failed.swap(true, Ordering::Relaxed) {
+                        notes.push(format!(
+                            "llamacc: warning: {message}; compiling on this machine instead \
+                             (said once; `llama stats` counts the fallbacks)"
+                        ));
+                    }
+                    tracing::warn!("{}: {message}", compilation.source.display());
+                    fell_back = Some(message);
+                }
+            }
+        }
+
+        // ...or else in place, learning the inputs from the depfile.
         let _slot = self
             .slots
             .acquire()
@@ -420,6 +517,9 @@ impl CompileService {
             let _ = fs::remove_file(dep);
         }
         match recorded {
+            Ok(None) if fell_back.is_some() => {
+                done(Outcome::Fallback, Some("remote failed".into()))
+            }
             Ok(None) => done(Outcome::Miss, None),
             Ok(Some(reason)) => done(Outcome::Uncacheable, Some(reason)),
             Err(e) => {
@@ -587,107 +687,22 @@ impl CompileService {
         times: (SystemTime, SystemTime),
     ) -> Result<Option<String>, CcError> {
         let cwd = &req.cwd;
-        let mut inputs: Vec<PathBuf> = match depfile {
-            Some(path) => match fs::read_to_string(path) {
-                Ok(text) => crate::depfile::prerequisites(&text)
-                    .into_iter()
-                    .map(|p| normalize(&cwd.join(p)))
-                    .collect(),
-                Err(_) => return Ok(Some("no depfile written".into())),
-            },
-            None => {
-                // Plain assembly has no preprocessor, so the source is the only input unless
-                // it pulls files in itself.
-                let source = cwd.join(&c.source);
-                if c.language == args::Language::Asm {
-                    let text = fs::read(&source).map_err(|e| CcError::input(&source, e))?;
-                    if contains(&text, b".include") {
-                        return Ok(Some("assembler .include".into()));
-                    }
-                }
-                vec![normalize(&source)]
-            }
+        let listed = c.depfile.as_ref().map(|d| d.kind);
+        let gathered = match self
+            .gather_inputs(req, driver, identity, c, depfile, listed)
+            .await?
+        {
+            Ok(g) => g,
+            Err(reason) => return Ok(Some(reason)),
         };
-        for f in c.forced_includes.iter().chain(c.file_inputs.iter()) {
-            inputs.push(normalize(&cwd.join(f)));
-        }
-        inputs.sort();
-        inputs.dedup();
-
-        let mut hashed = Vec::with_capacity(inputs.len());
-        let mut tree = TreeBuilder::new();
-        let mut tested_names: Vec<String> = Vec::new();
-        for path in &inputs {
-            let digest = self.digest_of(path)?;
-            let scan = self.scan(path, &digest);
-            if let Some(reason) = scan.uncacheable {
-                return Ok(Some(reason.into()));
-            }
-            tested_names.extend(scan.has_include.iter().cloned());
-            hashed.push((
-                path.to_string_lossy().into_owned(),
-                *digest.hash_bytes(),
-                digest.size(),
-            ));
-            tree.add_known(&root_relative(path), digest, false, path.clone())
-                .map_err(|e| CcError::input(path, e))?;
-        }
-        // -MMD leaves system headers out: cover them by the fingerprint of their directories.
-        let system = match c.depfile.as_ref().map(|d| d.kind) {
-            Some(DepKind::UserHeadersOnly) => {
-                let dirs =
-                    self.system_dirs(req, driver, identity, c)
-                        .await
-                        .map_err(|f| match f {
-                            Fallback::Error(e) => e,
-                            Fallback::Local(r) => CcError::probe(driver, r),
-                        })?;
-                Some(*self.sysdirs.fingerprint(&dirs).hash_bytes())
-            }
-            _ => None,
-        };
-        let mut absent = absent_candidates(cwd, c, &inputs);
-        // __has_include: whether each tested name exists, in every directory it could be
-        // found in, is an input too.
-        let mut present = Vec::new();
-        if !tested_names.is_empty() {
-            tested_names.sort();
-            tested_names.dedup();
-            let system = self
-                .system_dirs(req, driver, identity, c)
-                .await
-                .map_err(|f| match f {
-                    Fallback::Error(e) => e,
-                    Fallback::Local(r) => CcError::probe(driver, r),
-                })?;
-            let mut dirs: Vec<PathBuf> = inputs
-                .iter()
-                .filter_map(|p| p.parent().map(Path::to_path_buf))
-                .chain(
-                    c.includes
-                        .quote
-                        .iter()
-                        .chain(c.includes.bracket.iter())
-                        .map(|d| normalize(&cwd.join(d))),
-                )
-                .chain(system)
-                .collect();
-            dirs.sort();
-            dirs.dedup();
-            for name in &tested_names {
-                for dir in &dirs {
-                    let candidate = dir.join(name).to_string_lossy().into_owned();
-                    if fs::metadata(&candidate).is_ok() {
-                        present.push(candidate);
-                    } else {
-                        absent.push(candidate);
-                    }
-                }
-            }
-            absent.sort();
-            absent.dedup();
-        }
-
+        let GatheredInputs {
+            hashed,
+            tree,
+            absent,
+            present,
+            system,
+            ..
+        } = gathered;
         let outputs = output_mappings(cwd, c);
         let mut spec = ActionSpec {
             arguments: std::iter::once(driver.to_string_lossy().into_owned())
@@ -779,16 +794,147 @@ impl CompileService {
             system,
             action: (*action_digest.hash_bytes(), action_digest.size()),
         };
+        self.record_entry(prekey, entry)?;
+        Ok(None)
+    }
+
+    /// Adds `entry` to the manifest of `prekey`, in memory and in the store.
+    fn record_entry(&self, prekey: &Digest, entry: Entry) -> Result<(), CcError> {
         let mut manifest = (*self.manifest(prekey).map_err(|f| match f {
             Fallback::Error(e) => e,
-            Fallback::Local(r) => CcError::input(cwd, r),
+            Fallback::Local(r) => CcError::input(self.store.root(), r),
         })?)
         .clone();
         manifest.record(entry);
         self.store
             .put_record(RecordKind::Manifest, prekey, &manifest.encode())?;
         self.lock_manifests().insert(*prekey, Arc::new(manifest));
-        Ok(None)
+        Ok(())
+    }
+
+    /// Hashes what a compile read (from its depfile; the source alone without one) into an
+    /// input tree, with what else decides the result: candidates that were absent, names
+    /// `__has_include` found, and, when the depfile left system headers out
+    /// (`listed` = -MMD), the fingerprint of their directories. `Ok(Err(reason))`: the
+    /// compile cannot be cached.
+    async fn gather_inputs(
+        &self,
+        req: &CompileRequest,
+        driver: &Path,
+        identity: &Digest,
+        c: &Compilation,
+        depfile: Option<&Path>,
+        listed: Option<DepKind>,
+    ) -> Result<Result<GatheredInputs, String>, CcError> {
+        let cwd = &req.cwd;
+        let mut inputs: Vec<PathBuf> = match depfile {
+            Some(path) => match fs::read_to_string(path) {
+                Ok(text) => crate::depfile::prerequisites(&text)
+                    .into_iter()
+                    .map(|p| normalize(&cwd.join(p)))
+                    .collect(),
+                Err(_) => return Ok(Err("no depfile written".into())),
+            },
+            None => {
+                // Plain assembly has no preprocessor, so the source is the only input unless
+                // it pulls files in itself.
+                let source = cwd.join(&c.source);
+                if c.language == args::Language::Asm {
+                    let text = fs::read(&source).map_err(|e| CcError::input(&source, e))?;
+                    if contains(&text, b".include") {
+                        return Ok(Err("assembler .include".into()));
+                    }
+                }
+                vec![normalize(&source)]
+            }
+        };
+        for f in c.forced_includes.iter().chain(c.file_inputs.iter()) {
+            inputs.push(normalize(&cwd.join(f)));
+        }
+        inputs.sort();
+        inputs.dedup();
+
+        let mut hashed = Vec::with_capacity(inputs.len());
+        let mut tree = TreeBuilder::new();
+        let mut tested_names: Vec<String> = Vec::new();
+        for path in &inputs {
+            let digest = self.digest_of(path)?;
+            let scan = self.scan(path, &digest);
+            if let Some(reason) = scan.uncacheable {
+                return Ok(Err(reason.into()));
+            }
+            tested_names.extend(scan.has_include.iter().cloned());
+            hashed.push((
+                path.to_string_lossy().into_owned(),
+                *digest.hash_bytes(),
+                digest.size(),
+            ));
+            tree.add_known(&root_relative(path), digest, false, path.clone())
+                .map_err(|e| CcError::input(path, e))?;
+        }
+        // -MMD leaves system headers out: cover them by the fingerprint of their directories.
+        let system = match listed {
+            Some(DepKind::UserHeadersOnly) => {
+                let dirs =
+                    self.system_dirs(req, driver, identity, c)
+                        .await
+                        .map_err(|f| match f {
+                            Fallback::Error(e) => e,
+                            Fallback::Local(r) => CcError::probe(driver, r),
+                        })?;
+                Some(*self.sysdirs.fingerprint(&dirs).hash_bytes())
+            }
+            _ => None,
+        };
+        let mut absent = absent_candidates(cwd, c, &inputs);
+        // __has_include: whether each tested name exists, in every directory it could be
+        // found in, is an input too.
+        let mut present = Vec::new();
+        if !tested_names.is_empty() {
+            tested_names.sort();
+            tested_names.dedup();
+            let system = self
+                .system_dirs(req, driver, identity, c)
+                .await
+                .map_err(|f| match f {
+                    Fallback::Error(e) => e,
+                    Fallback::Local(r) => CcError::probe(driver, r),
+                })?;
+            let mut dirs: Vec<PathBuf> = inputs
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf))
+                .chain(
+                    c.includes
+                        .quote
+                        .iter()
+                        .chain(c.includes.bracket.iter())
+                        .map(|d| normalize(&cwd.join(d))),
+                )
+                .chain(system)
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for name in &tested_names {
+                for dir in &dirs {
+                    let candidate = dir.join(name).to_string_lossy().into_owned();
+                    if fs::metadata(&candidate).is_ok() {
+                        present.push(candidate);
+                    } else {
+                        absent.push(candidate);
+                    }
+                }
+            }
+            absent.sort();
+            absent.dedup();
+        }
+
+        Ok(Ok(GatheredInputs {
+            hashed,
+            tree,
+            absent,
+            present,
+            system,
+        }))
     }
 
     /// What a file's text says that its digest does not (memoised by digest).

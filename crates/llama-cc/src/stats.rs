@@ -21,6 +21,10 @@ pub enum Outcome {
     Local,
     /// llamacc's own machinery failed and the compiler ran directly instead.
     Error,
+    /// Compiled by the remote backend, and the result recorded.
+    Remote,
+    /// The remote backend failed; compiled on this machine instead.
+    Fallback,
 }
 
 /// Each counter: (name in `llama stats --json`, description in `llama stats`).
@@ -36,6 +40,12 @@ const COUNTERS: &[(Outcome, &str, &str)] = &[
         Outcome::CompileError,
         "compile_errors",
         "compile errors (not cached)",
+    ),
+    (Outcome::Remote, "remote", "compiled remotely and cached"),
+    (
+        Outcome::Fallback,
+        "remote_fallbacks",
+        "remote failed, compiled here",
     ),
     (Outcome::Local, "local", "run by the real compiler directly"),
     (

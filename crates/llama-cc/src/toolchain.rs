@@ -1,0 +1,235 @@
+//! The compiler as input files, for a machine that has no compiler.
+//!
+//! A remote compile ships the driver, the programs it runs for this language (`cc1` or
+//! `cc1plus`, and `as`), the shared libraries they load and the dynamic loader itself, so
+//! the remote compiler is this machine's by construction and one generic image serves every
+//! user. Everything runs through the shipped loader (`ld.so --library-path`), the driver's
+//! children too (`-wrapper`), so neither the remote C library nor its version matters.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use llama_exec::{HostCommand, run_host};
+
+use crate::args::{Family, Language};
+use crate::identity::Identity;
+use crate::remote_args::ROOT_PLACEHOLDER;
+
+/// The dynamic loader of x86-64 Linux: every program here names it as its interpreter.
+const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One file of the toolchain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ToolFile {
+    /// Where it lands, below the remote root.
+    pub remote: PathBuf,
+    /// The file read here.
+    pub local: PathBuf,
+    /// Whether it is run (not only loaded).
+    pub executable: bool,
+}
+
+/// What a remote compile needs of the compiler.
+#[derive(Debug, Clone)]
+pub(crate) struct Toolchain {
+    /// Every file shipped.
+    pub files: Vec<ToolFile>,
+    /// The driver, as run remotely.
+    pub driver: PathBuf,
+    /// The shipped loader.
+    pub loader: PathBuf,
+    /// The directories of the shipped libraries, in the order the loader found them.
+    pub library_dirs: Vec<PathBuf>,
+}
+
+impl Toolchain {
+    /// The command that starts the shipped driver remotely, paths under the root
+    /// placeholder: the loader, with the libraries' directories, running the driver, which
+    /// runs each of its programs the same way.
+    pub fn command_prefix(&self) -> Vec<String> {
+        let under_root = |p: &Path| format!("{ROOT_PLACEHOLDER}{}", p.display());
+        let library_path = self
+            .library_dirs
+            .iter()
+            .map(|d| under_root(d))
+            .collect::<Vec<_>>()
+            .join(":");
+        let loader = under_root(&self.loader);
+        vec![
+            loader.clone(),
+            "--library-path".into(),
+            library_path.clone(),
+            under_root(&self.driver),
+            "-wrapper".into(),
+            format!("{loader},--library-path,{library_path}"),
+            format!("--sysroot={ROOT_PLACEHOLDER}"),
+            format!("-ffile-prefix-map={ROOT_PLACEHOLDER}="),
+        ]
+    }
+}
+
+/// The programs gcc runs to compile `language` to an object.
+fn gcc_programs(language: Language) -> Option<&'static [&'static str]> {
+    match language {
+        Language::C | Language::PreprocessedC | Language::AsmWithCpp => Some(&["cc1", "as"]),
+        Language::Cxx | Language::PreprocessedCxx => Some(&["cc1plus", "as"]),
+        Language::Asm => Some(&["as"]),
+        _ => None,
+    }
+}
+
+/// The toolchain of `identity` for `language`, or why it cannot be shipped.
+pub(crate) async fn discover(
+    identity: &Identity,
+    language: Language,
+    env: &[(OsString, OsString)],
+) -> Result<Toolchain, String> {
+    if identity.family != Family::Gcc {
+        return Err("only gcc's toolchain can be shipped yet".into());
+    }
+    let wanted = gcc_programs(language)
+        .ok_or_else(|| format!("no remote toolchain for {}", language.gcc_name()))?;
+    let driver = std::fs::canonicalize(&identity.driver).map_err(|e| {
+        format!(
+            "cannot resolve the compiler {}: {e}",
+            identity.driver.display()
+        )
+    })?;
+    let program = |name: &str| {
+        identity
+            .programs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+    };
+    // gcc looks for its programs in its own directory first (where cc1 is), then in PATH;
+    // remotely there is no PATH to speak of, so a program found in PATH lands beside cc1.
+    let own_dir = program("cc1")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .ok_or("gcc's cc1 was not found")?;
+    let mut files = vec![ToolFile {
+        remote: driver.clone(),
+        local: driver.clone(),
+        executable: true,
+    }];
+    for name in wanted {
+        let local = program(name).ok_or_else(|| format!("gcc's {name} was not found"))?;
+        let remote = if local.starts_with(&own_dir) {
+            local.clone()
+        } else {
+            own_dir.join(name)
+        };
+        files.push(ToolFile {
+            remote,
+            local,
+            executable: true,
+        });
+    }
+    let mut libraries: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut library_dirs: Vec<PathBuf> = Vec::new();
+    let programs: Vec<PathBuf> = files.iter().map(|f| f.local.clone()).collect();
+    for prog in &programs {
+        for lib in shared_libraries(prog, env).await? {
+            if let Some(dir) = lib.parent()
+                && !library_dirs.iter().any(|d| d == dir)
+            {
+                library_dirs.push(dir.to_path_buf());
+            }
+            let next = libraries.len();
+            libraries.entry(lib).or_insert(next);
+        }
+    }
+    let mut libraries: Vec<(PathBuf, usize)> = libraries.into_iter().collect();
+    libraries.sort_by_key(|(_, order)| *order);
+    for (lib, _) in libraries {
+        files.push(ToolFile {
+            remote: lib.clone(),
+            local: lib,
+            executable: false,
+        });
+    }
+    files.push(ToolFile {
+        remote: LOADER.into(),
+        local: LOADER.into(),
+        executable: true,
+    });
+    Ok(Toolchain {
+        files,
+        driver,
+        loader: LOADER.into(),
+        library_dirs,
+    })
+}
+
+/// The shared libraries `program` loads, as the loader resolves them here.
+async fn shared_libraries(
+    program: &Path,
+    env: &[(OsString, OsString)],
+) -> Result<Vec<PathBuf>, String> {
+    let out = run_host(
+        &HostCommand {
+            program: LOADER.into(),
+            args: vec!["--list".into(), program.as_os_str().to_owned()],
+            cwd: PathBuf::from("/"),
+            env: env
+                .iter()
+                .filter(|(k, _)| k != "LD_LIBRARY_PATH" && k != "LD_PRELOAD")
+                .cloned()
+                .collect(),
+            umask: None,
+        },
+        PROBE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| format!("cannot list the libraries of {}: {e}", program.display()))?;
+    if !out.termination.success() {
+        return Err(format!(
+            "{} is not a dynamically linked program the loader can list ({})",
+            program.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse_list(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Reads `ld.so --list` output: `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)`.
+/// The loader's own line and the kernel's vDSO name no file to ship.
+fn parse_list(text: &str) -> Result<Vec<PathBuf>, String> {
+    let mut libs = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((name, rest)) = line.split_once(" => ") else {
+            continue;
+        };
+        let path = rest.split(" (").next().unwrap_or_default().trim();
+        if path == "not found" || path.is_empty() {
+            return Err(format!("library {name} was not found by the loader"));
+        }
+        libs.push(PathBuf::from(path));
+    }
+    Ok(libs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_listing_names_each_library_file() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f00)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f01)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f02)\n";
+        assert_eq!(
+            parse_list(text).unwrap(),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6")
+            ]
+        );
+        assert!(parse_list("\tlibfoo.so => not found\n").is_err());
+    }
+}
