@@ -96,8 +96,16 @@ impl CompileService {
             .toolchain(identity, c, &req.env)
             .await
             .map_err(unsuitable)?;
+        // The scan runs here: it takes a local slot, the remote compile does not.
         let depfile = match c.language.is_preprocessed_by_compiler() {
-            true => Some(self.discover(driver, req, args.discovery).await?),
+            true => {
+                let _slot = self
+                    .slots
+                    .acquire()
+                    .await
+                    .map_err(|e| NotRemote::Failed(e.to_string()))?;
+                Some(self.discover(driver, req, args.discovery).await?)
+            }
             false => None,
         };
         let gathered = self
