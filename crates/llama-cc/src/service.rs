@@ -11,7 +11,7 @@
 //!    directory, so the object is the one a plain build makes — with a depfile, and record
 //!    what it read as the action's inputs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -31,7 +31,7 @@ use crate::identity::{IdentityCache, env_path};
 use crate::manifest::{Entry, Manifest};
 use crate::scan::{ContentScan, contains, scan};
 use crate::settings::Settings;
-use crate::stats::{Outcome, Stats};
+use crate::stats::{Outcome, Stats, StatsSnapshot};
 use crate::sysdirs::SystemDirs;
 use crate::toolchain::Toolchain;
 
@@ -58,6 +58,10 @@ const OUTPUT_ENV: &[&str] = &[
     "OBJC_INCLUDE_PATH",
     "SOURCE_DATE_EPOCH",
 ];
+
+/// How long compiles stay on this machine after the remote backend failed, before one tries
+/// it again: a backend that is down then costs one timeout, not one per file.
+const REMOTE_PAUSE: Duration = Duration::from_secs(30);
 
 /// Environment variables that make the compiler write files llamacc does not know about.
 const UNCACHEABLE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
@@ -166,6 +170,11 @@ pub struct CompileService {
     remote: Option<Engine>,
     toolchains: Mutex<Toolchains>,
     remote_failed: AtomicBool,
+    /// After a remote failure, compiles stay here until then rather than each waiting for
+    /// the backend to fail again.
+    remote_down_until: Mutex<Option<Instant>>,
+    /// The remote executor's usage when the counters were last zeroed.
+    cost_offset: Mutex<BTreeMap<String, f64>>,
 }
 
 impl CompileService {
@@ -194,6 +203,8 @@ impl CompileService {
             remote: None,
             toolchains: Mutex::new(HashMap::new()),
             remote_failed: AtomicBool::new(false),
+            remote_down_until: Mutex::new(None),
+            cost_offset: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -212,6 +223,44 @@ impl CompileService {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters, with what the remote backend consumed since they were zeroed (the
+    /// saved snapshot carries earlier daemons' share).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut snapshot = self.stats.snapshot();
+        let offset = self.cost_offset.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, value) in self.remote_usage() {
+            *snapshot.cost.entry(name.to_string()).or_default() +=
+                value - offset.get(name).copied().unwrap_or(0.0);
+        }
+        snapshot
+    }
+
+    /// Zeroes the counters, the remote backend's cost among them.
+    pub fn reset_stats(&self) {
+        self.stats.reset();
+        let mut offset = self.cost_offset.lock().unwrap_or_else(|p| p.into_inner());
+        *offset = self
+            .remote_usage()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+    }
+
+    fn remote_usage(&self) -> Vec<(&'static str, f64)> {
+        let Some(u) = self.remote.as_ref().and_then(|e| e.usage()) else {
+            return Vec::new();
+        };
+        vec![
+            ("invocations", u.invocations as f64),
+            ("remote_cache_hits", u.remote_cache_hits as f64),
+            ("gb_seconds", u.gb_seconds),
+            ("s3_requests", u.s3_requests() as f64),
+            ("bytes_up", u.bytes_up as f64),
+            ("bytes_down", u.bytes_down as f64),
+            ("dollars", u.dollars()),
+        ]
     }
 
     /// Handles one compile.
@@ -384,7 +433,23 @@ impl CompileService {
 
         // 4. Compile remotely when there is a remote executor...
         let mut fell_back = None;
-        if let Some(engine) = &self.remote {
+        let remote = self.remote.as_ref().filter(|_| {
+            let mut down = self
+                .remote_down_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match *down {
+                Some(until) if Instant::now() < until => {
+                    fell_back = Some("the remote backend failed moments ago".to_string());
+                    false
+                }
+                _ => {
+                    *down = None;
+                    true
+                }
+            }
+        });
+        if let Some(engine) = remote {
             match self
                 .remote_compile(
                     engine,
@@ -403,6 +468,10 @@ impl CompileService {
                     tracing::debug!("{}: {reason}", compilation.source.display());
                 }
                 Err(NotRemote::Failed(message)) => {
+                    *self
+                        .remote_down_until
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + REMOTE_PAUSE);
                     if !settings.local_fallback {
                         return Ok((
                             CompileReply::Done {
@@ -416,7 +485,7 @@ impl CompileService {
                                 cached: false,
                                 notes: Vec::new(),
                             },
-                            Outcome::Error,
+                            Outcome::RemoteError,
                             Some("remote failed".into()),
                             0.0,
                         ));

@@ -25,6 +25,8 @@ pub enum Outcome {
     Remote,
     /// The remote backend failed; compiled on this machine instead.
     Fallback,
+    /// The remote backend failed and local fallback is off (`LLAMACC_LOCAL_FALLBACK=0`).
+    RemoteError,
 }
 
 /// Each counter: (name in `llama stats --json`, description in `llama stats`).
@@ -47,6 +49,11 @@ const COUNTERS: &[(Outcome, &str, &str)] = &[
         "remote_fallbacks",
         "remote failed, compiled here",
     ),
+    (
+        Outcome::RemoteError,
+        "remote_errors",
+        "remote failed, not compiled (no fallback)",
+    ),
     (Outcome::Local, "local", "run by the real compiler directly"),
     (
         Outcome::Error,
@@ -66,7 +73,23 @@ pub struct StatsSnapshot {
     pub reasons: BTreeMap<String, u64>,
     /// Compiler time the hits did not spend, in seconds.
     pub time_saved_secs: f64,
+    /// What the remote backend consumed and cost (`invocations`, `gb_seconds`,
+    /// `s3_requests`, `bytes_up`, `bytes_down`, `remote_cache_hits`, `dollars`); empty on
+    /// this machine's backend.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cost: BTreeMap<String, f64>,
 }
+
+/// How `llama stats` shows each cost entry: (name, label, decimals).
+const COST_LINES: &[(&str, &str, usize)] = &[
+    ("invocations", "remote invocations", 0),
+    ("remote_cache_hits", "served by the remote action cache", 0),
+    ("gb_seconds", "compute (GB-seconds)", 1),
+    ("s3_requests", "object store requests", 0),
+    ("bytes_up", "bytes uploaded", 0),
+    ("bytes_down", "bytes downloaded", 0),
+    ("dollars", "cost at list prices ($)", 4),
+];
 
 /// The live counters of a daemon.
 #[derive(Default)]
@@ -143,7 +166,14 @@ impl StatsSnapshot {
                 out.push_str(&format!("  {reason:<42} {n:>8}\n"));
             }
         }
-        let cacheable = self.get("hits") + self.get("misses");
+        if !self.cost.is_empty() {
+            out.push_str("remote backend:\n");
+            for (name, label, decimals) in COST_LINES {
+                let v = self.cost.get(*name).copied().unwrap_or(0.0);
+                out.push_str(&format!("  {label:<42} {v:>8.decimals$}\n"));
+            }
+        }
+        let cacheable = self.get("hits") + self.get("misses") + self.get("remote");
         if cacheable > 0 {
             out.push_str(&format!(
                 "{:<44} {:>7.1}%\n",
@@ -172,6 +202,9 @@ mod tests {
             Outcome::CompileError,
             Outcome::Local,
             Outcome::Error,
+            Outcome::Remote,
+            Outcome::Fallback,
+            Outcome::RemoteError,
         ] {
             assert_eq!(COUNTERS.iter().filter(|(x, _, _)| *x == o).count(), 1);
         }

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use llama_core::{Backend, Config, HashCache, Source, Store};
-use llama_exec::{CachePolicy, Engine, LocalExecutor};
+use llama_core::{Backend, Config, Digest, HashCache, Source, Store};
+use llama_exec::{
+    CachePolicy, Engine, Executor, LambdaConfig, LambdaExecutor, LocalExecutor, ObjectStoreUrl,
+};
 
 use crate::cli::Cli;
 
@@ -25,6 +27,8 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 pub struct Context {
     pub engine: Engine,
     pub hash_cache: HashCache,
+    /// Actions the executor runs at once: what `xargs` keeps in flight unless `-j` says.
+    pub jobs: usize,
 }
 
 impl Context {
@@ -32,25 +36,53 @@ impl Context {
     /// the backend is not usable.
     pub fn new(config: &Config, policy: CachePolicy) -> anyhow::Result<Context> {
         let backend = config.backend();
-        if backend != Backend::Local {
-            let from = config
-                .source("backend")
+        let from = |key| {
+            config
+                .source(key)
                 .map(|s| s.to_string())
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        if backend == Backend::Reapi {
             bail!(
-                "backend {:?} (from {from}) is not available in this version of llama yet; \
+                "backend {:?} (from {}) is not available in this version of llama yet; \
                  set LLAMA_BACKEND=local (or remove `backend` from the config file) to run on this machine",
-                backend.name()
+                backend.name(),
+                from("backend")
             );
         }
+        // Checked before the store is opened: a missing setting is the likelier mistake.
+        let location = match backend {
+            Backend::Lambda => Some(object_store(config)?),
+            Backend::Local | Backend::Reapi => None,
+        };
         let dir = config.dir();
         let store = Store::open(&dir, config.cache_size())
             .with_context(|| format!("opening the local store (dir = {})", dir.display()))?;
         let hash_cache = HashCache::load(hash_cache_path(&dir));
-        let executor = LocalExecutor::new(store.clone(), config.jobs(), config.action_timeout());
+        let (executor, jobs): (Arc<dyn Executor>, usize) = match location {
+            None => (
+                Arc::new(LocalExecutor::new(
+                    store.clone(),
+                    config.jobs(),
+                    config.action_timeout(),
+                )),
+                config.jobs(),
+            ),
+            Some(location) => {
+                let mut lambda = LambdaConfig::new(location.clone());
+                lambda.default_function = config.function();
+                lambda.concurrency = config.remote_jobs();
+                lambda.default_timeout = config.action_timeout();
+                lambda.region = Some(config.region()).filter(|r| !r.is_empty());
+                lambda.present_file = Some(present_file(&dir, &location));
+                let jobs = lambda.concurrency;
+                (Arc::new(LambdaExecutor::new(store.clone(), lambda)), jobs)
+            }
+        };
         Ok(Context {
-            engine: Engine::new(store, Arc::new(executor), policy),
+            engine: Engine::new(store, executor, policy),
             hash_cache,
+            jobs,
         })
     }
 
@@ -64,4 +96,31 @@ impl Context {
 
 fn hash_cache_path(dir: &std::path::Path) -> PathBuf {
     dir.join("hashcache")
+}
+
+/// The configured `object_store`, parsed; its absence is what a first-time user of the
+/// lambda backend meets, so the message says both ways to set it.
+fn object_store(config: &Config) -> anyhow::Result<ObjectStoreUrl> {
+    let url = config.object_store();
+    if url.trim().is_empty() {
+        bail!(
+            "the lambda backend keeps inputs, outputs and its cache in S3, and no object store is set: \
+             set LLAMA_OBJECT_STORE=s3://BUCKET/PREFIX (or `object_store` in {}, or -store) or run `llama bootstrap`",
+            Config::file_path().display()
+        );
+    }
+    let from = config
+        .source("object_store")
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    url.trim()
+        .parse()
+        .with_context(|| format!("object_store (from {from})"))
+}
+
+/// `$LLAMA_DIR/s3-present/<hash of bucket and prefix>`: the blobs known to be in that
+/// bucket and prefix, shared by every llama process of the user (the daemon included).
+pub fn present_file(dir: &std::path::Path, location: &ObjectStoreUrl) -> PathBuf {
+    let key = Digest::of_bytes(location.to_string().as_bytes()).hex();
+    dir.join("s3-present").join(&key[..16])
 }

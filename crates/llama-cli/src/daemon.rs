@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use llama_cc::{CompileReply, CompileRequest, CompileService, Stats, StatsSnapshot};
-use llama_core::{Config, HashCache, Store};
+use llama_core::{Backend, Config, HashCache, Store};
+use llama_exec::CachePolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
+use crate::context::Context;
 use crate::protocol::{self, CompileMsg, PROTOCOL_VERSION, Request, Response};
 
 /// Unix socket paths are limited to 108 bytes; beyond this the socket moves to /tmp.
@@ -206,14 +208,24 @@ pub fn run(config: &Config) -> anyhow::Result<i32> {
         libc::umask(m);
         m as u32
     };
-    let service = Arc::new(CompileService::new(
+    let service = CompileService::new(
         store,
         hash_cache.clone(),
         stats.clone(),
         config.jobs(),
         config.action_timeout(),
         own_umask,
-    ));
+    );
+    // On a remote backend, misses compile there. A backend that is not set up stops the
+    // daemon with the context's message (what to set), which llamacc prints before it
+    // compiles directly: better than a daemon silently compiling everything here.
+    let service = Arc::new(match config.backend() {
+        Backend::Local => service,
+        _ => {
+            let context = Context::new(config, CachePolicy::default())?;
+            service.with_remote(context.engine)
+        }
+    });
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| fs::metadata(&p).ok().map(|m| (p, m.dev(), m.ino())));
@@ -240,7 +252,7 @@ pub fn run(config: &Config) -> anyhow::Result<i32> {
         );
         serve(
             listener,
-            service,
+            service.clone(),
             hash_cache.clone(),
             state.clone(),
             &paths,
@@ -251,7 +263,7 @@ pub fn run(config: &Config) -> anyhow::Result<i32> {
     });
     let _ = fs::remove_file(&paths.socket);
     let _ = hash_cache.save();
-    save_stats(&paths.stats, &stats.snapshot());
+    save_stats(&paths.stats, &service.snapshot());
     drop(lock);
     result.map(|()| 0)
 }
@@ -297,7 +309,7 @@ async fn serve(
                 }
                 if last_save.elapsed() > SAVE_EVERY {
                     last_save = Instant::now();
-                    let snapshot = service.stats().snapshot();
+                    let snapshot = service.snapshot();
                     let stats_path = paths.stats.clone();
                     let hash_cache = hash_cache.clone();
                     // Off the async threads; losing either to a crash only costs re-hashing
@@ -372,11 +384,11 @@ async fn handle(
             dir: paths.dir.to_string_lossy().into_owned(),
         },
         Request::Stats => {
-            Response::Stats(serde_json::to_string(&service.stats().snapshot()).unwrap_or_default())
+            Response::Stats(serde_json::to_string(&service.snapshot()).unwrap_or_default())
         }
         Request::ResetStats => {
-            service.stats().reset();
-            save_stats(&paths.stats, &service.stats().snapshot());
+            service.reset_stats();
+            save_stats(&paths.stats, &service.snapshot());
             Response::Ok
         }
         Request::Shutdown => {

@@ -130,6 +130,9 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
             &action.action_digest,
             &delivered.finished,
         )?;
+        if let Some(usage) = ctx.engine.usage() {
+            eprintln!("llama: {usage}");
+        }
     }
     if args.time {
         eprintln!(

@@ -73,8 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(jobs) = args.jobs {
                 config.set("jobs", &jobs.to_string(), Source::Flag("-j".into()))?;
             }
-            let jobs = config.jobs();
             let ctx = Arc::new(Context::new(&config, xargs::policy(&args))?);
+            let jobs = ctx.jobs;
             let runtime = tokio::runtime::Runtime::new()?;
             let status = runtime.block_on(xargs::run(ctx.clone(), args, jobs));
             ctx.save();

@@ -238,6 +238,9 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
             counts.failed
         );
     }
+    if let Some(usage) = ctx.engine.usage() {
+        eprintln!("llama xargs: {usage}");
+    }
     Ok(counts.failed.min(MAX_FAILED_STATUS) as i32)
 }
 

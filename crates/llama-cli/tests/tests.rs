@@ -1,6 +1,8 @@
 //! End-to-end tests of the `llama` binary: one test binary, one module per subcommand.
 
+mod harness_smoke;
 mod invoke;
+mod lambda;
 mod llamacc;
 mod util;
 mod xargs;

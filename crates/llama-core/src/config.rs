@@ -131,6 +131,26 @@ const KEYS: &[Key] = &[
         check: |_| Ok(()),
         help: "AWS region for the lambda backend (else the AWS SDK's default)",
     },
+    Key {
+        name: "function",
+        env: "LLAMA_FUNCTION",
+        default: || "llama".into(),
+        check: |v| {
+            if v.trim().is_empty() {
+                Err("a Lambda function name".into())
+            } else {
+                Ok(())
+            }
+        },
+        help: "Lambda function for actions that name none (invoke and xargs name theirs)",
+    },
+    Key {
+        name: "remote_jobs",
+        env: "LLAMA_REMOTE_JOBS",
+        default: || "64".into(),
+        check: |v| parse_jobs(v).map(drop),
+        help: "invocations the lambda backend has in flight at once",
+    },
 ];
 
 /// A setting that cannot be used, naming where it came from and what is expected.
@@ -336,6 +356,21 @@ impl Config {
     /// The AWS region, or empty for the SDK's default.
     pub fn region(&self) -> String {
         self.raw("region").into_owned()
+    }
+
+    /// The Lambda function of actions that name none.
+    pub fn function(&self) -> String {
+        self.raw("function").into_owned()
+    }
+
+    /// Invocations the lambda backend has in flight at once: `remote_jobs` when set, else
+    /// `jobs` when set (by `-j`, the file or `LLAMA_JOBS`), else 64.
+    pub fn remote_jobs(&self) -> usize {
+        let explicit = |key| !matches!(self.source(key), Some(Source::Default) | None);
+        if !explicit("remote_jobs") && explicit("jobs") {
+            return self.jobs();
+        }
+        parse_jobs(&self.raw("remote_jobs")).unwrap_or(64)
     }
 }
 

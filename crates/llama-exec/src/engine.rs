@@ -89,6 +89,11 @@ impl Engine {
         self.executor.name()
     }
 
+    /// What the executor consumed and costs so far, when it is billed.
+    pub fn usage(&self) -> Option<crate::Usage> {
+        self.executor.usage()
+    }
+
     /// Runs `action`, or serves its earlier successful result from the action cache. Only a
     /// result with exit code 0 is recorded: a failure is never served from the cache.
     ///
@@ -132,7 +137,7 @@ impl Engine {
         Ok(Finished {
             result: outcome.result,
             termination: outcome.termination,
-            cached: false,
+            cached: outcome.cached,
         })
     }
 

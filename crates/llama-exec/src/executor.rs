@@ -6,6 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use llama_core::{PreparedAction, StoreError, reapi};
 
+use crate::usage::Usage;
+
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
@@ -96,6 +98,9 @@ pub struct ExecOutcome {
     pub result: reapi::ActionResult,
     /// How the command ended, more precisely than an exit code says.
     pub termination: Termination,
+    /// True when the executor served an earlier result from its own (remote) action cache
+    /// instead of running the command.
+    pub cached: bool,
 }
 
 /// Failures of the infrastructure, as opposed to a command's own non-zero exit.
@@ -119,6 +124,16 @@ pub enum ExecError {
     /// A blocking task failed to complete.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A remote executor or its object store failed: the function errored or crashed, the
+    /// service refused or throttled beyond the retries, an answer did not decode. The
+    /// command's fate is unknown; it is not the command's own failure.
+    #[error("{executor}: {message}")]
+    Remote {
+        /// The executor's name ("lambda").
+        executor: &'static str,
+        /// What failed, naming the function, bucket or endpoint, and what to do.
+        message: String,
+    },
 }
 
 /// Something that runs actions.
@@ -137,4 +152,10 @@ pub trait Executor: Send + Sync {
     /// Dropping the future kills the command (its whole process group) and discards its
     /// scratch directory; nothing is recorded.
     async fn execute(&self, action: &PreparedAction) -> Result<ExecOutcome, ExecError>;
+
+    /// What the executor has consumed so far (invocations, compute, storage requests) and
+    /// what it costs, for executors that are billed; `None` for the others.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
 }

@@ -38,14 +38,28 @@ assert_eq!(finished.termination, Termination::Exited(7));
 mod engine;
 mod executor;
 mod fsutil;
+mod lambda;
 mod local;
 mod process;
+mod s3;
+mod usage;
 
 pub use crate::{
     engine::{
         CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result, deliver_outputs,
     },
     executor::{ExecError, ExecOutcome, Executor, Termination, signal_name},
+    lambda::{
+        DEADLINE_MARGIN, DEFAULT_REMOTE_JOBS, LambdaConfig, LambdaExecutor, MISSING_BLOBS_ERROR,
+        result_blobs, tree_files, wire,
+    },
     local::{LocalExecutor, find_program},
     process::{HostCommand, HostOutput, run_host},
+    s3::{
+        DEFAULT_MAX_ATTEMPTS, DEFAULT_S3_CONCURRENCY, MULTIPART_THRESHOLD, ObjectStoreUrl,
+        PART_SIZE, S3Cas, S3Counts, S3Error, S3Options, load_aws_config, s3_client,
+    },
+    usage::{
+        LAMBDA_USD_PER_GB_SECOND, LAMBDA_USD_PER_REQUEST, S3_USD_PER_GET, S3_USD_PER_PUT, Usage,
+    },
 };

@@ -94,6 +94,7 @@ impl Executor for LocalExecutor {
             Ok(ExecOutcome {
                 result,
                 termination,
+                cached: false,
             })
         })
         .await

@@ -1,5 +1,6 @@
 //! Shared helpers: a private store, config dir and working directory per test.
 
+pub mod harness;
 pub mod pngs;
 
 use std::fs;

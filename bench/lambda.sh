@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# llamacc on the lambda backend: what one compile costs the client, on lua, against the
+# local harness (s3s-fs as S3, cargo-lambda's emulator, llama-runtime processes on this
+# machine), next to plain gcc in the same run.
+#
+# Usage: bench/lambda.sh [--record] [--jobs N] [--runtimes N]   (defaults: -j16, 4 runtimes)
+#
+# Three builds of lua at one path, each after the corpus' make clean:
+#   gcc     plain gcc: the CPU a local compile costs;
+#   first   llamacc on an empty S3 prefix and an empty LLAMA_DIR: every compile runs remotely,
+#           every header and toolchain file is uploaded;
+#   second  llamacc with a new, empty LLAMA_DIR (another machine, or a wiped cache): every
+#           compile is served from the S3 action cache.
+# Client CPU is what this machine spent for the build outside the runtimes: make's children
+# (llamacc processes, or gcc) plus the llama daemon and its children (the local dependency
+# scans). Bytes and requests come from `llama stats` (the client's own S3 traffic and
+# invocations) and from s3s-fs's request log (every S3 request, the runtimes' included).
+# Prints a markdown table; with --record, appends it to bench/RESULTS.md.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+record=0 jobs=16 runtimes=4
+while [ $# -gt 0 ]; do
+  case $1 in
+    --record) record=1 ;;
+    --jobs) jobs=$2; shift ;;
+    --runtimes) runtimes=$2; shift ;;
+    *) echo "bench/lambda.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+scripts/install-test-servers >/dev/null
+scripts/corpus-fetch lua >/dev/null
+cargo build --release --locked -p llama-cli --bins -p llama-runtime
+bin=$root/target/release
+tools=${LLAMA_TEST_TOOLS:-/opt/llama-test}
+s3s_fs=$tools/s3s-fs-0.14.1/bin/s3s-fs
+cargo_lambda=$tools/cargo-lambda-1.9.2/bin/cargo-lambda
+
+out=$root/bench/out/lambda
+rm -rf "$out" && mkdir -p "$out/s3/bench" "$out/emulator"
+pids=()
+cleanup() {
+  LLAMA_DIR=$out/llama-1 "$bin/llama" daemon stop >/dev/null 2>&1 || true
+  LLAMA_DIR=$out/llama-2 "$bin/llama" daemon stop >/dev/null 2>&1 || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+s3_port=$(free_port) lambda_port=$(free_port)
+export AWS_ACCESS_KEY_ID=llamabench AWS_SECRET_ACCESS_KEY=llamabenchsecret AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$s3_port
+RUST_LOG=error,s3s::ops=debug "$s3s_fs" --host 127.0.0.1 --port "$s3_port" \
+  --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$out/s3" \
+  > "$out/s3.log" 2>&1 &
+pids+=($!)
+cat > "$out/emulator/Cargo.toml" <<'EOF'
+[package]
+name = "emulator"
+version = "0.0.0"
+edition = "2021"
+[[bin]]
+name = "emulator"
+path = "main.rs"
+EOF
+(cd "$out/emulator" && exec "$cargo_lambda" lambda watch --only-lambda-apis -A 127.0.0.1 \
+  -P "$lambda_port" --timeout 120 > "$out/emulator.log" 2>&1) &
+pids+=($!)
+for _ in $(seq 200); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$lambda_port") 2>/dev/null && break
+  sleep 0.1
+done
+for i in $(seq "$runtimes"); do
+  AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:$lambda_port/.rt AWS_LAMBDA_FUNCTION_NAME=_ \
+    AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1769 \
+    LLAMA_RUNTIME_CACHE=$out/runtime-$i "$bin/llama-runtime" > "$out/runtime-$i.log" 2>&1 &
+  pids+=($!)
+done
+
+export AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$lambda_port
+export LLAMA_OBJECT_STORE=s3://bench/lua LLAMACC_FUNCTION=_ LLAMACC_LOCAL_CC=gcc
+export LLAMA_DAEMON_IDLE_TIMEOUT=30m
+
+tree=/tmp/llama-bench-lambda/lua
+rm -rf "$tree"
+scripts/corpus-tree lua "$tree" >/dev/null
+
+# CPU seconds of a process and its reaped children, from /proc/PID/stat.
+cpu_of() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"
+}
+s3_ops() { grep -c "checked access, op: $1" "$out/s3.log" || true; }
+
+results=$out/results.tsv
+: > "$results"
+build() { # NAME CC LLAMA_DIR|-
+  local name=$1 cc=$2 dir=$3 before_put before_get before_head cpu_make cpu_daemon=0 compiles
+  scripts/corpus-build lua "$tree" --clean >/dev/null 2>&1
+  before_put=$(s3_ops PutObject) before_get=$(s3_ops GetObject) before_head=$(s3_ops HeadObject)
+  if [ "$dir" != - ]; then
+    export LLAMA_DIR=$dir LLAMA_BACKEND=lambda
+    "$bin/llama" daemon start >/dev/null
+  fi
+  local times=$out/$name.time
+  /usr/bin/time -f '%e %U %S' -o "$times" \
+    scripts/corpus-build lua "$tree" "$cc" "$cc" "$jobs" > "$out/$name.log" 2>&1
+  read -r wall user sys < "$times"
+  cpu_make=$(echo "$user + $sys" | bc -l)
+  compiles=$(grep -c ' -c ' "$out/$name.log" || true)
+  local stats='{}'
+  if [ "$dir" != - ]; then
+    local pid
+    pid=$("$bin/llama" daemon status 2>/dev/null | awk '$1 == "pid" { print $2 }')
+    [ -n "$pid" ] && cpu_daemon=$(cpu_of "$pid")
+    stats=$("$bin/llama" stats --json)
+    "$bin/llama" daemon stop >/dev/null
+    unset LLAMA_DIR LLAMA_BACKEND
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$wall" "$cpu_make" "$cpu_daemon" "$compiles" \
+    "$(( $(s3_ops PutObject) - before_put ))" "$(( $(s3_ops GetObject) - before_get ))" \
+    "$(( $(s3_ops HeadObject) - before_head ))" "$(echo "$stats" | tr -d '\n')" >> "$results"
+  echo "bench: lua $name: ${wall}s wall" >&2
+}
+build gcc gcc -
+build first "$bin/llamacc" "$out/llama-1"
+scripts/corpus-build lua "$tree" --check >/dev/null
+build second "$bin/llamacc" "$out/llama-2"
+scripts/corpus-build lua "$tree" --check >/dev/null
+
+table=$(python3 - "$results" <<'PY'
+import json, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+print("| lua, -j%s | wall s | client CPU ms / compile | × gcc | bytes up / compile | client S3 req / compile | all S3 PUT / GET / HEAD | invocations | from S3 action cache |" % "JOBS")
+print("|---|---|---|---|---|---|---|---|---|")
+base = None
+for name, wall, cpu_make, cpu_daemon, compiles, puts, gets, heads, stats in rows:
+    stats = json.loads(stats) if stats.strip() else {}
+    cost = stats.get("cost", {})
+    n = max(int(compiles), 1)
+    cpu = (float(cpu_make) + float(cpu_daemon)) * 1000 / n
+    base = base or cpu
+    print(f"| {name} | {float(wall):.1f} | {cpu:.1f} | {cpu/base:.2f} | {cost.get('bytes_up', 0)/n:,.0f} | "
+          f"{cost.get('s3_requests', 0)/n:.1f} | {puts} / {gets} / {heads} | {cost.get('invocations', 0):.0f} | "
+          f"{cost.get('remote_cache_hits', 0):.0f} |")
+PY
+)
+table=${table//JOBS/$jobs}
+echo "$table"
+if [ "$record" = 1 ]; then
+  {
+    echo
+    echo "## llamacc on the lambda backend (local harness) — $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
+    echo
+    echo "Command: \`bench/lambda.sh --record --jobs $jobs --runtimes $runtimes\` (one run; s3s-fs 0.14.1 as S3,"
+    echo "cargo-lambda 1.9.2's emulator, $runtimes llama-runtime processes on the same machine, gcc $(gcc -dumpfullversion))."
+    echo "first: empty S3 prefix and LLAMA_DIR; second: a new LLAMA_DIR, so every compile is an S3 action-cache hit."
+    echo "Client CPU: make's children plus the llama daemon and its children (dependency scans), per compile."
+    echo
+    echo "$table"
+  } >> "$root/bench/RESULTS.md"
+fi

@@ -1,0 +1,818 @@
+//! The lambda backend end to end: the real `llama` binary against s3s-fs (S3 that checks
+//! signatures), cargo-lambda's Invoke and Runtime API emulator, and real `llama-runtime`
+//! processes serving the function `_` — all on loopback, started and stopped here
+//! (util/harness.rs; install them with scripts/install-test-servers).
+//!
+//! The runtime binary is found next to `llama` in the target directory. `cargo test
+//! --workspace` builds it (llama-runtime has tests of its own, which makes cargo build its
+//! binary); `cargo test -p llama-cli` alone does not: run `cargo build -p llama-runtime`
+//! first, or the tests say so.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::harness::{LambdaEmulator, S3Server, Server, http};
+use crate::util::{World, stderr, stdout};
+
+/// The `llama-runtime` binary built beside `llama`.
+fn runtime_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_llama")).with_file_name("llama-runtime");
+    assert!(
+        bin.is_file(),
+        "{} not found: `cargo test --workspace` builds it; with `cargo test -p llama-cli`, \
+         run `cargo build -p llama-runtime` first",
+        bin.display()
+    );
+    bin
+}
+
+/// S3, the Lambda emulator and the runtimes serving `_`, each runtime with its own blob
+/// cache (as separate Lambda sandboxes have).
+struct Cloud {
+    s3: S3Server,
+    lambda: LambdaEmulator,
+    runtimes: Vec<Server>,
+    dir: tempfile::TempDir,
+}
+
+impl Cloud {
+    fn start(runtimes: usize) -> Cloud {
+        Self::start_with(LambdaEmulator::start(), runtimes)
+    }
+
+    fn start_with(lambda: LambdaEmulator, runtimes: usize) -> Cloud {
+        let mut cloud = Cloud {
+            s3: S3Server::start(),
+            lambda,
+            runtimes: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        for _ in 0..runtimes {
+            cloud.add_runtime();
+        }
+        cloud
+    }
+
+    /// Starts one more `llama-runtime` polling the emulator.
+    fn add_runtime(&mut self) {
+        let mut cmd = Command::new(runtime_bin());
+        self.runtime_env(&mut cmd);
+        self.start_runtime(cmd);
+    }
+
+    fn start_runtime(&mut self, mut cmd: Command) {
+        let n = self.runtimes.len();
+        cmd.env(
+            "LLAMA_RUNTIME_CACHE",
+            self.dir.path().join(format!("cache-{n}")),
+        );
+        let log = self.dir.path().join(format!("runtime-{n}.log"));
+        self.runtimes
+            .push(Server::spawn("llama-runtime", cmd, &log));
+    }
+
+    /// The environment Lambda would give the runtime, with S3 on loopback.
+    fn runtime_env(&self, cmd: &mut Command) {
+        clear_aws(cmd);
+        cmd.envs(self.lambda.runtime_env())
+            .env("AWS_ENDPOINT_URL_S3", self.s3.endpoint())
+            .env("AWS_ACCESS_KEY_ID", self.s3.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", self.s3.secret_key())
+            .env("AWS_REGION", self.s3.region());
+    }
+
+    /// `cmd` (a llama command of a [`World`]) on the lambda backend.
+    fn client(&self, cmd: &mut Command) {
+        self.client_via(cmd, &self.lambda.invoke_endpoint());
+    }
+
+    fn client_via(&self, cmd: &mut Command, lambda_endpoint: &str) {
+        clear_aws(cmd);
+        cmd.env("LLAMA_BACKEND", "lambda")
+            .env(
+                "LLAMA_OBJECT_STORE",
+                format!("s3://{}/test", self.s3.bucket()),
+            )
+            .env("AWS_ENDPOINT_URL_S3", self.s3.endpoint())
+            .env("AWS_ENDPOINT_URL_LAMBDA", lambda_endpoint)
+            .env("AWS_ACCESS_KEY_ID", self.s3.access_key())
+            .env("AWS_SECRET_ACCESS_KEY", self.s3.secret_key())
+            .env("AWS_REGION", self.s3.region());
+    }
+
+    /// Invocations the runtimes served: each logs one line per action it ran, "action
+    /// HASH/SIZE: exited with status 0 (fetch N ms, run N ms, upload N ms)".
+    fn invocations(&self) -> usize {
+        self.runtime_logs().matches(" (fetch ").count()
+    }
+
+    fn runtime_logs(&self) -> String {
+        self.runtimes.iter().map(Server::log).collect()
+    }
+
+    /// Everything a failure message needs.
+    fn logs(&self) -> String {
+        format!(
+            "--- runtimes:\n{}\n--- emulator:\n{}",
+            self.runtime_logs(),
+            self.lambda.log()
+        )
+    }
+}
+
+fn clear_aws(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn llama");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn sha256sum_line(path: &Path, name: &str) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let hash = line
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    format!("{hash}  {name}\n")
+}
+
+/// The original's invoke example: `llama invoke -f INPUT -o OUTPUT gcc sh -c 'sha256sum
+/// INPUT > OUTPUT'`, with `_` as the function.
+const INVOKE_EXAMPLE: &[&str] = &[
+    "invoke",
+    "-logs",
+    "-f",
+    "INPUT",
+    "-o",
+    "OUTPUT",
+    "_",
+    "sh",
+    "-c",
+    "sha256sum INPUT > OUTPUT",
+];
+
+#[test]
+fn the_originals_invoke_example_then_the_s3_action_cache() {
+    let cloud = Cloud::start(1);
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+    let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
+
+    // Locally, for reference.
+    let local = w.run(INVOKE_EXAMPLE);
+    assert!(local.status.success(), "{}", stderr(&local));
+    assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
+    fs::remove_file(w.path("OUTPUT")).unwrap();
+
+    // On Lambda, with a store of its own: one invocation.
+    let started = Instant::now();
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    cloud.client(&mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("lambda-store-1"));
+    let out = cmd.output().expect("llama");
+    let first = started.elapsed();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
+    assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
+    assert_eq!(cloud.invocations(), 1, "{}", cloud.logs());
+    let err = stderr(&out);
+    assert!(err.contains("executor: lambda"), "{err}");
+    assert!(err.contains("on lambda:_"), "{err}");
+    assert!(err.contains("llama: lambda: 1 invocation, "), "{err}");
+    // The input, the output and the action-cache entry are in S3.
+    let keys = cloud.s3.object_keys();
+    assert!(keys.iter().any(|k| k.starts_with("test/ac/")), "{keys:?}");
+    assert!(cloud.s3.put_count("test/ac/") == 1, "{}", cloud.s3.log());
+
+    // A fresh local store (another machine): served from the S3 action cache, no invocation.
+    fs::remove_file(w.path("OUTPUT")).unwrap();
+    let started = Instant::now();
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    cloud.client(&mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("lambda-store-2"));
+    let out = cmd.output().expect("llama");
+    let second = started.elapsed();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
+    assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
+    assert_eq!(
+        cloud.invocations(),
+        1,
+        "no second invocation: {}",
+        cloud.logs()
+    );
+    let err = stderr(&out);
+    assert!(err.contains("(served from the action cache)"), "{err}");
+    assert!(
+        err.contains("lambda: 0 invocations, 0.0 GB-s, ")
+            && err.contains("1 from the S3 action cache"),
+        "{err}"
+    );
+    eprintln!("invoke on lambda: {first:?} first, {second:?} from the S3 action cache");
+}
+
+/// 50 jobs, each hashing its own input into an output file and printing a line.
+const XARGS_JOB: &[&str] = &[
+    "xargs",
+    "-k",
+    "_",
+    "sh",
+    "-c",
+    "sha256sum \"$0\" > \"$1\"; echo job {{.Idx}} of {{.Line}}: $(wc -c < \"$0\") bytes",
+    "{{.I .Line}}",
+    "{{.O (printf \"out/%s.sha\" .Line)}}",
+];
+
+fn xargs_inputs(w: &World) -> String {
+    let mut lines = String::new();
+    for i in 0..50 {
+        let name = format!("in-{i:02}");
+        w.write(&name, format!("input {i}\n").repeat(i + 1).as_bytes());
+        lines.push_str(&name);
+        lines.push('\n');
+    }
+    lines
+}
+
+fn outputs(w: &World) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = fs::read_dir(w.path("out"))
+        .expect("out/")
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read_to_string(e.path()).expect("read output"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn xargs_over_50_jobs_matches_local_then_is_all_cached() {
+    let cloud = Cloud::start(4);
+    let w = World::new();
+    let lines = xargs_inputs(&w);
+
+    let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
+    assert!(local.status.success(), "{}", stderr(&local));
+    let local_outputs = outputs(&w);
+    assert_eq!(local_outputs.len(), 50);
+    fs::remove_dir_all(w.path("out")).unwrap();
+
+    let started = Instant::now();
+    let mut cmd = w.llama(XARGS_JOB);
+    cloud.client(&mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("lambda-store-1"));
+    let remote = run_with_stdin(cmd, &lines);
+    let first = started.elapsed();
+    assert!(
+        remote.status.success(),
+        "{}\n{}",
+        stderr(&remote),
+        cloud.logs()
+    );
+    assert_eq!(stdout(&remote), stdout(&local));
+    assert_eq!(outputs(&w), local_outputs);
+    assert_eq!(cloud.invocations(), 50, "{}", cloud.logs());
+    let err = stderr(&remote);
+    assert!(
+        err.contains("llama xargs: lambda: 50 invocations, "),
+        "{err}"
+    );
+
+    fs::remove_dir_all(w.path("out")).unwrap();
+    let started = Instant::now();
+    let mut cmd = w.llama(XARGS_JOB);
+    cloud.client(&mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("lambda-store-2"));
+    let again = run_with_stdin(cmd, &lines);
+    let second = started.elapsed();
+    assert!(
+        again.status.success(),
+        "{}\n{}",
+        stderr(&again),
+        cloud.logs()
+    );
+    assert_eq!(stdout(&again), stdout(&local));
+    assert_eq!(outputs(&w), local_outputs);
+    assert_eq!(cloud.invocations(), 50, "all cached: {}", cloud.logs());
+    let err = stderr(&again);
+    assert!(
+        err.contains("lambda: 0 invocations, ") && err.contains("50 from the S3 action cache"),
+        "{err}"
+    );
+    eprintln!("xargs of 50 jobs on lambda: {first:?} first, {second:?} from the S3 action cache");
+}
+
+/// A job that kills the runtime serving it the first time it runs (the marker directory
+/// makes the second run harmless).
+fn kill_once_script(marker: &Path) -> String {
+    format!(
+        "if mkdir {} 2>/dev/null; then kill -9 $PPID; sleep 1; fi; echo {{{{.Line}}}} survived",
+        marker.display()
+    )
+}
+
+#[test]
+fn a_runtime_killed_mid_invocation_is_retried_and_reported_once() {
+    // The emulator gives up on an invocation 3 s after its runtime died (408).
+    let cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(3), 2);
+    let w = World::new();
+    let marker = w.dir.path().join("killed");
+    let mut cmd = w.llama(&[
+        "xargs",
+        "-k",
+        "--retries",
+        "2",
+        "_",
+        "sh",
+        "-c",
+        &kill_once_script(&marker),
+    ]);
+    cloud.client(&mut cmd);
+    let out = run_with_stdin(cmd, "a\nb\nc\n");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
+    assert_eq!(stdout(&out), "a survived\nb survived\nc survived\n");
+    assert!(marker.exists(), "a runtime was killed");
+    let err = stderr(&out);
+    assert_eq!(err.matches("retry 1 of 2").count(), 1, "{err}");
+    assert!(
+        err.contains("function _ gave no answer (HTTP 408"),
+        "says what happened: {err}"
+    );
+}
+
+/// A Lambda runtime that reports a function error for its first invocation and then
+/// becomes `llama-runtime` (exec), as a runtime that failed once would behave.
+const FAIL_ONCE_THEN_RUNTIME: &str = r#"
+import json, os, sys, urllib.request
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+with urllib.request.urlopen(api + "/2018-06-01/runtime/invocation/next") as r:
+    rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+    r.read()
+body = json.dumps({"errorType": "Injected", "errorMessage": "the disk is on fire"}).encode()
+url = api + "/2018-06-01/runtime/invocation/" + rid + "/error"
+urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")).read()
+os.execv(sys.argv[1], [sys.argv[1]])
+"#;
+
+#[test]
+fn a_function_error_is_an_infrastructure_failure_retried_once() {
+    let mut cloud = Cloud::start(0);
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", FAIL_ONCE_THEN_RUNTIME]).arg(runtime_bin());
+    cloud.runtime_env(&mut cmd);
+    cloud.start_runtime(cmd);
+    let w = World::new();
+    let mut cmd = w.llama(&[
+        "xargs",
+        "--retries",
+        "1",
+        "_",
+        "sh",
+        "-c",
+        "echo {{.Line}}; exit 3",
+    ]);
+    cloud.client(&mut cmd);
+    let out = run_with_stdin(cmd, "x\n");
+    // The command's own failure (exit 3) is reported as such, after the function error was
+    // retried once.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        stderr(&out),
+        cloud.logs()
+    );
+    assert_eq!(stdout(&out), "x\n");
+    let err = stderr(&out);
+    assert!(
+        err.contains("function _ failed (Injected): the disk is on fire; retry 1 of 1"),
+        "{err}"
+    );
+    assert_eq!(err.matches("disk is on fire").count(), 1, "{err}");
+    assert!(err.contains("the command exited with status 3"), "{err}");
+    assert_eq!(cloud.invocations(), 1, "{}", cloud.logs());
+
+    // Without retries, the function error is the job's failure, and names the function.
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", FAIL_ONCE_THEN_RUNTIME]).arg(runtime_bin());
+    cloud.runtime_env(&mut cmd);
+    cloud.start_runtime(cmd);
+    // The first runtime (now llama-runtime) must not take this invocation: stop it.
+    cloud.runtimes.remove(0);
+    let mut cmd = w.llama(&["xargs", "_", "echo", "{{.Line}}"]);
+    cloud.client(&mut cmd);
+    let out = run_with_stdin(cmd, "y\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("llama xargs: job 0 (line \"y\"): lambda: function _ failed (Injected)"),
+        "{err}"
+    );
+}
+
+/// A proxy in front of the emulator's Invoke API that answers the first `throttle` invokes
+/// with 429 TooManyRequestsException, as Lambda does past the account's concurrency.
+struct ThrottlingProxy {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl ThrottlingProxy {
+    fn start(upstream: SocketAddr, throttle: usize) -> ThrottlingProxy {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let throttled = Arc::new(AtomicUsize::new(0));
+        let count = throttled.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let _ = proxy_connection(conn, upstream, &count, throttle);
+                });
+            }
+        });
+        ThrottlingProxy {
+            addr,
+            requests: throttled,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Serves one keep-alive connection: each request is throttled or forwarded.
+fn proxy_connection(
+    conn: TcpStream,
+    upstream: SocketAddr,
+    throttled: &AtomicUsize,
+    throttle: usize,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut writer = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut headers = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end().to_string();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_string(), v.trim().to_string());
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.parse().unwrap_or(0);
+                }
+                headers.push((k, v));
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let response = if throttled.fetch_add(1, Ordering::SeqCst) < throttle {
+            let body = br#"{"Type":"User","message":"Rate Exceeded."}"#;
+            let mut r = format!(
+                "HTTP/1.1 429 Too Many Requests\r\nx-amzn-ErrorType: TooManyRequestsException\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(body);
+            r
+        } else {
+            let forwarded: Vec<(&str, &str)> = headers
+                .iter()
+                .filter(|(k, _)| {
+                    !["host", "connection", "content-length"]
+                        .contains(&k.to_ascii_lowercase().as_str())
+                })
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let resp = http(
+                upstream,
+                method,
+                path,
+                &forwarded,
+                &body,
+                Duration::from_secs(60),
+            )?;
+            let mut r = format!("HTTP/1.1 {} Proxied\r\n", resp.status);
+            for (k, v) in &resp.headers {
+                if !["connection", "content-length", "transfer-encoding"].contains(&k.as_str()) {
+                    r.push_str(&format!("{k}: {v}\r\n"));
+                }
+            }
+            r.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
+            let mut r = r.into_bytes();
+            r.extend_from_slice(&resp.body);
+            r
+        };
+        writer.write_all(&response)?;
+    }
+}
+
+#[test]
+fn throttling_is_retried_with_backoff_and_reported_once() {
+    let cloud = Cloud::start(2);
+    let proxy = ThrottlingProxy::start(cloud.lambda.addr(), 6);
+    let w = World::new();
+    let mut cmd = w.llama(&["xargs", "-k", "-j", "3", "_", "echo", "{{.Line}}"]);
+    cloud.client_via(&mut cmd, &proxy.endpoint());
+    let out = run_with_stdin(cmd, "1\n2\n3\n4\n5\n6\n");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
+    assert_eq!(stdout(&out), "1\n2\n3\n4\n5\n6\n");
+    assert!(
+        proxy.requests.load(Ordering::SeqCst) >= 12,
+        "6 throttled, then 6 served"
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("throttling invocations (TooManyRequestsException)")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("llama xargs: lambda: 6 invocations"), "{err}");
+}
+
+/// Lowercase letters in lines of 80, `size` bytes, the same every time.
+fn letters(size: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..size)
+        .map(|i| {
+            if i % 81 == 80 {
+                return b'\n';
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b'a' + (state % 26) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn big_blobs_go_up_in_parts_once_and_stdin_reaches_the_command() {
+    let cloud = Cloud::start(1);
+    let w = World::new();
+    let big = letters(20 << 20);
+    w.write("big", &big);
+    let big_key = format!("test/cas/{}", llama_core::Digest::of_bytes(&big).hex());
+
+    // 20 MiB in (uploaded by llama in parts), 20 MiB out (uploaded by the runtime in parts,
+    // downloaded by llama).
+    let mut cmd = w.llama(&[
+        "invoke",
+        "-f",
+        "big",
+        "-o",
+        "upper",
+        "_",
+        "sh",
+        "-c",
+        "tr a-z A-Z < big > upper",
+    ]);
+    cloud.client(&mut cmd);
+    let out = cmd.output().expect("llama");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
+    assert!(
+        fs::read(w.path("upper")).unwrap() == big.to_ascii_uppercase(),
+        "the output differs"
+    );
+    assert_eq!(
+        cloud.s3.count("UploadPart", "test/cas/"),
+        4,
+        "{}",
+        cloud.s3.log()
+    );
+    assert_eq!(cloud.s3.put_count(&big_key), 1);
+    assert_eq!(cloud.s3.count("HeadObject", &big_key), 1);
+
+    // Another llama process sharing the store knows the blob is there: no HEAD, no PUT.
+    let mut cmd = w.llama(&["invoke", "-f", "big", "_", "wc", "-c", "big"]);
+    cloud.client(&mut cmd);
+    let out = cmd.output().expect("llama");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
+    assert_eq!(stdout(&out), format!("{} big\n", big.len()));
+    assert_eq!(cloud.s3.put_count(&big_key), 1);
+    assert_eq!(
+        cloud.s3.count("HeadObject", &big_key),
+        1,
+        "{}",
+        cloud.s3.log()
+    );
+
+    // -stdin: the bytes travel as the stdin blob and are fed to the command.
+    let mut cmd = w.llama(&["invoke", "-stdin", "_", "tr", "a-z", "A-Z"]);
+    cloud.client(&mut cmd);
+    let out = run_with_stdin(cmd, "piped in\n");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
+    assert_eq!(stdout(&out), "PIPED IN\n");
+}
+
+fn s3_client(s3: &S3Server, secret: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation,
+    };
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(s3.endpoint())
+            .region(Region::new(s3.region()))
+            .credentials_provider(Credentials::new(
+                s3.access_key(),
+                secret,
+                None,
+                None,
+                "test",
+            ))
+            .force_path_style(true)
+            // As llama_exec::s3_client configures it: digests verify every blob.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build(),
+    )
+}
+
+#[test]
+fn the_s3_cas_verifies_and_uploads_each_blob_once() {
+    use llama_core::{BlobSource, Digest, Store, reapi};
+    use llama_exec::{ObjectStoreUrl, S3Cas, S3Error, S3Options};
+
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url: ObjectStoreUrl = format!("s3://{}/cas-test", s3.bucket()).parse().unwrap();
+    let options = S3Options {
+        present_file: Some(dir.path().join("present")),
+        ..S3Options::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    runtime.block_on(async {
+        let cas = S3Cas::with_client(
+            s3_client(&s3, s3.secret_key()),
+            url.clone(),
+            options.clone(),
+        )
+        .await;
+        let small = b"small blob".to_vec();
+        let small_d = Digest::of_bytes(&small);
+        let big = letters(17 << 20);
+        let big_d = Digest::of_bytes(&big);
+        let big_path = dir.path().join("big");
+        fs::write(&big_path, &big).unwrap();
+        let empty = Digest::of_bytes(b"");
+
+        let mut missing = cas
+            .find_missing(&[small_d, big_d, empty, small_d])
+            .await
+            .unwrap();
+        missing.sort_by_key(|d| d.size());
+        assert_eq!(missing, vec![small_d, big_d]);
+        assert!(
+            cas.upload(small_d, BlobSource::Bytes(small.clone().into()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !cas.upload(small_d, BlobSource::Bytes(small.clone().into()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            cas.upload(big_d, BlobSource::File(big_path.clone()))
+                .await
+                .unwrap()
+        );
+        assert_eq!(s3.count("UploadPart", "cas-test/cas/"), 2, "{}", s3.log());
+        assert_eq!(s3.put_count("cas-test/cas/"), 2);
+        let heads = s3.count("HeadObject", "");
+        assert!(
+            cas.find_missing(&[small_d, big_d])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Another process sharing the known-present file asks nothing either.
+        let other = S3Cas::with_client(
+            s3_client(&s3, s3.secret_key()),
+            url.clone(),
+            options.clone(),
+        )
+        .await;
+        assert!(
+            other
+                .find_missing(&[small_d, big_d])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s3.count("HeadObject", ""), heads);
+        let counts = cas.counts();
+        assert!(counts.bytes_up >= big.len() as u64, "{counts:?}");
+        // HEADs: two to find them missing, one before each upload; PUTs: one, then three for
+        // the multipart upload (create, two parts, complete makes four).
+        assert_eq!((counts.heads, counts.puts), (4, 5), "{counts:?}");
+
+        // A file that changed since it was hashed is never uploaded under the old digest.
+        let changed = dir.path().join("changed");
+        fs::write(&changed, b"now").unwrap();
+        let err = cas
+            .upload(Digest::of_bytes(b"then"), BlobSource::File(changed.clone()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, S3Error::Changed { .. }), "{err}");
+
+        // Downloads land in the store, verified; a tampered object is refused by name.
+        let store = Store::open(dir.path().join("store"), 1 << 30).unwrap();
+        cas.download_to_store(&big_d, &store).await.unwrap();
+        assert!(store.get_bytes(&big_d).unwrap() == big);
+        let object = s3.root().join(s3.bucket()).join(url.cas_key(&small_d));
+        fs::write(&object, b"tampered").unwrap();
+        let err = cas.download_to_store(&small_d, &store).await.unwrap_err();
+        assert!(matches!(err, S3Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&url.cas_key(&small_d)), "{err}");
+        assert!(!store.contains(&small_d));
+        let gone = Digest::of_bytes(b"never uploaded");
+        let err = cas.download_to_store(&gone, &store).await.unwrap_err();
+        assert!(matches!(err, S3Error::NotFound { .. }), "{err}");
+
+        // The action cache.
+        let action = Digest::of_bytes(b"an action");
+        assert_eq!(cas.get_action_result(&action).await.unwrap(), None);
+        let result = reapi::ActionResult {
+            exit_code: 0,
+            stdout_digest: Some(small_d.to_proto()),
+            ..Default::default()
+        };
+        cas.put_action_result(&action, &result).await.unwrap();
+        assert_eq!(cas.get_action_result(&action).await.unwrap(), Some(result));
+
+        // A wrong secret: the error names the bucket and key and says what to check.
+        let wrong =
+            S3Cas::with_client(s3_client(&s3, "wrong"), url.clone(), S3Options::default()).await;
+        let err = wrong.find_missing(&[gone]).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("s3://{}/cas-test/cas/", s3.bucket()))
+                && err.contains("check that the credentials"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn a_missing_object_store_says_how_to_set_one() {
+    let w = World::new();
+    let mut cmd = w.llama(&["invoke", "_", "true"]);
+    cmd.env("LLAMA_BACKEND", "lambda");
+    let out = cmd.output().expect("llama");
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("LLAMA_OBJECT_STORE=s3://BUCKET/PREFIX") && err.contains("llama bootstrap"),
+        "{err}"
+    );
+    let mut cmd = w.llama(&["invoke", "_", "true"]);
+    cmd.env("LLAMA_BACKEND", "lambda")
+        .env("LLAMA_OBJECT_STORE", "my-bucket/x");
+    let err = stderr(&cmd.output().expect("llama"));
+    assert!(err.contains("must start with s3://"), "{err}");
+}
