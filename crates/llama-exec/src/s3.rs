@@ -279,7 +279,47 @@ pub async fn load_aws_config(region: Option<&str>, max_attempts: u32) -> aws_con
     if let Some(region) = region.filter(|r| !r.is_empty()) {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }
+    if let Some(client) = bundled_roots_client() {
+        loader = loader.http_client(client);
+    }
     loader.load().await
+}
+
+/// An HTTPS client trusting the root certificates built into llama, for systems that have
+/// none of their own: slim container images (`debian:bookworm-slim` has no
+/// ca-certificates) and minimal roots, where the SDK's default client would refuse to
+/// start. `None` when the system's certificates load: they are then used, as the SDK does.
+fn bundled_roots_client() -> Option<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls;
+    use base64::Engine as _;
+
+    if !rustls_native_certs::load_native_certs().certs.is_empty() {
+        return None;
+    }
+    tracing::debug!("no system root certificates; trusting the bundled Mozilla roots");
+    let mut store = tls::TrustStore::empty().with_native_roots(false);
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let body = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        store = store.with_pem_certificate(pem.into_bytes());
+    }
+    let context = tls::TlsContext::builder()
+        .with_trust_store(store)
+        .build()
+        .ok()?;
+    Some(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(context)
+            .build_https(),
+    )
 }
 
 /// An S3 client for `sdk`. With a custom endpoint (`AWS_ENDPOINT_URL_S3` or
