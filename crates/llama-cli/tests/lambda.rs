@@ -21,7 +21,7 @@ use crate::util::harness::{LambdaEmulator, S3Server, Server, http};
 use crate::util::{World, stderr, stdout};
 
 /// The `llama-runtime` binary built beside `llama`.
-fn runtime_bin() -> PathBuf {
+pub(crate) fn runtime_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_llama")).with_file_name("llama-runtime");
     assert!(
         bin.is_file(),
@@ -34,19 +34,19 @@ fn runtime_bin() -> PathBuf {
 
 /// S3, the Lambda emulator and the runtimes serving `_`, each runtime with its own blob
 /// cache (as separate Lambda sandboxes have).
-struct Cloud {
-    s3: S3Server,
-    lambda: LambdaEmulator,
-    runtimes: Vec<Server>,
-    dir: tempfile::TempDir,
+pub(crate) struct Cloud {
+    pub(crate) s3: S3Server,
+    pub(crate) lambda: LambdaEmulator,
+    pub(crate) runtimes: Vec<Server>,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Cloud {
-    fn start(runtimes: usize) -> Cloud {
+    pub(crate) fn start(runtimes: usize) -> Cloud {
         Self::start_with(LambdaEmulator::start(), runtimes)
     }
 
-    fn start_with(lambda: LambdaEmulator, runtimes: usize) -> Cloud {
+    pub(crate) fn start_with(lambda: LambdaEmulator, runtimes: usize) -> Cloud {
         let mut cloud = Cloud {
             s3: S3Server::start(),
             lambda,
@@ -60,13 +60,13 @@ impl Cloud {
     }
 
     /// Starts one more `llama-runtime` polling the emulator.
-    fn add_runtime(&mut self) {
+    pub(crate) fn add_runtime(&mut self) {
         let mut cmd = Command::new(runtime_bin());
         self.runtime_env(&mut cmd);
         self.start_runtime(cmd);
     }
 
-    fn start_runtime(&mut self, mut cmd: Command) {
+    pub(crate) fn start_runtime(&mut self, mut cmd: Command) {
         let n = self.runtimes.len();
         cmd.env(
             "LLAMA_RUNTIME_CACHE",
@@ -78,7 +78,7 @@ impl Cloud {
     }
 
     /// The environment Lambda would give the runtime, with S3 on loopback.
-    fn runtime_env(&self, cmd: &mut Command) {
+    pub(crate) fn runtime_env(&self, cmd: &mut Command) {
         clear_aws(cmd);
         cmd.envs(self.lambda.runtime_env())
             .env("AWS_ENDPOINT_URL_S3", self.s3.endpoint())
@@ -88,11 +88,11 @@ impl Cloud {
     }
 
     /// `cmd` (a llama command of a [`World`]) on the lambda backend.
-    fn client(&self, cmd: &mut Command) {
+    pub(crate) fn client(&self, cmd: &mut Command) {
         self.client_via(cmd, &self.lambda.invoke_endpoint());
     }
 
-    fn client_via(&self, cmd: &mut Command, lambda_endpoint: &str) {
+    pub(crate) fn client_via(&self, cmd: &mut Command, lambda_endpoint: &str) {
         clear_aws(cmd);
         cmd.env("LLAMA_BACKEND", "lambda")
             .env(
@@ -108,16 +108,16 @@ impl Cloud {
 
     /// Invocations the runtimes served: each logs one line per action it ran, "action
     /// HASH/SIZE: exited with status 0 (fetch N ms, run N ms, upload N ms)".
-    fn invocations(&self) -> usize {
+    pub(crate) fn invocations(&self) -> usize {
         self.runtime_logs().matches(" (fetch ").count()
     }
 
-    fn runtime_logs(&self) -> String {
+    pub(crate) fn runtime_logs(&self) -> String {
         self.runtimes.iter().map(Server::log).collect()
     }
 
     /// Everything a failure message needs.
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         format!(
             "--- runtimes:\n{}\n--- emulator:\n{}",
             self.runtime_logs(),
@@ -442,13 +442,13 @@ fn a_function_error_is_an_infrastructure_failure_retried_once() {
 
 /// A proxy in front of the emulator's Invoke API that answers the first `throttle` invokes
 /// with 429 TooManyRequestsException, as Lambda does past the account's concurrency.
-struct ThrottlingProxy {
+pub(crate) struct ThrottlingProxy {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
 }
 
 impl ThrottlingProxy {
-    fn start(upstream: SocketAddr, throttle: usize) -> ThrottlingProxy {
+    pub(crate) fn start(upstream: SocketAddr, throttle: usize) -> ThrottlingProxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let throttled = Arc::new(AtomicUsize::new(0));
@@ -467,7 +467,7 @@ impl ThrottlingProxy {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 }

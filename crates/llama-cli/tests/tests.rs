@@ -3,6 +3,7 @@
 mod harness_smoke;
 mod invoke;
 mod lambda;
+mod lambda_cc;
 mod llamacc;
 mod util;
 mod xargs;

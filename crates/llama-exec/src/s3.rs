@@ -13,7 +13,7 @@
 //! is HEADed before it is PUT: a HEAD costs a twelfth of a PUT and most blobs of a rebuild
 //! are already there. Every blob read back is verified against its digest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -352,6 +352,9 @@ struct Inner {
     permits: Semaphore,
     present: KnownPresent,
     counters: Counters,
+    /// Blobs being uploaded now, each with a lock its other uploaders wait on: concurrent
+    /// actions share headers and the toolchain, and each blob must go up once.
+    uploading: std::sync::Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl S3Cas {
@@ -376,6 +379,7 @@ impl S3Cas {
                 permits: Semaphore::new(options.concurrency.max(1)),
                 present,
                 counters: Counters::default(),
+                uploading: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -439,6 +443,30 @@ impl S3Cas {
     /// Dropping the future may leave a multipart upload unfinished (S3 lifecycle rules
     /// should abort incomplete uploads); no object is ever written with wrong content.
     pub async fn upload(&self, digest: Digest, source: BlobSource) -> Result<bool, S3Error> {
+        if self.is_known_present(&digest) {
+            return Ok(false);
+        }
+        let lock = {
+            let mut uploading = self
+                .inner
+                .uploading
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            uploading.entry(digest).or_default().clone()
+        };
+        let guard = lock.lock().await;
+        let uploaded = self.upload_alone(digest, source).await;
+        drop(guard);
+        self.inner
+            .uploading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest);
+        uploaded
+    }
+
+    /// [`S3Cas::upload`] once no other upload of the blob is in flight.
+    async fn upload_alone(&self, digest: Digest, source: BlobSource) -> Result<bool, S3Error> {
         if self.is_known_present(&digest) || self.head(&digest).await? {
             return Ok(false);
         }

@@ -1,0 +1,455 @@
+//! llamacc on the lambda backend, on a real project: lua5.4 built with `make -j16
+//! CC=llamacc` against s3s-fs, cargo-lambda's emulator and real `llama-runtime` processes
+//! (one of them chrooted into a Debian root with no compiler), and what happens to a build
+//! when the backend fails.
+//!
+//! The lua sources come from scripts/corpus-fetch (cached under bench/cache).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::lambda::{Cloud, ThrottlingProxy, runtime_bin};
+use crate::util::harness::{LambdaEmulator, minbase_root};
+use crate::util::{World, stderr};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn script(name: &str) -> Command {
+    Command::new(repo().join("scripts").join(name))
+}
+
+fn check(mut cmd: Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    out
+}
+
+/// A pristine lua tree at `dest`.
+fn lua_tree(dest: &Path) {
+    let mut fetch = script("corpus-fetch");
+    fetch.arg("lua");
+    check(fetch, "scripts/corpus-fetch lua");
+    let mut tree = script("corpus-tree");
+    tree.args(["lua"]).arg(dest);
+    check(tree, "scripts/corpus-tree lua");
+}
+
+/// `scripts/corpus-build lua TREE CC CC 16` with `env` on top of the world's.
+fn build_lua(w: &World, tree: &Path, cc: &str, env: &dyn Fn(&mut Command)) -> Output {
+    let mut cmd = w.llama(&[]);
+    let mut build = script("corpus-build");
+    build
+        .args(["lua"])
+        .arg(tree)
+        .args([cc, cc, "16"])
+        .current_dir(tree);
+    // The world's isolation (its LLAMA_DIR, no leaked settings), on the build instead.
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => build.env(k, v),
+            None => build.env_remove(k),
+        };
+    }
+    cmd = build;
+    cmd.env("LLAMACC_LOCAL_CC", "gcc")
+        .env("LLAMACC_FUNCTION", "_");
+    env(&mut cmd);
+    check(cmd, &format!("building lua with {cc}"))
+}
+
+fn clean_lua(tree: &Path) {
+    let mut cmd = script("corpus-build");
+    cmd.args(["lua"]).arg(tree).arg("--clean");
+    check(cmd, "make clean");
+}
+
+fn compare_objects(a: &Path, b: &Path) {
+    let mut cmd = script("compare-objects");
+    cmd.arg(a).arg(b);
+    let out = cmd.output().expect("compare-objects");
+    assert!(
+        out.status.success(),
+        "objects differ:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+/// `llama stats --json` of the world's daemon (or its saved counters).
+fn stats(w: &World, dir: &Path) -> serde_json::Value {
+    let out = w
+        .llama(&["stats", "--json"])
+        .env("LLAMA_DIR", dir)
+        .output()
+        .expect("llama stats");
+    serde_json::from_slice(&out.stdout).expect("stats json")
+}
+
+fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats["counters"][name].as_u64().unwrap_or(0)
+}
+
+fn stop_daemon(w: &World, dir: &Path) {
+    let _ = w
+        .llama(&["daemon", "stop"])
+        .env("LLAMA_DIR", dir)
+        .output();
+}
+
+/// The reference: lua built with plain gcc at `tree`, then moved to `tree.ref`.
+fn reference_build(w: &World, tree: &Path) -> PathBuf {
+    lua_tree(tree);
+    build_lua(w, tree, "gcc", &|_| {});
+    let reference = tree.with_extension("ref");
+    fs::rename(tree, &reference).expect("move the reference aside");
+    lua_tree(tree);
+    reference
+}
+
+fn objects(tree: &Path) -> usize {
+    fs::read_dir(tree.join("src"))
+        .expect("src/")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "o"))
+        .count()
+}
+
+#[test]
+fn lua_on_lambda_is_identical_then_served_by_s3_and_uploads_each_file_once() {
+    let cloud = Cloud::start(4);
+    let w = World::new();
+    let tree = w.dir.path().join("lua");
+    let reference = reference_build(&w, &tree);
+    let compiles = objects(&reference) as u64;
+    assert!(compiles >= 30, "lua has {compiles} objects");
+    let llamacc = env!("CARGO_BIN_EXE_llamacc");
+    let dir_a = w.dir.path().join("llama-a");
+    let dir_b = w.dir.path().join("llama-b");
+    let cloud = &cloud;
+    let on = |dir: &Path| {
+        let dir = dir.to_path_buf();
+        move |cmd: &mut Command| {
+            cloud.client(cmd);
+            // Nothing may quietly compile here instead.
+            cmd.env("LLAMA_DIR", &dir).env("LLAMACC_LOCAL_FALLBACK", "0");
+        }
+    };
+
+    // 1. Every compile on Lambda: objects identical to gcc's.
+    build_lua(&w, &tree, llamacc, &on(&dir_a));
+    compare_objects(&reference, &tree);
+    let s = stats(&w, &dir_a);
+    assert_eq!(counter(&s, "remote"), compiles, "{s:#}\n{}", cloud.logs());
+    assert_eq!(cloud.invocations() as u64, compiles, "{}", cloud.logs());
+    assert!(s["cost"]["dollars"].as_f64().unwrap_or(0.0) > 0.0, "{s:#}");
+
+    // 2. Another machine (a new LLAMA_DIR): every compile served from the S3 action cache.
+    clean_lua(&tree);
+    build_lua(&w, &tree, llamacc, &on(&dir_b));
+    compare_objects(&reference, &tree);
+    let s = stats(&w, &dir_b);
+    assert_eq!(counter(&s, "hits"), compiles, "{s:#}");
+    assert_eq!(s["cost"]["remote_cache_hits"].as_f64(), Some(compiles as f64), "{s:#}");
+    assert_eq!(cloud.invocations() as u64, compiles, "no new invocation: {}", cloud.logs());
+    stop_daemon(&w, &dir_b);
+
+    // 3. The first machine's daemon restarts and every source changes: every compile runs
+    // again, and still no header or toolchain file goes up a second time.
+    stop_daemon(&w, &dir_a);
+    for entry in fs::read_dir(tree.join("src")).expect("src/").flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "c") {
+            let mut text = fs::read_to_string(&path).expect("read source");
+            text.push_str("\n/* changed */\n");
+            fs::write(&path, text).expect("write source");
+        }
+    }
+    clean_lua(&tree);
+    build_lua(&w, &tree, llamacc, &on(&dir_a));
+    assert_eq!(cloud.invocations() as u64, 2 * compiles, "{}", cloud.logs());
+    let mut puts: HashMap<String, usize> = HashMap::new();
+    for r in cloud.s3.requests() {
+        if let (true, Some(key)) = (
+            r.op == "PutObject" || r.op == "CompleteMultipartUpload",
+            r.key,
+        ) {
+            *puts.entry(key).or_default() += 1;
+        }
+    }
+    let twice: Vec<String> = puts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(key, n)| {
+            let path = cloud.s3.root().join(cloud.s3.bucket()).join(key);
+            let head: Vec<u8> = fs::read(&path).unwrap_or_default().into_iter().take(60).collect();
+            format!("{key} ({n} times): {:?}", String::from_utf8_lossy(&head))
+        })
+        .collect();
+    assert!(twice.is_empty(), "uploaded more than once:\n{}", twice.join("\n"));
+    stop_daemon(&w, &dir_a);
+    eprintln!(
+        "lua on lambda: {compiles} compiles, {} objects put in S3 over three builds",
+        puts.len()
+    );
+}
+
+#[test]
+fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
+    if !nix_root() {
+        eprintln!("SKIPPED: chroot needs root (CI runs as root)");
+        return;
+    }
+    let mut cloud = Cloud::start(0);
+    let w = World::new();
+    // A private copy of the minimal Debian root, with the runtime in it.
+    let jail = w.dir.path().join("jail");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(minbase_root())
+        .arg(&jail)
+        .output()
+        .expect("cp");
+    assert!(out.status.success(), "copying the root: {}", stderr(&out));
+    for absent in ["usr/bin/gcc", "usr/bin/cc", "usr/bin/as", "usr/lib/gcc", "usr/include/stdio.h"] {
+        assert!(!jail.join(absent).exists(), "the root has {absent}");
+    }
+    fs::copy(runtime_bin(), jail.join("usr/local/bin/llama-runtime")).expect("copy runtime");
+    for n in 0..2 {
+        let mut cmd = Command::new("chroot");
+        cmd.arg(&jail).arg("/usr/local/bin/llama-runtime");
+        cloud.runtime_env(&mut cmd);
+        cmd.env("LLAMA_RUNTIME_CACHE", format!("/tmp/cache-{n}"));
+        cloud.start_runtime(cmd);
+    }
+    let tree = w.dir.path().join("lua");
+    let reference = reference_build(&w, &tree);
+    let dir = w.dir.path().join("llama");
+    build_lua(&w, &tree, env!("CARGO_BIN_EXE_llamacc"), &|cmd| {
+        cloud.client(cmd);
+        cmd.env("LLAMA_DIR", &dir).env("LLAMACC_LOCAL_FALLBACK", "0");
+    });
+    compare_objects(&reference, &tree);
+    let s = stats(&w, &dir);
+    assert_eq!(counter(&s, "remote"), objects(&reference) as u64, "{s:#}\n{}", cloud.logs());
+    stop_daemon(&w, &dir);
+}
+
+fn nix_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+// --- faults -------------------------------------------------------------------------------
+
+/// Eight small C files and a Makefile: enough compiles to show a fault is said once.
+fn small_project(w: &World) {
+    let mut objs = Vec::new();
+    for i in 0..8 {
+        w.write(
+            &format!("f{i}.c"),
+            format!("#include <stdio.h>\n#include \"common.h\"\nint f{i}(void) {{ return printf(\"%d\\n\", COMMON + {i}); }}\n").as_bytes(),
+        );
+        objs.push(format!("f{i}.o"));
+    }
+    w.write("common.h", b"#define COMMON 40\n");
+    w.write(
+        "Makefile",
+        format!(
+            "all: {objs}\n%.o: %.c common.h\n\t$(CC) -O2 -c $< -o $@\nclean:\n\trm -f *.o\n",
+            objs = objs.join(" ")
+        )
+        .as_bytes(),
+    );
+}
+
+/// `make -j4 CC=llamacc` of the small project with `env`; the build must succeed, with
+/// objects identical to gcc's. Returns make's stderr.
+fn build_small(w: &World, env: &dyn Fn(&mut Command)) -> String {
+    let reference = |name: &str| {
+        let out = Command::new("gcc")
+            .args(["-O2", "-c", &format!("{name}.c"), "-o", &format!("{name}.ref")])
+            .current_dir(w.work())
+            .output()
+            .expect("gcc");
+        assert!(out.status.success());
+    };
+    let mut cmd = w.llama(&[]);
+    let mut make = Command::new("make");
+    make.args(["-j4", &format!("CC={}", env!("CARGO_BIN_EXE_llamacc"))])
+        .current_dir(w.work());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => make.env(k, v),
+            None => make.env_remove(k),
+        };
+    }
+    cmd = make;
+    cmd.env("LLAMACC_LOCAL_CC", "gcc")
+        .env("LLAMACC_FUNCTION", "_");
+    env(&mut cmd);
+    let out = cmd.output().expect("make");
+    let err = stderr(&out);
+    assert!(out.status.success(), "the build failed:\n{err}");
+    for i in 0..8 {
+        reference(&format!("f{i}"));
+        assert!(
+            fs::read(w.path(&format!("f{i}.o"))).unwrap()
+                == fs::read(w.path(&format!("f{i}.ref"))).unwrap(),
+            "f{i}.o differs from gcc's"
+        );
+    }
+    err
+}
+
+/// The build completed on this machine, and said why exactly once.
+fn fell_back_once(w: &World, err: &str, cause: &str) {
+    assert_eq!(
+        err.matches("compiling on this machine instead").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(err.contains(cause), "names the cause ({cause}): {err}");
+    let s = stats(w, &w.store());
+    assert!(counter(&s, "remote_fallbacks") >= 1, "{s:#}");
+    assert_eq!(counter(&s, "remote_fallbacks") + counter(&s, "remote"), 8, "{s:#}");
+}
+
+/// A Lambda runtime that takes invocations and never answers them: the function times out.
+const HANGING_RUNTIME: &str = r#"
+import os, time, urllib.request
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+while True:
+    with urllib.request.urlopen(api + "/2018-06-01/runtime/invocation/next") as r:
+        r.read()
+    time.sleep(3600)
+"#;
+
+/// A Lambda runtime that dies with each invocation it takes (and is started again).
+const CRASHING_RUNTIME: &str = r#"
+import os, urllib.request
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+with urllib.request.urlopen(api + "/2018-06-01/runtime/invocation/next") as r:
+    r.read()
+os._exit(137)
+"#;
+
+#[test]
+fn a_function_timeout_falls_back_to_compiling_here_said_once() {
+    let mut cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(2), 0);
+    for _ in 0..4 {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", HANGING_RUNTIME]);
+        cloud.runtime_env(&mut cmd);
+        cloud.start_runtime(cmd);
+    }
+    let w = World::new();
+    small_project(&w);
+    let err = build_small(&w, &|cmd| cloud.client(cmd));
+    fell_back_once(&w, &err, "HTTP 408");
+}
+
+#[test]
+fn a_runtime_crash_falls_back_to_compiling_here_said_once() {
+    let mut cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(2), 0);
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "while :; do python3 -c \"$0\"; done", CRASHING_RUNTIME]);
+    cloud.runtime_env(&mut cmd);
+    cloud.start_runtime(cmd);
+    let w = World::new();
+    small_project(&w);
+    let err = build_small(&w, &|cmd| cloud.client(cmd));
+    fell_back_once(&w, &err, "lambda");
+}
+
+#[test]
+fn throttling_beyond_the_retries_falls_back_to_compiling_here_said_once() {
+    let cloud = Cloud::start(1);
+    let proxy = ThrottlingProxy::start(cloud.lambda.addr(), usize::MAX);
+    let w = World::new();
+    small_project(&w);
+    let err = build_small(&w, &|cmd| cloud.client_via(cmd, &proxy.endpoint()));
+    fell_back_once(&w, &err, "TooManyRequests");
+}
+
+#[test]
+fn s3_unavailable_falls_back_to_compiling_here_said_once() {
+    let cloud = Cloud::start(1);
+    let w = World::new();
+    small_project(&w);
+    let err = build_small(&w, &|cmd| {
+        cloud.client(cmd);
+        // Every S3 request meets a 503 SlowDown.
+        cmd.env("AWS_ENDPOINT_URL_S3", slowdown_endpoint());
+    });
+    fell_back_once(&w, &err, "503");
+}
+
+/// An endpoint answering every request with S3's 503 SlowDown.
+fn slowdown_endpoint() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(match conn.try_clone() {
+                    Ok(c) => c,
+                    Err(_) => return,
+                });
+                let mut writer = conn;
+                loop {
+                    let mut length = 0usize;
+                    let mut continue_ = false;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end().to_ascii_lowercase();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        continue_ |= h.starts_with("expect:") && h.contains("100-continue");
+                    }
+                    if continue_ {
+                        let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let head = line.starts_with("HEAD ");
+                    let xml = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                    let mut r = format!(
+                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+                        xml.len()
+                    )
+                    .into_bytes();
+                    if !head {
+                        r.extend_from_slice(xml);
+                    }
+                    if writer.write_all(&r).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
