@@ -102,10 +102,7 @@ fn counter(stats: &serde_json::Value, name: &str) -> u64 {
 }
 
 fn stop_daemon(w: &World, dir: &Path) {
-    let _ = w
-        .llama(&["daemon", "stop"])
-        .env("LLAMA_DIR", dir)
-        .output();
+    let _ = w.llama(&["daemon", "stop"]).env("LLAMA_DIR", dir).output();
 }
 
 /// The reference: lua built with plain gcc at `tree`, then moved to `tree.ref`.
@@ -165,8 +162,17 @@ fn lua_on_lambda_is_identical_then_served_by_s3_and_uploads_each_file_once() {
     compare_objects(&reference, &tree);
     let s = stats(&w, &dir_b);
     assert_eq!(counter(&s, "hits"), compiles, "{s:#}");
-    assert_eq!(s["cost"]["remote_cache_hits"].as_f64(), Some(compiles as f64), "{s:#}");
-    assert_eq!(cloud.invocations() as u64, compiles, "no new invocation: {}", cloud.logs());
+    assert_eq!(
+        s["cost"]["remote_cache_hits"].as_f64(),
+        Some(compiles as f64),
+        "{s:#}"
+    );
+    assert_eq!(
+        cloud.invocations() as u64,
+        compiles,
+        "no new invocation: {}",
+        cloud.logs()
+    );
     stop_daemon(&w, &dir_b);
 
     // 3. The first machine's daemon restarts and every source changes: every compile runs
@@ -197,11 +203,19 @@ fn lua_on_lambda_is_identical_then_served_by_s3_and_uploads_each_file_once() {
         .filter(|(_, n)| **n > 1)
         .map(|(key, n)| {
             let path = cloud.s3.root().join(cloud.s3.bucket()).join(key);
-            let head: Vec<u8> = fs::read(&path).unwrap_or_default().into_iter().take(60).collect();
+            let head: Vec<u8> = fs::read(&path)
+                .unwrap_or_default()
+                .into_iter()
+                .take(60)
+                .collect();
             format!("{key} ({n} times): {:?}", String::from_utf8_lossy(&head))
         })
         .collect();
-    assert!(twice.is_empty(), "uploaded more than once:\n{}", twice.join("\n"));
+    assert!(
+        twice.is_empty(),
+        "uploaded more than once:\n{}",
+        twice.join("\n")
+    );
     stop_daemon(&w, &dir_a);
     eprintln!(
         "lua on lambda: {compiles} compiles, {} objects put in S3 over three builds",
@@ -226,7 +240,13 @@ fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
         .output()
         .expect("cp");
     assert!(out.status.success(), "copying the root: {}", stderr(&out));
-    for absent in ["usr/bin/gcc", "usr/bin/cc", "usr/bin/as", "usr/lib/gcc", "usr/include/stdio.h"] {
+    for absent in [
+        "usr/bin/gcc",
+        "usr/bin/cc",
+        "usr/bin/as",
+        "usr/lib/gcc",
+        "usr/include/stdio.h",
+    ] {
         assert!(!jail.join(absent).exists(), "the root has {absent}");
     }
     fs::copy(runtime_bin(), jail.join("usr/local/bin/llama-runtime")).expect("copy runtime");
@@ -248,7 +268,12 @@ fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
     });
     compare_objects(&reference, &tree);
     let s = stats(&w, &dir);
-    assert_eq!(counter(&s, "remote"), objects(&reference) as u64, "{s:#}\n{}", cloud.logs());
+    assert_eq!(
+        counter(&s, "remote"),
+        objects(&reference) as u64,
+        "{s:#}\n{}",
+        cloud.logs()
+    );
     stop_daemon(&w, &dir);
 }
 
@@ -285,7 +310,13 @@ fn small_project(w: &World) {
 fn build_small(w: &World, env: &dyn Fn(&mut Command)) -> String {
     let reference = |name: &str| {
         let out = Command::new("gcc")
-            .args(["-O2", "-c", &format!("{name}.c"), "-o", &format!("{name}.ref")])
+            .args([
+                "-O2",
+                "-c",
+                &format!("{name}.c"),
+                "-o",
+                &format!("{name}.ref"),
+            ])
             .current_dir(w.work())
             .output()
             .expect("gcc");
@@ -329,7 +360,11 @@ fn fell_back_once(w: &World, err: &str, cause: &str) {
     assert!(err.contains(cause), "names the cause ({cause}): {err}");
     let s = stats(w, &w.store());
     assert!(counter(&s, "remote_fallbacks") >= 1, "{s:#}");
-    assert_eq!(counter(&s, "remote_fallbacks") + counter(&s, "remote"), 8, "{s:#}");
+    assert_eq!(
+        counter(&s, "remote_fallbacks") + counter(&s, "remote"),
+        8,
+        "{s:#}"
+    );
 }
 
 /// A Lambda runtime that takes invocations and never answers them: the function times out.
@@ -370,7 +405,11 @@ fn a_function_timeout_falls_back_to_compiling_here_said_once() {
 fn a_runtime_crash_falls_back_to_compiling_here_said_once() {
     let mut cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(2), 0);
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "while :; do python3 -c \"$0\"; done", CRASHING_RUNTIME]);
+    cmd.args([
+        "-c",
+        "while :; do python3 -c \"$0\"; done",
+        CRASHING_RUNTIME,
+    ]);
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
     let w = World::new();
@@ -461,4 +500,72 @@ fn slowdown_endpoint() -> String {
         }
     });
     format!("http://{addr}")
+}
+
+// --- real AWS -------------------------------------------------------------------------------
+
+/// The original's invoke example and the small project through llamacc, against real AWS:
+/// run when a bucket and a function (whose runtime is llama-runtime) are named, with
+/// credentials from the SDK's usual places. Otherwise it says why it did nothing (and
+/// scripts/test says so too).
+#[test]
+fn real_aws() {
+    let (Ok(bucket), Ok(function)) = (
+        std::env::var("LLAMA_TEST_AWS_BUCKET"),
+        std::env::var("LLAMA_TEST_AWS_FUNCTION"),
+    ) else {
+        eprintln!(
+            "real_aws: skipped: set LLAMA_TEST_AWS_BUCKET and LLAMA_TEST_AWS_FUNCTION (and AWS \
+             credentials) to run the lambda tests against real AWS"
+        );
+        return;
+    };
+    let prefix = format!("llama-test-{}", std::process::id());
+    let home = std::env::var("HOME").unwrap_or_default();
+    let aws = |cmd: &mut Command| {
+        cmd.env("LLAMA_BACKEND", "lambda")
+            .env("LLAMA_OBJECT_STORE", format!("s3://{bucket}/{prefix}"));
+        // The world has a HOME of its own: point the SDK at the user's files.
+        for (var, file) in [
+            ("AWS_CONFIG_FILE", ".aws/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+        ] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, Path::new(&home).join(file));
+            }
+        }
+    };
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+    let mut cmd = w.llama(&[
+        "invoke",
+        "-logs",
+        "-f",
+        "INPUT",
+        "-o",
+        "OUTPUT",
+        &function,
+        "sh",
+        "-c",
+        "sha256sum INPUT > OUTPUT",
+    ]);
+    aws(&mut cmd);
+    let out = cmd.output().expect("llama invoke");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let local = Command::new("sha256sum")
+        .arg("INPUT")
+        .current_dir(w.work())
+        .output()
+        .expect("sha256sum");
+    assert_eq!(fs::read(w.path("OUTPUT")).unwrap(), local.stdout);
+
+    small_project(&w);
+    let err = build_small(&w, &|cmd| {
+        aws(cmd);
+        cmd.env("LLAMACC_FUNCTION", &function)
+            .env("LLAMACC_LOCAL_FALLBACK", "0");
+    });
+    let s = stats(&w, &w.store());
+    assert_eq!(counter(&s, "remote"), 8, "{s:#}\n{err}");
+    eprintln!("real_aws: s3://{bucket}/{prefix}: {}", s["cost"]);
 }
