@@ -134,7 +134,7 @@ fn clear_aws(cmd: &mut Command) {
     }
 }
 
-fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+pub(crate) fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -569,3 +569,112 @@ fn real_aws() {
     assert_eq!(counter(&s, "remote"), 8, "{s:#}\n{err}");
     eprintln!("real_aws: s3://{bucket}/{prefix}: {}", s["cost"]);
 }
+
+// --- xargs through the same faults ----------------------------------------------------------
+
+/// A proxy in front of S3 that answers the first `fail` requests with 503 SlowDown and
+/// forwards the rest byte for byte (the Host header included: it is signed).
+fn flaky_s3(upstream: std::net::SocketAddr, fail: usize) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut reader = BufReader::new(conn.try_clone()?);
+                let mut writer = conn;
+                loop {
+                    let mut head = String::new();
+                    if reader.read_line(&mut head)? == 0 {
+                        return Ok(());
+                    }
+                    let mut length = 0usize;
+                    let mut expect = false;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h)?;
+                        let lower = h.trim_end().to_ascii_lowercase();
+                        if lower.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("expect:") {
+                            expect = true;
+                            continue;
+                        }
+                        if !lower.starts_with("connection:") {
+                            head.push_str(&h);
+                        }
+                    }
+                    if expect {
+                        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body)?;
+                    if seen.fetch_add(1, Ordering::SeqCst) < fail {
+                        let xml = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                        let mut r = format!(
+                            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+                            xml.len()
+                        )
+                        .into_bytes();
+                        if !head.starts_with("HEAD ") {
+                            r.extend_from_slice(xml);
+                        }
+                        writer.write_all(&r)?;
+                        continue;
+                    }
+                    let mut up = std::net::TcpStream::connect(upstream)?;
+                    head.push_str("Connection: close\r\n\r\n");
+                    up.write_all(head.as_bytes())?;
+                    up.write_all(&body)?;
+                    let mut response = Vec::new();
+                    up.read_to_end(&mut response)?;
+                    writer.write_all(&response)?;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn xargs_jobs_complete_through_s3_503s_and_a_function_timeout() {
+    use crate::lambda::run_with_stdin;
+    use crate::util::stdout;
+    // One runtime hangs on what it takes (the function times out: 408 after 2 s), one works.
+    let mut cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(2), 1);
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", HANGING_RUNTIME]);
+    cloud.runtime_env(&mut cmd);
+    cloud.start_runtime(cmd);
+    let w = World::new();
+    let input: String = (0..6).map(|i| format!("job{i}\n")).collect();
+    let mut cmd = w.llama(&[
+        "xargs",
+        "-k",
+        "-j",
+        "2",
+        "--retries",
+        "3",
+        "_",
+        "echo",
+        "{{.Line}}",
+        "done",
+    ]);
+    cloud.client(&mut cmd);
+    // The first 15 S3 requests meet 503 SlowDown: more than one request's own retries.
+    cmd.env("AWS_ENDPOINT_URL_S3", flaky_s3(cloud.s3.addr(), 15));
+    let out = run_with_stdin(cmd, &input);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}\n{}", cloud.logs());
+    let want: String = (0..6).map(|i| format!("job{i} done\n")).collect();
+    assert_eq!(stdout(&out), want);
+    assert!(err.contains("retry 1 of 3"), "retried: {err}");
+}
