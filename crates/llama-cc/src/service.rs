@@ -433,6 +433,7 @@ impl CompileService {
 
         // 4. Compile remotely when there is a remote executor...
         let mut fell_back = None;
+        let mut unsuitable = None;
         let remote = self.remote.as_ref().filter(|_| {
             let mut down = self
                 .remote_down_until
@@ -466,6 +467,7 @@ impl CompileService {
                 Ok(done) => return Ok(done),
                 Err(NotRemote::Unsuitable(reason)) => {
                     tracing::debug!("{}: {reason}", compilation.source.display());
+                    unsuitable = Some(reason);
                 }
                 Err(NotRemote::Failed(message)) => {
                     *self
@@ -589,7 +591,8 @@ impl CompileService {
             Ok(None) if fell_back.is_some() => {
                 done(Outcome::Fallback, Some("remote failed".into()))
             }
-            Ok(None) => done(Outcome::Miss, None),
+            // Compiled here although a remote backend is set: the reason is counted.
+            Ok(None) => done(Outcome::Miss, unsuitable),
             Ok(Some(reason)) => done(Outcome::Uncacheable, Some(reason)),
             Err(e) => {
                 // The compile itself succeeded; only caching failed. Say so once, keep going.
