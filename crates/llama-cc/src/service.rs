@@ -400,10 +400,7 @@ impl CompileService {
             let action = entry.action_digest();
             let mappings = outputs.clone();
             let umask = req.umask;
-            let depfile_remote = compilation
-                .depfile
-                .as_ref()
-                .map(|d| root_relative(&normalize(&req.cwd.join(&d.path))));
+            let depfile_remote = depfile_remote(&req.cwd, &compilation);
             let hit = tokio::task::spawn_blocking(move || -> Result<_, Fallback> {
                 let Some(result) = cached_result(&store, &action)? else {
                     return Ok(None);
@@ -1041,6 +1038,13 @@ fn output_mappings(cwd: &Path, c: &Compilation) -> Vec<OutputMapping> {
             }
         })
         .collect()
+}
+
+/// The depfile's name among the compile's outputs (root-relative), if it writes one.
+fn depfile_remote(cwd: &Path, c: &Compilation) -> Option<String> {
+    c.depfile
+        .as_ref()
+        .map(|d| root_relative(&normalize(&cwd.join(&d.path))))
 }
 
 /// Paths that, had they existed, the compiler would have read before one of `inputs`: the

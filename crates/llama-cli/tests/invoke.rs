@@ -1,23 +1,8 @@
 //! `llama invoke` end to end: the real binary, real commands, a real on-disk store.
 
 use std::fs;
-use std::process::Command;
 
-use crate::util::{SmallDisk, World, assert_store_consistent, stderr, stdout};
-
-fn sha256sum_line(path: &std::path::Path, name: &str) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
-    let hash = line
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    format!("{hash}  {name}\n")
-}
+use crate::util::{SmallDisk, World, assert_store_consistent, sha256sum_line, stderr, stdout};
 
 #[test]
 fn the_originals_readme_example() {

@@ -12,13 +12,13 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::util::harness::{LambdaEmulator, S3Server, Server, http};
-use crate::util::{World, stderr, stdout};
+use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
 
 /// The `llama-runtime` binary built beside `llama`.
 pub(crate) fn runtime_bin() -> PathBuf {
@@ -132,36 +132,6 @@ fn clear_aws(cmd: &mut Command) {
             cmd.env_remove(key);
         }
     }
-}
-
-pub(crate) fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn llama");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
-}
-
-fn sha256sum_line(path: &Path, name: &str) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    let line = String::from_utf8_lossy(&out.stdout).into_owned();
-    let hash = line
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    format!("{hash}  {name}\n")
 }
 
 /// The original's invoke example: `llama invoke -f INPUT -o OUTPUT gcc sh -c 'sha256sum

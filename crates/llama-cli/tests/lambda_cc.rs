@@ -552,12 +552,10 @@ fn real_aws() {
     aws(&mut cmd);
     let out = cmd.output().expect("llama invoke");
     assert!(out.status.success(), "{}", stderr(&out));
-    let local = Command::new("sha256sum")
-        .arg("INPUT")
-        .current_dir(w.work())
-        .output()
-        .expect("sha256sum");
-    assert_eq!(fs::read(w.path("OUTPUT")).unwrap(), local.stdout);
+    assert_eq!(
+        fs::read_to_string(w.path("OUTPUT")).unwrap(),
+        crate::util::sha256sum_line(&w.path("INPUT"), "INPUT")
+    );
 
     small_project(&w);
     let err = build_small(&w, &|cmd| {
@@ -646,8 +644,7 @@ fn flaky_s3(upstream: std::net::SocketAddr, fail: usize) -> String {
 
 #[test]
 fn xargs_jobs_complete_through_s3_503s_and_a_function_timeout() {
-    use crate::lambda::run_with_stdin;
-    use crate::util::stdout;
+    use crate::util::{run_with_stdin, stdout};
     // One runtime hangs on what it takes (the function times out: 408 after 2 s), one works.
     let mut cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(2), 1);
     let mut cmd = Command::new("python3");

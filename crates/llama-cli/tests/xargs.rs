@@ -4,24 +4,11 @@ use std::fs;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::util::{SmallDisk, World, stderr, stdout};
+use crate::util::{SmallDisk, World, run_with_stdin, stderr, stdout};
 
 /// `llama xargs ARGS` with `input` on its standard input.
 fn xargs(w: &World, args: &[&str], input: &str) -> Output {
-    let mut child = w
-        .llama(&[&["xargs"], args].concat())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn llama xargs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    run_with_stdin(w.llama(&[&["xargs"], args].concat()), input)
 }
 
 #[test]

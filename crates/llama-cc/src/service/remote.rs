@@ -19,7 +19,7 @@ use llama_exec::{Engine, HostCommand, OutputMapping, Termination, deliver_output
 
 use super::{
     Compilation, CompileReply, CompileRequest, CompileService, Fallback, GatheredInputs,
-    OUTPUT_ENV, blob, normalize, root_relative, unique,
+    OUTPUT_ENV, blob, root_relative, unique,
 };
 use crate::args::{DepKind, Driver};
 use crate::identity::Identity;
@@ -177,10 +177,7 @@ impl CompileService {
         let result = finished.result.clone();
         let mappings = outputs.to_vec();
         let umask = req.umask;
-        let depfile_remote = c
-            .depfile
-            .as_ref()
-            .map(|d| root_relative(&normalize(&req.cwd.join(&d.path))));
+        let depfile_remote = super::depfile_remote(&req.cwd, c);
         let delivered = tokio::task::spawn_blocking(move || {
             deliver_compile(&store, &result, &mappings, depfile_remote.as_deref(), umask)
         })

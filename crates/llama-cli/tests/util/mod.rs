@@ -135,6 +135,36 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Runs `cmd` with `input` on its standard input, capturing its output.
+pub fn run_with_stdin(mut cmd: Command, input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// What `sha256sum` prints for the file at `path`, named `name`.
+pub fn sha256sum_line(path: &Path, name: &str) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let hash = line.split_whitespace().next().unwrap_or_default();
+    format!("{hash}  {name}\n")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
