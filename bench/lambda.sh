@@ -65,14 +65,20 @@ edition = "2021"
 [[bin]]
 name = "emulator"
 path = "main.rs"
+
+[workspace]
 EOF
 (cd "$out/emulator" && exec "$cargo_lambda" lambda watch --only-lambda-apis -A 127.0.0.1 \
   -P "$lambda_port" --timeout 120 > "$out/emulator.log" 2>&1) &
 pids+=($!)
+ready=0
 for _ in $(seq 200); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$lambda_port") 2>/dev/null && break
+  if (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$lambda_port") 2>/dev/null; then
+    ready=1; break
+  fi
   sleep 0.1
 done
+[ "$ready" = 1 ] || { echo "bench/lambda.sh: s3s-fs or the emulator did not start; see $out/s3.log and $out/emulator.log" >&2; exit 1; }
 for i in $(seq "$runtimes"); do
   AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:$lambda_port/.rt AWS_LAMBDA_FUNCTION_NAME=_ \
     AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1769 \
@@ -81,7 +87,9 @@ for i in $(seq "$runtimes"); do
 done
 
 export AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$lambda_port
-export LLAMA_OBJECT_STORE=s3://bench/lua LLAMACC_FUNCTION=_ LLAMACC_LOCAL_CC=gcc
+# A compile that fails remotely fails the build: nothing is measured that ran here instead.
+export LLAMA_OBJECT_STORE=s3://bench/lua LLAMACC_FUNCTION=_ LLAMACC_LOCAL_CC=gcc LLAMACC_LOCAL_FALLBACK=0
+export LLAMA_REMOTE_JOBS=$runtimes
 export LLAMA_DAEMON_IDLE_TIMEOUT=30m
 
 tree=/tmp/llama-bench-lambda/lua

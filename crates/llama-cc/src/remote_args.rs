@@ -82,6 +82,7 @@ pub(crate) fn remote_args(args: &[OsString], driver: Driver) -> Result<RemoteArg
         rebased: Vec::with_capacity(args.len() + 4),
         discovery: Vec::with_capacity(args.len()),
     };
+    let mut macro_maps = Vec::new();
     loop {
         let start = words.position();
         let Some(word) = words.next() else { break };
@@ -98,8 +99,21 @@ pub(crate) fn remote_args(args: &[OsString], driver: Driver) -> Result<RemoteArg
                     Role::Path if is_absolute(&value) => rebase_value(span, &value),
                     Role::Path | Role::Text => {
                         check_text(flag, span, &value)?;
+                        if let Some(reason) = TOO_HARD_REMOTELY
+                            .iter()
+                            .find(|(f, _)| span[0].as_bytes().starts_with(f.as_bytes()))
+                            .map(|(f, why)| format!("{f} {why}"))
+                        {
+                            return Err(reason);
+                        }
                         match span {
-                            [word] => vec![prefix_map(word).unwrap_or_else(|| word.clone())],
+                            [word] => match prefix_map(word) {
+                                Some(mapped) => {
+                                    push_prefix_map(&mut out.rebased, &mut macro_maps, mapped);
+                                    Vec::new()
+                                }
+                                None => vec![word.clone()],
+                            },
                             _ => span.to_vec(),
                         }
                     }
@@ -112,9 +126,16 @@ pub(crate) fn remote_args(args: &[OsString], driver: Driver) -> Result<RemoteArg
             Word::MissingArgument(flag) => return Err(format!("{} lacks its argument", flag.name)),
             Word::Unknown => {
                 if let Some(word) = prefix_map(&span[0]) {
-                    out.rebased.push(word);
+                    push_prefix_map(&mut out.rebased, &mut macro_maps, word);
                     out.discovery.push(span[0].clone());
                     continue;
+                }
+                if let Some(reason) = TOO_HARD_REMOTELY
+                    .iter()
+                    .find(|(flag, _)| span[0].as_bytes().starts_with(flag.as_bytes()))
+                    .map(|(flag, why)| format!("{flag} {why}"))
+                {
+                    return Err(reason);
                 }
                 if mentions_absolute_path(span[0].as_bytes()) {
                     return Err(format!(
@@ -127,7 +148,40 @@ pub(crate) fn remote_args(args: &[OsString], driver: Driver) -> Result<RemoteArg
             }
         }
     }
+    out.rebased.extend(macro_maps);
     Ok(out)
+}
+
+/// Flags whose output names paths that no prefix map reaches (so a remote object would
+/// differ from a local one), with why.
+const TOO_HARD_REMOTELY: &[(&str, &str)] = &[
+    ("--coverage", "bakes the .gcda path into the object"),
+    ("-fprofile-arcs", "bakes the .gcda path into the object"),
+    (
+        "-ftest-coverage",
+        "records the working directory in the .gcno",
+    ),
+    ("-flto", "streams the unmapped file names"),
+];
+
+/// Adds a user's rebased prefix map. A `-ffile-prefix-map` becomes a `-fdebug-prefix-map`
+/// in its place and a `-fmacro-prefix-map` after every argument: gcc lets a
+/// `-ffile-prefix-map` beat every `-fmacro-prefix-map` for `__FILE__` (ours included),
+/// while among maps of one kind the last one given wins, as it does locally.
+fn push_prefix_map(rebased: &mut Vec<OsString>, macro_maps: &mut Vec<OsString>, map: OsString) {
+    match map.as_bytes().strip_prefix(b"-ffile-prefix-map=") {
+        Some(rest) => {
+            for (flag, list) in [
+                ("-fdebug-prefix-map=", &mut *rebased),
+                ("-fmacro-prefix-map=", &mut *macro_maps),
+            ] {
+                let mut word = flag.as_bytes().to_vec();
+                word.extend_from_slice(rest);
+                list.push(OsString::from_vec(word));
+            }
+        }
+        None => rebased.push(map),
+    }
 }
 
 fn is_absolute(value: &OsString) -> bool {
@@ -278,13 +332,20 @@ mod tests {
     #[test]
     fn user_prefix_maps_follow_the_root() {
         let (rebased, _) = run("-ffile-prefix-map=/src=. -c a.c").unwrap();
-        assert_eq!(rebased, "-ffile-prefix-map=@LLAMA_ROOT@/src=. -c a.c");
+        assert_eq!(
+            rebased,
+            "-fdebug-prefix-map=@LLAMA_ROOT@/src=. -c a.c -fmacro-prefix-map=@LLAMA_ROOT@/src=."
+        );
+        let (rebased, _) = run("-fdebug-prefix-map=/src=. -c a.c").unwrap();
+        assert_eq!(rebased, "-fdebug-prefix-map=@LLAMA_ROOT@/src=. -c a.c");
     }
 
     #[test]
     fn another_toolchain_or_this_cpu_stays_local() {
         for line in [
             "-fplugin-arg-x-path=/opt/y -c a.c",
+            "-flto -c a.c",
+            "--coverage -c a.c",
             "--sysroot=/opt/sdk -c a.c",
             "-B/opt/bin -c a.c",
             "-march=native -c a.c",

@@ -59,15 +59,21 @@ impl Toolchain {
             .collect::<Vec<_>>()
             .join(":");
         let loader = under_root(&self.loader);
+        // `--inhibit-cache`: the remote system's /etc/ld.so.cache names its libraries, not
+        // ours. The two maps rather than one `-ffile-prefix-map`: gcc lets any
+        // `-ffile-prefix-map` beat every `-fmacro-prefix-map` for `__FILE__`, which would
+        // override a user's own `-fmacro-prefix-map`.
         vec![
             loader.clone(),
+            "--inhibit-cache".into(),
             "--library-path".into(),
             library_path.clone(),
             under_root(&self.driver),
             "-wrapper".into(),
-            format!("{loader},--library-path,{library_path}"),
+            format!("{loader},--inhibit-cache,--library-path,{library_path}"),
             format!("--sysroot={ROOT_PLACEHOLDER}"),
-            format!("-ffile-prefix-map={ROOT_PLACEHOLDER}="),
+            format!("-fdebug-prefix-map={ROOT_PLACEHOLDER}="),
+            format!("-fmacro-prefix-map={ROOT_PLACEHOLDER}="),
         ]
     }
 }

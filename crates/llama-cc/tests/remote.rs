@@ -152,6 +152,22 @@ async fn remote_objects_and_depfiles_are_identical_to_local_ones() {
                 "OUT.o".into(),
             ],
         ),
+        // The user's own maps keep working, __FILE__ included, whatever their kind.
+        (
+            false,
+            "gcc",
+            vec![
+                "-g".into(),
+                inc.clone(),
+                format!("-ffile-prefix-map={}=/proj", root.display()),
+                format!("-fmacro-prefix-map={}=SRC", src.display()),
+                "-MD".into(),
+                "-c".into(),
+                src.join("main.c").display().to_string(),
+                "-o".into(),
+                "OUT.o".into(),
+            ],
+        ),
     ];
     fs::create_dir_all(root.join("out")).unwrap();
     for (i, (cxx, program, args)) in cases.into_iter().enumerate() {
@@ -185,7 +201,7 @@ async fn remote_objects_and_depfiles_are_identical_to_local_ones() {
         );
     }
     let stats = svc.stats().snapshot();
-    assert_eq!(stats.counters.get("remote"), Some(&3), "{stats:?}");
+    assert_eq!(stats.counters.get("remote"), Some(&4), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

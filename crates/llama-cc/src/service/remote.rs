@@ -53,6 +53,9 @@ shift
 exec "$@"
 "#;
 
+/// The flags that ask gcc for DWARF before version 5.
+const OLD_DWARF: &[&str] = &["-gdwarf-2", "-gdwarf-3", "-gdwarf-4"];
+
 /// Exit statuses that say the remote machinery failed rather than the compiler: the
 /// wrapper's own (125), a program that could not be run (126, 127).
 const INFRASTRUCTURE_EXITS: &[i32] = &[125, 126, 127];
@@ -92,6 +95,17 @@ impl CompileService {
             },
         )
         .map_err(unsuitable)?;
+        // gcc 12 files an absolute main source under its remapped name and then looks it up
+        // unmapped: before DWARF 5 the file table gets a second entry (PR101575).
+        if c.source.is_absolute()
+            && c.args
+                .iter()
+                .any(|a| OLD_DWARF.contains(&a.to_string_lossy().as_ref()))
+        {
+            return Err(unsuitable(
+                "DWARF before version 5 with an absolute source path".into(),
+            ));
+        }
         let toolchain = self
             .toolchain(identity, c, &req.env)
             .await
