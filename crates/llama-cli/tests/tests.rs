@@ -5,5 +5,6 @@ mod invoke;
 mod lambda;
 mod lambda_cc;
 mod llamacc;
+mod reapi_smoke;
 mod util;
 mod xargs;
