@@ -53,6 +53,18 @@ shift
 exec "$@"
 "#;
 
+/// Environment variables that make gcc search directories the remote root does not have
+/// (they are not moved under the sysroot).
+const LOCAL_SEARCH_ENV: &[&str] = &[
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "OBJCPLUS_INCLUDE_PATH",
+    "COMPILER_PATH",
+    "GCC_EXEC_PREFIX",
+];
+
 /// The flags that ask gcc for DWARF before version 5.
 const OLD_DWARF: &[&str] = &["-gdwarf-2", "-gdwarf-3", "-gdwarf-4"];
 
@@ -95,6 +107,16 @@ impl CompileService {
             },
         )
         .map_err(unsuitable)?;
+        if let Some((var, _)) = req
+            .env
+            .iter()
+            .find(|(k, v)| !v.is_empty() && LOCAL_SEARCH_ENV.iter().any(|name| k == *name))
+        {
+            return Err(unsuitable(format!(
+                "{} names directories of this machine",
+                var.to_string_lossy()
+            )));
+        }
         // gcc 12 files an absolute main source under its remapped name and then looks it up
         // unmapped: before DWARF 5 the file table gets a second entry (PR101575).
         if c.source.is_absolute()
