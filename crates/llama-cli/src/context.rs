@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use llama_core::{Backend, Config, Digest, HashCache, Source, Store};
 use llama_exec::{
     CachePolicy, Engine, Executor, LambdaConfig, LambdaExecutor, LocalExecutor, ObjectStoreUrl,
+    ReapiConfig, ReapiExecutor,
 };
 
 use crate::cli::Cli;
@@ -36,21 +37,11 @@ impl Context {
     /// the backend is not usable.
     pub fn new(config: &Config, policy: CachePolicy) -> anyhow::Result<Context> {
         let backend = config.backend();
-        let from = |key| {
-            config
-                .source(key)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
-        };
-        if backend == Backend::Reapi {
-            bail!(
-                "backend {:?} (from {}) is not available in this version of llama yet; \
-                 set LLAMA_BACKEND=local (or remove `backend` from the config file) to run on this machine",
-                backend.name(),
-                from("backend")
-            );
-        }
         // Checked before the store is opened: a missing setting is the likelier mistake.
+        let reapi = match backend {
+            Backend::Reapi => Some(reapi_config(config)?),
+            Backend::Local | Backend::Lambda => None,
+        };
         let location = match backend {
             Backend::Lambda => Some(object_store(config)?),
             Backend::Local | Backend::Reapi => None,
@@ -59,8 +50,12 @@ impl Context {
         let store = Store::open(&dir, config.cache_size())
             .with_context(|| format!("opening the local store (dir = {})", dir.display()))?;
         let hash_cache = HashCache::load(hash_cache_path(&dir));
-        let (executor, jobs): (Arc<dyn Executor>, usize) = match location {
-            None => (
+        let (executor, jobs): (Arc<dyn Executor>, usize) = match (location, reapi) {
+            (None, Some(reapi)) => {
+                let jobs = reapi.concurrency;
+                (Arc::new(ReapiExecutor::new(store.clone(), reapi)), jobs)
+            }
+            (None, None) => (
                 Arc::new(LocalExecutor::new(
                     store.clone(),
                     config.jobs(),
@@ -68,7 +63,7 @@ impl Context {
                 )),
                 config.jobs(),
             ),
-            Some(location) => {
+            (Some(location), _) => {
                 let mut lambda = LambdaConfig::new(location.clone());
                 lambda.default_function = config.function();
                 lambda.concurrency = config.remote_jobs();
@@ -96,6 +91,28 @@ impl Context {
 
 fn hash_cache_path(dir: &std::path::Path) -> PathBuf {
     dir.join("hashcache")
+}
+
+/// The reapi backend's settings; a missing endpoint is what a first-time user meets, so the
+/// message says how to set it.
+fn reapi_config(config: &Config) -> anyhow::Result<ReapiConfig> {
+    let endpoint = config.reapi_endpoint();
+    if endpoint.is_empty() {
+        bail!(
+            "the reapi backend needs a Remote Execution API server and none is set: \
+             set LLAMA_REAPI_ENDPOINT=grpc://HOST:PORT (grpcs:// for TLS; or `reapi_endpoint` in {}), \
+             and LLAMA_REAPI_INSTANCE if the server wants an instance name",
+            Config::file_path().display()
+        );
+    }
+    let mut reapi = ReapiConfig::new(endpoint);
+    reapi.instance = config.reapi_instance();
+    reapi.headers = config.reapi_headers();
+    reapi.platforms = config.reapi_platforms().into_iter().collect();
+    reapi.default_function = config.function();
+    reapi.concurrency = config.remote_jobs();
+    reapi.default_timeout = config.action_timeout();
+    Ok(reapi)
 }
 
 /// The configured `object_store`, parsed; its absence is what a first-time user of the

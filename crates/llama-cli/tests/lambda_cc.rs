@@ -88,7 +88,7 @@ fn compare_objects(a: &Path, b: &Path) {
 }
 
 /// `llama stats --json` of the world's daemon (or its saved counters).
-fn stats(w: &World, dir: &Path) -> serde_json::Value {
+pub(crate) fn stats(w: &World, dir: &Path) -> serde_json::Value {
     let out = w
         .llama(&["stats", "--json"])
         .env("LLAMA_DIR", dir)
@@ -97,11 +97,11 @@ fn stats(w: &World, dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stats json")
 }
 
-fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+pub(crate) fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats["counters"][name].as_u64().unwrap_or(0)
 }
 
-fn stop_daemon(w: &World, dir: &Path) {
+pub(crate) fn stop_daemon(w: &World, dir: &Path) {
     let _ = w.llama(&["daemon", "stop"]).env("LLAMA_DIR", dir).output();
 }
 
@@ -285,7 +285,7 @@ fn nix_root() -> bool {
 // --- faults -------------------------------------------------------------------------------
 
 /// Eight small C files and a Makefile: enough compiles to show a fault is said once.
-fn small_project(w: &World) {
+pub(crate) fn small_project(w: &World) {
     let mut objs = Vec::new();
     for i in 0..8 {
         w.write(
@@ -307,7 +307,7 @@ fn small_project(w: &World) {
 
 /// `make -j4 CC=llamacc` of the small project with `env`; the build must succeed, with
 /// objects identical to gcc's. Returns make's stderr.
-fn build_small(w: &World, env: &dyn Fn(&mut Command)) -> String {
+pub(crate) fn build_small(w: &World, env: &dyn Fn(&mut Command)) -> String {
     let reference = |name: &str| {
         let out = Command::new("gcc")
             .args([
@@ -351,7 +351,7 @@ fn build_small(w: &World, env: &dyn Fn(&mut Command)) -> String {
 }
 
 /// The build completed on this machine, and said why exactly once.
-fn fell_back_once(w: &World, err: &str, cause: &str) {
+pub(crate) fn fell_back_once(w: &World, err: &str, cause: &str) {
     assert_eq!(
         err.matches("compiling on this machine instead").count(),
         1,

@@ -5,6 +5,7 @@ mod invoke;
 mod lambda;
 mod lambda_cc;
 mod llamacc;
+mod reapi;
 mod reapi_smoke;
 mod util;
 mod xargs;

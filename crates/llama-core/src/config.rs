@@ -151,6 +151,41 @@ const KEYS: &[Key] = &[
         check: |v| parse_jobs(v).map(drop),
         help: "invocations the lambda backend has in flight at once",
     },
+    Key {
+        name: "reapi_endpoint",
+        env: "LLAMA_REAPI_ENDPOINT",
+        default: String::new,
+        check: |v| {
+            let v = v.trim();
+            if v.is_empty() || v.starts_with("grpc://") || v.starts_with("grpcs://") {
+                Ok(())
+            } else {
+                Err("grpc://HOST:PORT or grpcs://HOST:PORT".into())
+            }
+        },
+        help: "the Remote Execution API server of the reapi backend (grpc://HOST:PORT, grpcs:// for TLS)",
+    },
+    Key {
+        name: "reapi_instance",
+        env: "LLAMA_REAPI_INSTANCE",
+        default: String::new,
+        check: |_| Ok(()),
+        help: "the REAPI instance name (empty for the server's default instance)",
+    },
+    Key {
+        name: "reapi_platform",
+        env: "LLAMA_REAPI_PLATFORM",
+        default: String::new,
+        check: |v| parse_platforms(v).map(drop),
+        help: "REAPI platform properties per FUNCTION, \"FUNCTION: key=value, key2=value2; *: key=value\" (* for functions not listed)",
+    },
+    Key {
+        name: "reapi_headers",
+        env: "LLAMA_REAPI_HEADERS",
+        default: String::new,
+        check: |v| parse_headers(v).map(drop),
+        help: "headers sent with every REAPI call, \"name: value; name2: value2\" (e.g. authorization: Bearer TOKEN)",
+    },
 ];
 
 /// A setting that cannot be used, naming where it came from and what is expected.
@@ -372,6 +407,94 @@ impl Config {
         }
         parse_jobs(&self.raw("remote_jobs")).unwrap_or(64)
     }
+
+    /// The REAPI server, `grpc://HOST:PORT` or `grpcs://HOST:PORT`, or empty.
+    pub fn reapi_endpoint(&self) -> String {
+        self.raw("reapi_endpoint").trim().to_string()
+    }
+
+    /// The REAPI instance name.
+    pub fn reapi_instance(&self) -> String {
+        self.raw("reapi_instance").trim().to_string()
+    }
+
+    /// REAPI platform properties per FUNCTION (`*`: functions not listed).
+    pub fn reapi_platforms(&self) -> Vec<FunctionPlatform> {
+        parse_platforms(&self.raw("reapi_platform")).unwrap_or_default()
+    }
+
+    /// Headers sent with every REAPI call, parsed from `name: value; name2: value2`; names
+    /// lowercased.
+    pub fn reapi_headers(&self) -> Vec<(String, String)> {
+        parse_headers(&self.raw("reapi_headers")).unwrap_or_default()
+    }
+}
+
+/// A FUNCTION and its REAPI platform properties.
+pub type FunctionPlatform = (String, Vec<(String, String)>);
+
+/// Parses `FUNCTION: key=value, key2=value2; FUNCTION2: key=value` into (function,
+/// properties) pairs, in order.
+fn parse_platforms(text: &str) -> Result<Vec<FunctionPlatform>, String> {
+    let expected = |why: String| {
+        format!("platforms as `FUNCTION: key=value, key2=value2; *: key=value` ({why})")
+    };
+    let mut out = Vec::new();
+    for item in text.split(';').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((function, properties)) = item.split_once(':') else {
+            return Err(expected(format!("{item:?} names no FUNCTION before `:`")));
+        };
+        let function = function.trim();
+        if function.is_empty() {
+            return Err(expected(format!("{item:?} names no FUNCTION before `:`")));
+        }
+        let mut props = Vec::new();
+        for pair in properties
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(expected(format!("{pair:?} is not key=value")));
+            };
+            if key.trim().is_empty() {
+                return Err(expected(format!("{pair:?} has an empty key")));
+            }
+            props.push((key.trim().to_string(), value.trim().to_string()));
+        }
+        out.push((function.to_string(), props));
+    }
+    Ok(out)
+}
+
+/// Parses `name: value; name2: value2` (gRPC metadata: names lowercased, printable ASCII).
+fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for item in text.split(';').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((name, value)) = item.split_once(':') else {
+            return Err(format!(
+                "headers as `name: value; name2: value2` ({item:?} has no `:`)"
+            ));
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let value = value.trim().to_string();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(format!(
+                "headers as `name: value; name2: value2` ({name:?} is not a header name)"
+            ));
+        }
+        if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(format!(
+                "headers as `name: value; name2: value2` (the value of {name} is not printable ASCII)"
+            ));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
 }
 
 fn config_path() -> PathBuf {
@@ -442,6 +565,65 @@ mod tests {
         Config::load_from(&path, |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn reapi_settings() {
+        let c = load(
+            Some("reapi_instance = \"main\"\n"),
+            &[
+                ("LLAMA_REAPI_ENDPOINT", "grpcs://cluster:8980"),
+                (
+                    "LLAMA_REAPI_HEADERS",
+                    "Authorization: Bearer abc; x-buildbuddy-api-key: k:1 ;",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.reapi_endpoint(), "grpcs://cluster:8980");
+        assert_eq!(c.reapi_instance(), "main");
+        assert_eq!(
+            c.reapi_headers(),
+            vec![
+                ("authorization".to_string(), "Bearer abc".to_string()),
+                ("x-buildbuddy-api-key".to_string(), "k:1".to_string())
+            ]
+        );
+        assert_eq!(c.reapi_platforms(), vec![]);
+        let c = load(
+            None,
+            &[(
+                "LLAMA_REAPI_PLATFORM",
+                "gcc: container-image=docker://gcc:14, OSFamily=linux; *: OSFamily=linux",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.reapi_platforms(),
+            vec![
+                (
+                    "gcc".to_string(),
+                    vec![
+                        ("container-image".to_string(), "docker://gcc:14".to_string()),
+                        ("OSFamily".to_string(), "linux".to_string())
+                    ]
+                ),
+                (
+                    "*".to_string(),
+                    vec![("OSFamily".to_string(), "linux".to_string())]
+                )
+            ]
+        );
+        for (key, bad) in [
+            ("LLAMA_REAPI_ENDPOINT", "http://x:1"),
+            ("LLAMA_REAPI_HEADERS", "no colon"),
+            ("LLAMA_REAPI_HEADERS", "bad name: v"),
+            ("LLAMA_REAPI_PLATFORM", "OSFamily=linux"),
+            ("LLAMA_REAPI_PLATFORM", "gcc: OSFamily"),
+        ] {
+            let e = load(None, &[(key, bad)]).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ mod tree;
 
 pub use crate::{
     action::{ActionSpec, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY},
-    config::{Backend, Config, ConfigError, Source},
+    config::{Backend, Config, ConfigError, FunctionPlatform, Source},
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,
     store::{RecordKind, Store, StoreError},

@@ -5,7 +5,8 @@ An [`Executor`] runs one prepared action and returns an [`ExecOutcome`] whose ou
 the local store. The [`Engine`] sits in front of every executor: it serves earlier successful
 results from the action cache, records new ones, and delivers outputs to local paths
 atomically. [`LocalExecutor`] runs actions on this machine, each in its own scratch directory,
-a bounded number at a time.
+a bounded number at a time; [`LambdaExecutor`] on AWS Lambda; [`ReapiExecutor`] on any Remote
+Execution API v2 cluster.
 
 # Example
 
@@ -41,6 +42,7 @@ mod fsutil;
 mod lambda;
 mod local;
 mod process;
+mod reapi;
 mod s3;
 mod usage;
 
@@ -55,6 +57,7 @@ pub use crate::{
     },
     local::{LocalExecutor, find_program},
     process::{HostCommand, HostOutput, run_host},
+    reapi::{BYTESTREAM_CHUNK, ReapiConfig, ReapiExecutor, RemoteAction, remote_action},
     s3::{
         DEFAULT_MAX_ATTEMPTS, DEFAULT_S3_CONCURRENCY, MULTIPART_THRESHOLD, ObjectStoreUrl,
         PART_SIZE, S3Cas, S3Counts, S3Error, S3Options, load_aws_config, s3_client,

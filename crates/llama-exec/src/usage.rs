@@ -66,7 +66,28 @@ impl Usage {
 
 impl fmt::Display for Usage {
     /// One line: `lambda: 50 invocations, 12.3 GB-s, 104 S3 requests, $0.0003`.
+    /// A REAPI cluster bills nothing per request that llama can see: `reapi: 10 executions,
+    /// 12.0 KiB up, 3.0 KiB down, 2 from the remote action cache`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.executor == "reapi" {
+            write!(
+                f,
+                "{}: {} execution{}, {} up, {} down",
+                self.executor,
+                self.invocations,
+                if self.invocations == 1 { "" } else { "s" },
+                bytesize::ByteSize(self.bytes_up).display().iec(),
+                bytesize::ByteSize(self.bytes_down).display().iec(),
+            )?;
+            if self.remote_cache_hits > 0 {
+                write!(
+                    f,
+                    ", {} from the remote action cache",
+                    self.remote_cache_hits
+                )?;
+            }
+            return Ok(());
+        }
         write!(
             f,
             "{}: {} invocation{}, {:.1} GB-s, {} S3 request{}",

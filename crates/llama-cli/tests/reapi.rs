@@ -1,0 +1,367 @@
+//! The reapi backend end to end: the real `llama` binary against BuildGrid 0.4.4 with
+//! PostgreSQL 15 and the Bots-API test worker, all on loopback, started and stopped here
+//! (util/harness.rs `ReapiServer`; install them with scripts/install-test-servers).
+
+use std::fs;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::lambda_cc::{build_small, counter, fell_back_once, small_project, stats, stop_daemon};
+use crate::util::harness::ReapiServer;
+use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
+
+/// `cmd` (a llama command of a [`World`]) on the reapi backend, talking to `server`.
+fn client(server: &ReapiServer, cmd: &mut Command) {
+    cmd.env("LLAMA_BACKEND", "reapi")
+        .env("LLAMA_REAPI_ENDPOINT", server.endpoint())
+        .env("LLAMA_REAPI_INSTANCE", server.instance());
+}
+
+/// Leases the worker ran ("... OK exit N" per lease).
+fn executions(server: &ReapiServer) -> usize {
+    server.worker_log().matches(": OK exit ").count()
+}
+
+/// The original's invoke example: `llama invoke -f INPUT -o OUTPUT FUNCTION sh -c 'sha256sum
+/// INPUT > OUTPUT'`.
+const INVOKE_EXAMPLE: &[&str] = &[
+    "invoke",
+    "-logs",
+    "-f",
+    "INPUT",
+    "-o",
+    "OUTPUT",
+    "gcc",
+    "sh",
+    "-c",
+    "sha256sum INPUT > OUTPUT",
+];
+
+#[test]
+fn the_originals_invoke_example_then_the_remote_action_cache() {
+    let server = ReapiServer::start(1);
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+    let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
+
+    // On BuildGrid, with a store of its own: one execution.
+    let started = Instant::now();
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    client(&server, &mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store-1"));
+    let out = cmd.output().expect("llama");
+    let first = started.elapsed();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+    assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
+    assert_eq!(executions(&server), 1, "{}", server.log());
+    let err = stderr(&out);
+    assert!(err.contains("reapi: 1 execution, "), "{err}");
+
+    // A fresh local store (another machine): served from BuildGrid's action cache.
+    fs::remove_file(w.path("OUTPUT")).unwrap();
+    let started = Instant::now();
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    client(&server, &mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store-2"));
+    let out = cmd.output().expect("llama");
+    let second = started.elapsed();
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+    assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
+    assert_eq!(
+        executions(&server),
+        1,
+        "no second execution: {}",
+        server.log()
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("reapi: 0 executions, ") && err.contains("1 from the remote action cache"),
+        "{err}"
+    );
+
+    // Another function is another cache key (llama-function travels in the Action's salt,
+    // not in the platform BuildGrid would reject).
+    let mut other = INVOKE_EXAMPLE.to_vec();
+    other[6] = "clang";
+    let mut cmd = w.llama(&other);
+    client(&server, &mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store-2"));
+    let out = cmd.output().expect("llama");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+    assert_eq!(executions(&server), 2, "{}", server.log());
+    eprintln!("invoke on BuildGrid: {first:?} first, {second:?} from the remote action cache");
+}
+
+#[test]
+fn stdin_is_refused_with_a_clear_error() {
+    let server = ReapiServer::start(1);
+    let w = World::new();
+    let mut cmd = w.llama(&["invoke", "-stdin", "gcc", "cat"]);
+    client(&server, &mut cmd);
+    let out = run_with_stdin(cmd, "data\n");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("standard input"), "{err}");
+    assert_eq!(executions(&server), 0, "{}", server.log());
+}
+
+/// 10 jobs (output kept in input order, -k), each hashing its own input into an output file and printing a line.
+const XARGS_JOB: &[&str] = &[
+    "xargs",
+    "-k",
+    "_",
+    "sh",
+    "-c",
+    "sha256sum \"$0\" > \"$1\"; echo job {{.Idx}} of {{.Line}}: $(wc -c < \"$0\") bytes",
+    "{{.I .Line}}",
+    "{{.O (printf \"out/%s.sha\" .Line)}}",
+];
+
+fn xargs_inputs(w: &World) -> String {
+    let mut lines = String::new();
+    for i in 0..10 {
+        let name = format!("in-{i:02}");
+        w.write(&name, format!("input {i}\n").repeat(i + 1).as_bytes());
+        lines.push_str(&name);
+        lines.push('\n');
+    }
+    lines
+}
+
+fn outputs(w: &World) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = fs::read_dir(w.path("out"))
+        .expect("out/")
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read_to_string(e.path()).expect("read output"),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn xargs_of_10_jobs_matches_local() {
+    let server = ReapiServer::start(2);
+    let w = World::new();
+    let lines = xargs_inputs(&w);
+
+    let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
+    assert!(local.status.success(), "{}", stderr(&local));
+    let local_outputs = outputs(&w);
+    assert_eq!(local_outputs.len(), 10);
+    fs::remove_dir_all(w.path("out")).unwrap();
+
+    let started = Instant::now();
+    let mut cmd = w.llama(XARGS_JOB);
+    client(&server, &mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store"));
+    let remote = run_with_stdin(cmd, &lines);
+    assert!(
+        remote.status.success(),
+        "{}\n{}",
+        stderr(&remote),
+        server.log()
+    );
+    assert_eq!(stdout(&remote), stdout(&local));
+    assert_eq!(outputs(&w), local_outputs);
+    assert_eq!(executions(&server), 10, "{}", server.log());
+    eprintln!("xargs of 10 jobs on BuildGrid: {:?}", started.elapsed());
+}
+
+#[test]
+fn an_unreachable_server_is_named_with_what_to_do() {
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    cmd.env("LLAMA_BACKEND", "reapi")
+        .env("LLAMA_REAPI_ENDPOINT", format!("grpc://127.0.0.1:{port}"));
+    let started = Instant::now();
+    let out = cmd.output().expect("llama");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("grpc://127.0.0.1:{port}")) && err.contains("LLAMA_REAPI_ENDPOINT"),
+        "{err}"
+    );
+    eprintln!("gave up after {:?}", started.elapsed());
+
+    // No endpoint at all says how to set one.
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    cmd.env("LLAMA_BACKEND", "reapi");
+    let out = cmd.output().expect("llama");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("LLAMA_REAPI_ENDPOINT=grpc://"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
+    let server = ReapiServer::start(2);
+    let w = World::new();
+    small_project(&w);
+    let started = Instant::now();
+    let err = build_small(&w, &|cmd| {
+        client(&server, cmd);
+        cmd.env("LLAMACC_LOCAL_FALLBACK", "0");
+    });
+    let elapsed = started.elapsed();
+    let s = stats(&w, &w.store());
+    stop_daemon(&w, &w.store());
+    assert_eq!(counter(&s, "remote"), 8, "{s:#}\n{err}\n{}", server.log());
+    assert_eq!(counter(&s, "remote_fallbacks"), 0, "{s:#}\n{err}");
+    assert_eq!(executions(&server), 8, "{}", server.log());
+    // The compiler itself (cc1, tens of MB) went up with ByteStream Write: no batch carries
+    // a blob over 4 MiB.
+    let biggest = crate::util::files_under(&server.cas_dir())
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        biggest > 4 << 20,
+        "largest blob in BuildGrid's CAS: {biggest} bytes"
+    );
+    eprintln!("8 compiles on BuildGrid (toolchain shipped as inputs): {elapsed:?}");
+}
+
+#[test]
+fn the_server_killed_mid_run_the_jobs_still_complete_said_once() {
+    let mut server = ReapiServer::start(4);
+    let w = World::new();
+    let lines = xargs_inputs(&w);
+    let job: Vec<&str> = XARGS_JOB
+        .iter()
+        .map(|a| {
+            if a.starts_with("sha256sum") {
+                "sleep 3; sha256sum \"$0\" > \"$1\"; echo job {{.Idx}} of {{.Line}}: $(wc -c < \"$0\") bytes"
+            } else {
+                a
+            }
+        })
+        .collect();
+    let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
+    assert!(local.status.success(), "{}", stderr(&local));
+    let local_outputs = outputs(&w);
+    fs::remove_dir_all(w.path("out")).unwrap();
+
+    let mut cmd = w.llama(&job);
+    client(&server, &mut cmd);
+    cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store"));
+    let run = std::thread::spawn(move || run_with_stdin(cmd, &lines));
+    // Kill BuildGrid while the first leases sleep (the client starts and uploads in well
+    // under a second here), and bring it back.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    server.kill_server();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    server.restart_server();
+    let remote = run.join().expect("llama xargs");
+    let err = stderr(&remote);
+    assert!(remote.status.success(), "{err}\n{}", server.log());
+    assert_eq!(stdout(&remote), stdout(&local));
+    assert_eq!(outputs(&w), local_outputs);
+    assert_eq!(
+        err.matches("lost the connection to").count(),
+        1,
+        "said once: {err}"
+    );
+    eprintln!("{err}");
+}
+
+#[test]
+fn a_rejected_platform_property_is_named() {
+    let server = ReapiServer::start(1);
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    client(&server, &mut cmd);
+    cmd.env(
+        "LLAMA_REAPI_PLATFORM",
+        "gcc: OSFamily=linux, no-such-property=1",
+    );
+    let out = cmd.output().expect("llama");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no-such-property") && err.contains("LLAMA_REAPI_PLATFORM"),
+        "{err}"
+    );
+    assert_eq!(executions(&server), 0, "{}", server.log());
+
+    // Accepted properties of the function run.
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    client(&server, &mut cmd);
+    cmd.env("LLAMA_REAPI_PLATFORM", "gcc: OSFamily=linux, ISA=x86-64");
+    let out = cmd.output().expect("llama");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+    assert_eq!(executions(&server), 1, "{}", server.log());
+    eprintln!("{err}");
+}
+
+#[test]
+fn blobs_the_server_lost_are_uploaded_again() {
+    let server = ReapiServer::start(2);
+    let w = World::new();
+    small_project(&w);
+    let env = |cmd: &mut Command| {
+        client(&server, cmd);
+        cmd.env("LLAMACC_LOCAL_FALLBACK", "0");
+    };
+    build_small(&w, &env);
+    // The daemon now believes the toolchain is in the server's CAS: take it away.
+    // (The test worker keeps its own blob cache beside BuildGrid's CAS, in work/cache: that
+    // goes too, as on a fresh bot.)
+    let worker_cache = server.cas_dir().with_file_name("work").join("cache");
+    for blob in crate::util::files_under(&server.cas_dir())
+        .into_iter()
+        .chain(crate::util::files_under(&worker_cache))
+    {
+        fs::remove_file(blob).unwrap();
+    }
+    w.write("common.h", b"#define COMMON 41\n");
+    let err = build_small(&w, &env);
+    let s = stats(&w, &w.store());
+    stop_daemon(&w, &w.store());
+    assert_eq!(counter(&s, "remote"), 16, "{s:#}\n{err}\n{}", server.log());
+    assert_eq!(counter(&s, "remote_fallbacks"), 0, "{s:#}\n{err}");
+    // The client's known-present set was stale: BuildGrid refused an Execute for want of
+    // the Command, and the client uploaded again instead of failing the compile.
+    assert!(
+        server
+            .server_log()
+            .contains("Could not get command from storage"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn an_unreachable_server_falls_back_to_compiling_here_said_once() {
+    let w = World::new();
+    small_project(&w);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let err = build_small(&w, &|cmd| {
+        cmd.env("LLAMA_BACKEND", "reapi")
+            .env("LLAMA_REAPI_ENDPOINT", format!("grpc://127.0.0.1:{port}"));
+    });
+    fell_back_once(&w, &err, "LLAMA_REAPI_ENDPOINT");
+    stop_daemon(&w, &w.store());
+    eprintln!("{err}\nbuilt here after {:?}", started.elapsed());
+}

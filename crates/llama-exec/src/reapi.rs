@@ -1,0 +1,1492 @@
+//! The reapi executor: each action runs on a Remote Execution API v2 cluster (Buildbarn,
+//! BuildBuddy, NativeLink, BuildGrid, EngFlow), over tonic.
+//!
+//! Per action: the llama action is translated to the REAPI action the server sees (see
+//! [`remote_action`]); the remote action cache first (`GetActionResult`, when cache reads are
+//! on); then `FindMissingBlobs` and the uploads (`BatchUpdateBlobs` packed under the server's
+//! batch limit, ByteStream `Write` in 1 MiB chunks for bigger blobs); then `Execute`, whose
+//! stream is resumed with `WaitExecution` when it drops; finally the outputs are downloaded
+//! (`BatchReadBlobs`, ByteStream `Read`) into the local store, each verified against its
+//! digest.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bazel_remote_apis::google::bytestream::byte_stream_client::ByteStreamClient;
+use bazel_remote_apis::google::bytestream::{ReadRequest, WriteRequest};
+use bazel_remote_apis::google::longrunning::{Operation, operation};
+use llama_core::{
+    BlobSource, Digest, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY, Store, StoreError, reapi,
+};
+use prost::Message;
+use reapi::action_cache_client::ActionCacheClient;
+use reapi::capabilities_client::CapabilitiesClient;
+use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
+use reapi::execution_client::ExecutionClient;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{OnceCell, Semaphore};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
+use crate::lambda::{result_blobs, tree_files};
+use crate::usage::Usage;
+
+const NAME: &str = "reapi";
+
+/// Size of one ByteStream `Write` or `Read` message: well under gRPC's default 4 MiB message
+/// limit, which most servers keep.
+pub const BYTESTREAM_CHUNK: usize = 1 << 20;
+
+/// The largest batch request llama sends, whatever the server advertises: gRPC's default
+/// receive limit is 4 MiB per message, and a batch's framing needs room too.
+const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024 - 64 * 1024;
+
+/// Per-blob framing allowance when packing a batch (digest, field tags, lengths).
+const BATCH_BLOB_OVERHEAD: u64 = 256;
+
+/// How long the first contact with a server is retried (a wrong endpoint fails this fast).
+const CONNECT_WINDOW: Duration = Duration::from_secs(8);
+
+/// How long a failure to reach the server is remembered before it is tried again.
+const UNREACHABLE_MEMORY: Duration = Duration::from_secs(30);
+
+/// Digests per `FindMissingBlobs` request (about 80 bytes each: well under 4 MiB).
+const FIND_MISSING_CHUNK: usize = 10_000;
+
+/// The SHA-256 value of REAPI's `DigestFunction.Value`.
+const SHA256: i32 = reapi::digest_function::Value::Sha256 as i32;
+
+/// Settings of a [`ReapiExecutor`].
+#[derive(Debug, Clone)]
+pub struct ReapiConfig {
+    /// `grpc://HOST:PORT` (plaintext) or `grpcs://HOST:PORT` (TLS).
+    pub endpoint: String,
+    /// The REAPI instance name ("" for the server's default instance).
+    pub instance: String,
+    /// Metadata sent with every call, e.g. `("authorization", "Bearer TOKEN")` or
+    /// `("x-buildbuddy-api-key", KEY)`.
+    pub headers: Vec<(String, String)>,
+    /// Platform properties of each FUNCTION (e.g. `container-image`), sent as the REAPI
+    /// platform of actions naming that function. The entry `*` serves functions not
+    /// listed; without it they get no properties.
+    pub platforms: HashMap<String, Vec<(String, String)>>,
+    /// The function of actions that name none in their `llama-function` property.
+    pub default_function: String,
+    /// Ask the remote action cache before executing.
+    pub cache_read: bool,
+    /// Let the server record results in its action cache (off: actions are sent with
+    /// `do_not_cache`).
+    pub cache_write: bool,
+    /// PEM file of the CA that signs the server's certificate (grpcs only; the system's
+    /// roots are trusted too).
+    pub tls_ca: Option<PathBuf>,
+    /// PEM files of a client certificate and its key, for servers that require mTLS.
+    pub tls_client_cert: Option<(PathBuf, PathBuf)>,
+    /// Actions in flight at once.
+    pub concurrency: usize,
+    /// The command's deadline when the action sets none.
+    pub default_timeout: Duration,
+    /// How long a server that cannot be reached is retried (with exponential backoff)
+    /// before the action fails. A dropped Execute stream is resumed within the same window.
+    pub retry_window: Duration,
+}
+
+impl ReapiConfig {
+    /// Settings with defaults for everything but the endpoint.
+    pub fn new(endpoint: impl Into<String>) -> ReapiConfig {
+        ReapiConfig {
+            endpoint: endpoint.into(),
+            instance: String::new(),
+            headers: Vec::new(),
+            platforms: HashMap::new(),
+            default_function: "llama".into(),
+            cache_read: true,
+            cache_write: true,
+            tls_ca: None,
+            tls_client_cert: None,
+            concurrency: crate::lambda::DEFAULT_REMOTE_JOBS,
+            default_timeout: Duration::from_secs(900),
+            retry_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The REAPI action sent for a llama action, with the blobs it adds.
+#[derive(Debug, Clone)]
+pub struct RemoteAction {
+    /// The Action message the server sees.
+    pub action: reapi::Action,
+    /// Its digest: the key in the remote action cache.
+    pub action_digest: Digest,
+    /// The encoded Action.
+    pub action_bytes: Vec<u8>,
+    /// The Command message the server sees.
+    pub command: reapi::Command,
+    /// The encoded Command and its digest.
+    pub command_bytes: Vec<u8>,
+    /// The Command's digest.
+    pub command_digest: Digest,
+}
+
+/// Translates a llama action for a REAPI server.
+///
+/// llama's own platform properties are not REAPI's: servers reject properties they do not
+/// know. `llama-function` leaves the platform and goes into the Action's `salt` (so results
+/// of one function are still never served for another), and the function's configured
+/// properties (`platforms`) take its place. `llama-stdin` cannot be honoured (REAPI has no
+/// standard input): such actions are refused.
+pub fn remote_action(
+    action: &PreparedAction,
+    function: &str,
+    platform: &[(String, String)],
+    cache_write: bool,
+) -> Result<RemoteAction, ExecError> {
+    if action.stdin.is_some() || action.platform_property(STDIN_PROPERTY).is_some() {
+        return Err(ExecError::InvalidAction(
+            "the reapi backend cannot feed standard input to a command (the Remote Execution API has no stdin): \
+             pass the data as an input file instead (e.g. `-f FILE` and `sh -c 'CMD < FILE'`), or use another backend"
+                .into(),
+        ));
+    }
+    let mut properties: Vec<(String, String)> = platform.to_vec();
+    properties.sort();
+    properties.dedup_by(|a, b| a.0 == b.0);
+    let platform = (!properties.is_empty()).then(|| reapi::Platform {
+        properties: properties
+            .into_iter()
+            .map(|(name, value)| reapi::platform::Property { name, value })
+            .collect(),
+    });
+    #[allow(deprecated)]
+    let command = reapi::Command {
+        platform: platform.clone(),
+        ..action.command.clone()
+    };
+    let command_bytes = command.encode_to_vec();
+    let command_digest = Digest::of_bytes(&command_bytes);
+    let remote = reapi::Action {
+        command_digest: Some(command_digest.to_proto()),
+        input_root_digest: action.action.input_root_digest.clone(),
+        timeout: action.action.timeout,
+        do_not_cache: action.action.do_not_cache || !cache_write,
+        salt: format!("{FUNCTION_PROPERTY}={function}").into_bytes(),
+        platform,
+    };
+    let action_bytes = remote.encode_to_vec();
+    Ok(RemoteAction {
+        action_digest: Digest::of_bytes(&action_bytes),
+        action: remote,
+        action_bytes,
+        command,
+        command_bytes,
+        command_digest,
+    })
+}
+
+/// Runs actions on a Remote Execution API v2 server.
+pub struct ReapiExecutor {
+    store: Store,
+    config: ReapiConfig,
+    conn: OnceCell<Conn>,
+    /// Until when the server is taken to be unreachable, and why (see [`Self::conn`]).
+    unreachable: Mutex<Option<(tokio::time::Instant, String)>>,
+    permits: Semaphore,
+    /// Blobs known to be in the remote CAS (found or uploaded by this process).
+    present: Mutex<HashSet<Digest>>,
+    stats: Stats,
+}
+
+/// A connection and what the server said about itself.
+struct Conn {
+    channel: Channel,
+    headers: Vec<(
+        tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
+        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    )>,
+    /// The largest batch request to send.
+    batch_limit: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    executions: AtomicU64,
+    cache_hits: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    warned_reconnect: std::sync::atomic::AtomicBool,
+}
+
+/// The outcome of an RPC attempt that may be retried.
+type Rpc<T> = Result<T, Status>;
+
+impl ReapiExecutor {
+    /// An executor storing results in `store`. It connects on first use (lazily: a server
+    /// that is down is retried per [`ReapiConfig::retry_window`]).
+    pub fn new(store: Store, config: ReapiConfig) -> ReapiExecutor {
+        ReapiExecutor {
+            permits: Semaphore::new(config.concurrency.max(1)),
+            store,
+            config,
+            conn: OnceCell::new(),
+            unreachable: Mutex::new(None),
+            present: Mutex::new(HashSet::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.config.endpoint
+    }
+
+    fn err(&self, message: impl Into<String>) -> ExecError {
+        ExecError::Remote {
+            executor: NAME,
+            message: message.into(),
+        }
+    }
+
+    /// A gRPC failure, explained: what failed, at which endpoint, and what to do.
+    fn status_error(&self, what: &str, status: &Status) -> ExecError {
+        let endpoint = self.endpoint();
+        let detail = status.message();
+        let hint = match status.code() {
+            Code::Unavailable => format!(
+                "the server at {endpoint} cannot be reached or is restarting; check that it is up and \
+                 that LLAMA_REAPI_ENDPOINT is right"
+            ),
+            Code::Unauthenticated | Code::PermissionDenied => {
+                "check the credentials sent in LLAMA_REAPI_HEADERS (e.g. `authorization: Bearer TOKEN` \
+                 or `x-buildbuddy-api-key: KEY`)"
+                    .to_string()
+            }
+            Code::FailedPrecondition if what.starts_with("Execute") => {
+                "the server refused the action; if it names a platform property, set the \
+                 function's properties to ones the server accepts (reapi_platform / LLAMA_REAPI_PLATFORM)"
+                    .to_string()
+            }
+            Code::NotFound | Code::InvalidArgument
+                if detail.contains("instance") || detail.contains("Instance") =>
+            {
+                format!(
+                    "check LLAMA_REAPI_INSTANCE (now {:?})",
+                    self.config.instance
+                )
+            }
+            Code::Unimplemented => format!(
+                "the server at {endpoint} does not offer this service; is it a Remote Execution API v2 \
+                 server with execution enabled?"
+            ),
+            _ => String::new(),
+        };
+        let mut message = format!("{what} at {endpoint} failed: {:?}: {detail}", status.code());
+        if !hint.is_empty() {
+            message.push_str("; ");
+            message.push_str(&hint);
+        }
+        self.err(message)
+    }
+
+    /// Retries `call` while the server is unavailable, with exponential backoff, for at
+    /// most the retry window.
+    async fn retrying<T, F, Fut>(&self, what: &str, call: F) -> Result<T, ExecError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Rpc<T>>,
+    {
+        self.retrying_within(self.config.retry_window, what, call)
+            .await
+    }
+
+    async fn retrying_within<T, F, Fut>(
+        &self,
+        window: Duration,
+        what: &str,
+        mut call: F,
+    ) -> Result<T, ExecError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Rpc<T>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(s) if transient(&s) && started.elapsed() + delay < window => {
+                    tracing::debug!("{what} at {}: {s}; retrying in {delay:?}", self.endpoint());
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(s) => return Err(self.status_error(what, &s)),
+            }
+        }
+    }
+
+    fn request<T>(&self, conn: &Conn, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        for (k, v) in &conn.headers {
+            request.metadata_mut().insert(k.clone(), v.clone());
+        }
+        request
+    }
+
+    /// The connection, made on first use. A server that could not be reached is not tried
+    /// again for [`UNREACHABLE_MEMORY`]: the actions meanwhile fail at once with the same
+    /// error (llamacc compiles them here) instead of each waiting out the retries.
+    async fn conn(&self) -> Result<&Conn, ExecError> {
+        // Checked inside the initialiser too: callers queued behind a failing first attempt
+        // then fail at once rather than each trying again.
+        let remembered = || {
+            lock(&self.unreachable)
+                .clone()
+                .filter(|(until, _)| tokio::time::Instant::now() < *until)
+                .map(|(_, message)| self.err(message))
+        };
+        if let Some(e) = remembered() {
+            return Err(e);
+        }
+        self.conn
+            .get_or_try_init(|| async {
+                if let Some(e) = remembered() {
+                    return Err(e);
+                }
+                let connected = self.connect().await;
+                if let Err(ExecError::Remote { message, .. }) = &connected {
+                    *lock(&self.unreachable) = Some((
+                        tokio::time::Instant::now() + UNREACHABLE_MEMORY,
+                        message.clone(),
+                    ));
+                }
+                connected
+            })
+            .await
+    }
+
+    /// Builds the channel and asks for the server's capabilities.
+    async fn connect(&self) -> Result<Conn, ExecError> {
+        let endpoint = self.endpoint().trim();
+        let (tls, rest) = if let Some(rest) = endpoint.strip_prefix("grpcs://") {
+            (true, rest)
+        } else if let Some(rest) = endpoint.strip_prefix("grpc://") {
+            (false, rest)
+        } else {
+            return Err(self.err(format!(
+                "endpoint {endpoint:?} is not grpc://HOST:PORT or grpcs://HOST:PORT; set LLAMA_REAPI_ENDPOINT"
+            )));
+        };
+        let url = format!("{}://{rest}", if tls { "https" } else { "http" });
+        let mut ep = Endpoint::from_shared(url)
+            .map_err(|e| self.err(format!("endpoint {endpoint:?} is not usable: {e}")))?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        if tls {
+            let mut config = ClientTlsConfig::new().with_native_roots();
+            if let Some(ca) = &self.config.tls_ca {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    self.err(format!("reading the CA certificate {}: {e}", ca.display()))
+                })?;
+                config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &self.config.tls_client_cert {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| {
+                        self.err(format!(
+                            "reading the client certificate {}: {e}",
+                            p.display()
+                        ))
+                    })
+                };
+                config = config.identity(tonic::transport::Identity::from_pem(
+                    read(cert)?,
+                    read(key)?,
+                ));
+            }
+            ep = ep
+                .tls_config(config)
+                .map_err(|e| self.err(format!("TLS settings for {endpoint}: {e}")))?;
+        }
+        let channel = ep.connect_lazy();
+        let mut headers = Vec::new();
+        for (k, v) in &self.config.headers {
+            let key = k.parse().map_err(|_| {
+                self.err(format!(
+                    "{k:?} is not a valid header name (LLAMA_REAPI_HEADERS)"
+                ))
+            })?;
+            let value = v.parse().map_err(|_| {
+                self.err(format!(
+                    "the value of header {k} is not printable ASCII (LLAMA_REAPI_HEADERS)"
+                ))
+            })?;
+            headers.push((key, value));
+        }
+        let mut conn = Conn {
+            channel,
+            headers,
+            batch_limit: MAX_BATCH_BYTES,
+        };
+        // A server that was never reached is given less time than one that drops mid-build:
+        // it is more likely a wrong endpoint than a restart.
+        let caps = self
+            .retrying_within(
+                self.config.retry_window.min(CONNECT_WINDOW),
+                "GetCapabilities",
+                || {
+                    let mut client = CapabilitiesClient::new(conn.channel.clone());
+                    let request = self.request(
+                        &conn,
+                        reapi::GetCapabilitiesRequest {
+                            instance_name: self.config.instance.clone(),
+                        },
+                    );
+                    async move {
+                        client
+                            .get_capabilities(request)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                },
+            )
+            .await?;
+        let cache = caps.cache_capabilities.unwrap_or_default();
+        if !cache.digest_functions.is_empty() && !cache.digest_functions.contains(&SHA256) {
+            return Err(self.err(format!(
+                "the server at {endpoint} (instance {:?}) does not accept SHA-256 digests (it offers {:?}); \
+                 llama only speaks SHA-256: configure the server or instance for it",
+                self.config.instance, cache.digest_functions
+            )));
+        }
+        if let Ok(limit) = u64::try_from(cache.max_batch_total_size_bytes)
+            && limit > 0
+        {
+            conn.batch_limit = limit.min(MAX_BATCH_BYTES);
+        }
+        if caps
+            .execution_capabilities
+            .as_ref()
+            .is_some_and(|e| !e.exec_enabled)
+        {
+            return Err(self.err(format!(
+                "the server at {endpoint} (instance {:?}) has remote execution disabled; \
+                 point LLAMA_REAPI_ENDPOINT / LLAMA_REAPI_INSTANCE at one that executes",
+                self.config.instance
+            )));
+        }
+        Ok(conn)
+    }
+
+    fn cas(&self, conn: &Conn) -> ContentAddressableStorageClient<Channel> {
+        ContentAddressableStorageClient::new(conn.channel.clone())
+            .max_decoding_message_size(64 << 20)
+    }
+
+    fn function_of<'a>(&'a self, action: &'a PreparedAction) -> &'a str {
+        action
+            .platform_property(FUNCTION_PROPERTY)
+            .filter(|f| !f.is_empty())
+            .unwrap_or(&self.config.default_function)
+    }
+
+    /// The remote action cache's entry, if any.
+    async fn get_action_result(
+        &self,
+        conn: &Conn,
+        digest: &Digest,
+    ) -> Result<Option<reapi::ActionResult>, ExecError> {
+        let got = self
+            .retrying("GetActionResult", || {
+                let mut client = ActionCacheClient::new(conn.channel.clone())
+                    .max_decoding_message_size(64 << 20);
+                let request = self.request(
+                    conn,
+                    reapi::GetActionResultRequest {
+                        instance_name: self.config.instance.clone(),
+                        action_digest: Some(digest.to_proto()),
+                        digest_function: SHA256,
+                        ..Default::default()
+                    },
+                );
+                async move {
+                    match client.get_action_result(request).await {
+                        Ok(r) => Ok(Some(r.into_inner())),
+                        Err(s) if s.code() == Code::NotFound => Ok(None),
+                        Err(s) => Err(s),
+                    }
+                }
+            })
+            .await?;
+        Ok(got)
+    }
+
+    /// Makes every blob of the action present in the remote CAS.
+    async fn upload_inputs(
+        &self,
+        conn: &Conn,
+        action: &PreparedAction,
+        remote: &RemoteAction,
+    ) -> Result<(), ExecError> {
+        let mut blobs: HashMap<Digest, BlobSource> = HashMap::new();
+        blobs.insert(
+            remote.action_digest,
+            BlobSource::Bytes(remote.action_bytes.as_slice().into()),
+        );
+        blobs.insert(
+            remote.command_digest,
+            BlobSource::Bytes(remote.command_bytes.as_slice().into()),
+        );
+        for (digest, bytes) in &action.input.directories {
+            blobs.insert(*digest, BlobSource::Bytes(bytes.as_slice().into()));
+        }
+        for (digest, source) in &action.input.files {
+            blobs.insert(*digest, source.clone());
+        }
+        let candidates: Vec<Digest> = {
+            let present = lock(&self.present);
+            blobs
+                .keys()
+                .filter(|d| d.size() > 0 && !present.contains(d))
+                .copied()
+                .collect()
+        };
+        let missing = self.find_missing(conn, &candidates).await?;
+        {
+            let missing: HashSet<&Digest> = missing.iter().collect();
+            let mut present = lock(&self.present);
+            present.extend(candidates.iter().filter(|d| !missing.contains(d)));
+        }
+        let mut small: Vec<(Digest, BlobSource)> = Vec::new();
+        let mut large = tokio::task::JoinSet::new();
+        for digest in missing {
+            let source = blobs
+                .remove(&digest)
+                .expect("missing blobs come from the set");
+            if digest.size() + BATCH_BLOB_OVERHEAD <= conn.batch_limit {
+                small.push((digest, source));
+            } else {
+                let channel = conn.channel.clone();
+                let request_meta = self.request(conn, ());
+                let resource = format!(
+                    "{}uploads/{}/blobs/{}/{}",
+                    instance_prefix(&self.config.instance),
+                    upload_id(&digest),
+                    digest.hex(),
+                    digest.size()
+                );
+                large.spawn(async move {
+                    let result =
+                        write_blob(channel, request_meta, resource, &digest, &source).await;
+                    (digest, result)
+                });
+            }
+        }
+        // Small blobs, largest first into batches under the limit.
+        small.sort_by_key(|(d, _)| std::cmp::Reverse(d.size()));
+        let mut batch: Vec<reapi::batch_update_blobs_request::Request> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for (digest, source) in small {
+            let data = read_source(&digest, &source).await?;
+            let cost = digest.size() + BATCH_BLOB_OVERHEAD;
+            if batch_bytes + cost > conn.batch_limit && !batch.is_empty() {
+                self.batch_update(conn, std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+            }
+            batch_bytes += cost;
+            batch.push(reapi::batch_update_blobs_request::Request {
+                digest: Some(digest.to_proto()),
+                data,
+                compressor: 0,
+            });
+        }
+        if !batch.is_empty() {
+            self.batch_update(conn, batch).await?;
+        }
+        while let Some(joined) = large.join_next().await {
+            let (digest, result) = joined.map_err(|e| ExecError::Task(e.to_string()))?;
+            match result {
+                Ok(()) => {
+                    self.stats
+                        .bytes_up
+                        .fetch_add(digest.size(), Ordering::Relaxed);
+                    lock(&self.present).insert(digest);
+                }
+                Err(Upload::Source(e)) => return Err(e),
+                Err(Upload::Rpc(s)) => {
+                    return Err(self.status_error(&format!("ByteStream Write of {digest}"), &s));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_missing(
+        &self,
+        conn: &Conn,
+        digests: &[Digest],
+    ) -> Result<Vec<Digest>, ExecError> {
+        let mut missing = Vec::new();
+        for chunk in digests.chunks(FIND_MISSING_CHUNK) {
+            let got = self
+                .retrying("FindMissingBlobs", || {
+                    let mut client = self.cas(conn);
+                    let request = self.request(
+                        conn,
+                        reapi::FindMissingBlobsRequest {
+                            instance_name: self.config.instance.clone(),
+                            blob_digests: chunk.iter().map(Digest::to_proto).collect(),
+                            digest_function: SHA256,
+                        },
+                    );
+                    async move {
+                        client
+                            .find_missing_blobs(request)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await?;
+            for d in &got.missing_blob_digests {
+                missing.push(Digest::from_proto(d).map_err(|e| {
+                    self.err(format!("FindMissingBlobs answered a bad digest: {e}"))
+                })?);
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn batch_update(
+        &self,
+        conn: &Conn,
+        requests: Vec<reapi::batch_update_blobs_request::Request>,
+    ) -> Result<(), ExecError> {
+        let bytes: u64 = requests.iter().map(|r| r.data.len() as u64).sum();
+        let got = self
+            .retrying("BatchUpdateBlobs", || {
+                let mut client = self.cas(conn);
+                let request = self.request(
+                    conn,
+                    reapi::BatchUpdateBlobsRequest {
+                        instance_name: self.config.instance.clone(),
+                        requests: requests.clone(),
+                        digest_function: SHA256,
+                    },
+                );
+                async move {
+                    client
+                        .batch_update_blobs(request)
+                        .await
+                        .map(|r| r.into_inner())
+                }
+            })
+            .await?;
+        for response in got.responses {
+            let status = response.status.unwrap_or_default();
+            let digest = response
+                .digest
+                .as_ref()
+                .and_then(|d| Digest::from_proto(d).ok());
+            if status.code != 0 {
+                return Err(self.err(format!(
+                    "BatchUpdateBlobs at {} refused blob {}: {:?}: {}",
+                    self.endpoint(),
+                    digest.map(|d| d.to_string()).unwrap_or_default(),
+                    Code::from_i32(status.code),
+                    status.message
+                )));
+            }
+            if let Some(d) = digest {
+                lock(&self.present).insert(d);
+            }
+        }
+        self.stats.bytes_up.fetch_add(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Executes the action and waits for its result, resuming a dropped stream.
+    async fn execute_remote(
+        &self,
+        conn: &Conn,
+        remote: &RemoteAction,
+    ) -> Result<reapi::ExecuteResponse, Execution> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(200);
+        let mut operation_name: Option<String> = None;
+        loop {
+            let mut client =
+                ExecutionClient::new(conn.channel.clone()).max_decoding_message_size(64 << 20);
+            let stream = match &operation_name {
+                None => {
+                    let request = self.request(
+                        conn,
+                        reapi::ExecuteRequest {
+                            instance_name: self.config.instance.clone(),
+                            skip_cache_lookup: !self.config.cache_read,
+                            action_digest: Some(remote.action_digest.to_proto()),
+                            digest_function: SHA256,
+                            ..Default::default()
+                        },
+                    );
+                    client.execute(request).await
+                }
+                Some(name) => {
+                    let request =
+                        self.request(conn, reapi::WaitExecutionRequest { name: name.clone() });
+                    client.wait_execution(request).await
+                }
+            };
+            let status = match stream {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(op)) => {
+                                if !op.name.is_empty() {
+                                    operation_name = Some(op.name.clone());
+                                }
+                                if op.done {
+                                    return self.finished(op);
+                                }
+                            }
+                            Ok(None) => {
+                                break Status::unavailable(
+                                    "the Execute stream ended before the operation was done",
+                                );
+                            }
+                            Err(s) => break s,
+                        }
+                    }
+                }
+                Err(s) => s,
+            };
+            // An operation the server forgot (it restarted without persisting it): run again.
+            if status.code() == Code::NotFound && operation_name.is_some() {
+                tracing::debug!(
+                    "operation {operation_name:?} is unknown to {}; executing again",
+                    self.endpoint()
+                );
+                operation_name = None;
+                continue;
+            }
+            if !transient(&status) || started.elapsed() + delay >= self.config.retry_window {
+                let what = match &operation_name {
+                    Some(name) => format!("WaitExecution of operation {name}"),
+                    None => format!("Execute of action {}", remote.action_digest),
+                };
+                return Err(match status.code() {
+                    Code::FailedPrecondition if operation_name.is_none() => {
+                        Execution::Precondition {
+                            error: self.status_error(&what, &status),
+                            platform: refuses_platform(status.message()),
+                        }
+                    }
+                    _ => Execution::Failed(self.status_error(&what, &status)),
+                });
+            }
+            if !self.stats.warned_reconnect.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "reapi: lost the connection to {} ({}: {}); waiting for it and resuming the \
+                     running actions (reported once)",
+                    self.endpoint(),
+                    format!("{:?}", status.code()),
+                    status.message()
+                );
+            }
+            tracing::debug!(
+                "{} stream from {} dropped ({status}); resuming in {delay:?}",
+                if operation_name.is_some() {
+                    "WaitExecution"
+                } else {
+                    "Execute"
+                },
+                self.endpoint()
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The ExecuteResponse of a finished operation.
+    fn finished(&self, op: Operation) -> Result<reapi::ExecuteResponse, Execution> {
+        match op.result {
+            Some(operation::Result::Response(any)) => {
+                let response = reapi::ExecuteResponse::decode(&any.value[..]).map_err(|e| {
+                    Execution::Failed(self.err(format!(
+                        "operation {} finished with a response that is not an ExecuteResponse ({e})",
+                        op.name
+                    )))
+                })?;
+                Ok(response)
+            }
+            Some(operation::Result::Error(status)) => Err(Execution::Failed(self.err(format!(
+                "operation {} at {} failed: {:?}: {}",
+                op.name,
+                self.endpoint(),
+                Code::from_i32(status.code),
+                status.message
+            )))),
+            None => Err(Execution::Failed(self.err(format!(
+                "operation {} at {} finished without a result",
+                op.name,
+                self.endpoint()
+            )))),
+        }
+    }
+
+    /// Downloads every blob `result` names that the local store lacks, verified.
+    async fn fetch_result_blobs(
+        &self,
+        conn: &Conn,
+        result: &reapi::ActionResult,
+    ) -> Result<(), ExecError> {
+        let (mut blobs, trees) = result_blobs(result)?;
+        self.download_all(conn, &trees).await?;
+        for tree in &trees {
+            let tree: reapi::Tree = self.store.get_message(tree, "Tree")?;
+            blobs.extend(tree_files(&tree)?);
+        }
+        self.download_all(conn, &blobs).await
+    }
+
+    async fn download_all(&self, conn: &Conn, digests: &[Digest]) -> Result<(), ExecError> {
+        let mut seen = HashSet::new();
+        let mut small = Vec::new();
+        let mut large = tokio::task::JoinSet::new();
+        for digest in digests {
+            if !seen.insert(*digest) || self.store.contains(digest) {
+                continue;
+            }
+            if digest.size() + BATCH_BLOB_OVERHEAD <= conn.batch_limit {
+                small.push(*digest);
+            } else {
+                let channel = conn.channel.clone();
+                let request = self.request(
+                    conn,
+                    ReadRequest {
+                        resource_name: format!(
+                            "{}blobs/{}/{}",
+                            instance_prefix(&self.config.instance),
+                            digest.hex(),
+                            digest.size()
+                        ),
+                        read_offset: 0,
+                        read_limit: 0,
+                    },
+                );
+                let (store, digest) = (self.store.clone(), *digest);
+                large.spawn(
+                    async move { (digest, read_blob(channel, request, &digest, &store).await) },
+                );
+            }
+        }
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for digest in small {
+            let cost = digest.size() + BATCH_BLOB_OVERHEAD;
+            if batch_bytes + cost > conn.batch_limit && !batch.is_empty() {
+                self.batch_read(conn, std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+            }
+            batch_bytes += cost;
+            batch.push(digest);
+        }
+        if !batch.is_empty() {
+            self.batch_read(conn, batch).await?;
+        }
+        while let Some(joined) = large.join_next().await {
+            let (digest, result) = joined.map_err(|e| ExecError::Task(e.to_string()))?;
+            match result {
+                Ok(()) => {
+                    self.stats
+                        .bytes_down
+                        .fetch_add(digest.size(), Ordering::Relaxed);
+                }
+                Err(Download::Rpc(s)) => {
+                    return Err(self.status_error(&format!("ByteStream Read of {digest}"), &s));
+                }
+                Err(Download::Other(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn batch_read(&self, conn: &Conn, digests: Vec<Digest>) -> Result<(), ExecError> {
+        let got = self
+            .retrying("BatchReadBlobs", || {
+                let mut client = self.cas(conn);
+                let request = self.request(
+                    conn,
+                    reapi::BatchReadBlobsRequest {
+                        instance_name: self.config.instance.clone(),
+                        digests: digests.iter().map(Digest::to_proto).collect(),
+                        digest_function: SHA256,
+                        ..Default::default()
+                    },
+                );
+                async move {
+                    client
+                        .batch_read_blobs(request)
+                        .await
+                        .map(|r| r.into_inner())
+                }
+            })
+            .await?;
+        let store = self.store.clone();
+        let endpoint = self.endpoint().to_string();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
+            let mut bytes = 0;
+            for response in got.responses {
+                let expected = Digest::from_field(response.digest.as_ref()).map_err(|e| {
+                    remote_error(format!("BatchReadBlobs at {endpoint} answered a bad digest: {e}"))
+                })?;
+                let status = response.status.unwrap_or_default();
+                if status.code != 0 {
+                    return Err(remote_error(format!(
+                        "BatchReadBlobs at {endpoint}: blob {expected} cannot be read: {:?}: {}",
+                        Code::from_i32(status.code),
+                        status.message
+                    )));
+                }
+                let actual = Digest::of_bytes(&response.data);
+                if actual != expected {
+                    return Err(remote_error(format!(
+                        "BatchReadBlobs at {endpoint} returned damaged data for blob {expected} (it hashes to {actual})"
+                    )));
+                }
+                store.put_bytes(&response.data)?;
+                bytes += expected.size();
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| ExecError::Task(e.to_string()))??;
+        self.stats.bytes_down.fetch_add(bytes, Ordering::Relaxed);
+        for d in &digests {
+            if !self.store.contains(d) {
+                return Err(self.err(format!(
+                    "BatchReadBlobs at {} did not return blob {d}",
+                    self.endpoint()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves, uploads, executes, downloads.
+    async fn run(&self, conn: &Conn, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
+        let function = self.function_of(action).to_string();
+        let platform = self
+            .config
+            .platforms
+            .get(&function)
+            .or_else(|| self.config.platforms.get("*"))
+            .cloned()
+            .unwrap_or_default();
+        let remote = remote_action(action, &function, &platform, self.config.cache_write)?;
+        if self.config.cache_read
+            && !remote.action.do_not_cache
+            && let Some(result) = self.get_action_result(conn, &remote.action_digest).await?
+        {
+            match self.fetch_result_blobs(conn, &result).await {
+                Ok(()) => {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    let result = self.normalize_result(result)?;
+                    return Ok(ExecOutcome {
+                        termination: Termination::Exited(result.exit_code),
+                        result,
+                        cached: true,
+                    });
+                }
+                Err(e) => tracing::debug!(
+                    "the remote action cache entry of {} cannot be fetched ({e}); executing",
+                    remote.action_digest
+                ),
+            }
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ExecError::Task(e.to_string()))?;
+        let mut reuploaded = false;
+        let response = loop {
+            self.upload_inputs(conn, action, &remote).await?;
+            self.stats.executions.fetch_add(1, Ordering::Relaxed);
+            let response = match self.execute_remote(conn, &remote).await {
+                Ok(r) => r,
+                Err(Execution::Precondition {
+                    error: e,
+                    platform: false,
+                }) if !reuploaded => {
+                    // The known-present set was stale: forget it and upload again.
+                    tracing::debug!("{e}; uploading the inputs again");
+                    lock(&self.present).clear();
+                    reuploaded = true;
+                    continue;
+                }
+                Err(Execution::Precondition { error: e, .. } | Execution::Failed(e)) => {
+                    return Err(e);
+                }
+            };
+            let status = response.status.clone().unwrap_or_default();
+            if status.code == Code::FailedPrecondition as i32 && !reuploaded {
+                tracing::debug!(
+                    "{}: {}; uploading the inputs again",
+                    self.endpoint(),
+                    status.message
+                );
+                lock(&self.present).clear();
+                reuploaded = true;
+                continue;
+            }
+            break response;
+        };
+        let status = response.status.clone().unwrap_or_default();
+        let timed_out = status.code == Code::DeadlineExceeded as i32;
+        if status.code != 0 && !timed_out {
+            return Err(self.err(format!(
+                "executing action {} at {} failed: {:?}: {}{}",
+                remote.action_digest,
+                self.endpoint(),
+                Code::from_i32(status.code),
+                status.message,
+                if response.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", response.message)
+                }
+            )));
+        }
+        let Some(result) = response.result else {
+            if timed_out {
+                return Ok(ExecOutcome {
+                    result: reapi::ActionResult::default(),
+                    termination: Termination::TimedOut(
+                        action.timeout().unwrap_or(self.config.default_timeout),
+                    ),
+                    cached: false,
+                });
+            }
+            return Err(self.err(format!(
+                "executing action {} at {}: the server returned no result",
+                remote.action_digest,
+                self.endpoint()
+            )));
+        };
+        self.fetch_result_blobs(conn, &result).await?;
+        let result = self.normalize_result(result)?;
+        let termination = if timed_out {
+            Termination::TimedOut(action.timeout().unwrap_or(self.config.default_timeout))
+        } else {
+            Termination::Exited(result.exit_code)
+        };
+        Ok(ExecOutcome {
+            result,
+            termination,
+            cached: response.cached_result,
+        })
+    }
+
+    /// Moves inline stdout / stderr into the store, so the result names them by digest as
+    /// the engine expects.
+    fn normalize_result(
+        &self,
+        mut result: reapi::ActionResult,
+    ) -> Result<reapi::ActionResult, StoreError> {
+        if result.stdout_digest.is_none() && !result.stdout_raw.is_empty() {
+            result.stdout_digest = Some(self.store.put_bytes(&result.stdout_raw)?.to_proto());
+        }
+        if result.stderr_digest.is_none() && !result.stderr_raw.is_empty() {
+            result.stderr_digest = Some(self.store.put_bytes(&result.stderr_raw)?.to_proto());
+        }
+        result.stdout_raw.clear();
+        result.stderr_raw.clear();
+        Ok(result)
+    }
+}
+
+#[async_trait]
+impl Executor for ReapiExecutor {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn execute(&self, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
+        let conn = self.conn().await?;
+        self.run(conn, action).await
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Some(Usage {
+            executor: NAME,
+            invocations: load(&self.stats.executions),
+            remote_cache_hits: load(&self.stats.cache_hits),
+            bytes_up: load(&self.stats.bytes_up),
+            bytes_down: load(&self.stats.bytes_down),
+            ..Usage::default()
+        })
+    }
+}
+
+/// Why Execute gave no response.
+enum Execution {
+    /// The server refused the call with FAILED_PRECONDITION (a missing blob, or a platform
+    /// it cannot serve).
+    Precondition {
+        /// The error, explained.
+        error: ExecError,
+        /// The server's message is about the platform (uploading again will not help).
+        platform: bool,
+    },
+    /// Anything else.
+    Failed(ExecError),
+}
+
+enum Upload {
+    Source(ExecError),
+    Rpc(Status),
+}
+
+enum Download {
+    Rpc(Status),
+    Other(ExecError),
+}
+
+/// Worth retrying: the server is down, restarting, or overloaded. A connection that breaks
+/// mid-call comes back from tonic as UNKNOWN ("h2 protocol error: error reading a body from
+/// connection", "transport error"), not UNAVAILABLE.
+fn transient(status: &Status) -> bool {
+    let broken_connection = || {
+        let message = status.message();
+        [
+            "h2 protocol error",
+            "transport error",
+            "connection",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
+    };
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+    ) || (status.code() == Code::Unknown && broken_connection())
+}
+
+/// A FAILED_PRECONDITION about the platform rather than missing blobs.
+fn refuses_platform(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("platform") || message.contains("propert")
+}
+
+/// `INSTANCE/` or nothing, the prefix of ByteStream resource names.
+fn instance_prefix(instance: &str) -> String {
+    if instance.is_empty() {
+        String::new()
+    } else {
+        format!("{instance}/")
+    }
+}
+
+/// A fresh UUID-shaped upload id (ByteStream wants one per write).
+fn upload_id(digest: &Digest) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = format!(
+        "{}-{}-{}-{}",
+        std::process::id(),
+        now.as_nanos(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        digest
+    );
+    let h = Digest::of_bytes(seed.as_bytes()).hex();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// Reads a small input blob whole, checking it against its digest.
+async fn read_source(digest: &Digest, source: &BlobSource) -> Result<Vec<u8>, ExecError> {
+    let data = match source {
+        BlobSource::Bytes(data) => data.to_vec(),
+        BlobSource::File(path) => {
+            tokio::fs::read(path)
+                .await
+                .map_err(|error| ExecError::Scratch {
+                    path: path.clone(),
+                    error,
+                })?
+        }
+    };
+    if Digest::of_bytes(&data) != *digest {
+        return Err(changed(digest, source));
+    }
+    Ok(data)
+}
+
+fn changed(digest: &Digest, source: &BlobSource) -> ExecError {
+    match source {
+        BlobSource::File(path) => ExecError::Store(StoreError::Changed { path: path.clone() }),
+        BlobSource::Bytes(_) => ExecError::InvalidAction(format!(
+            "an in-memory input does not match its digest {digest}"
+        )),
+    }
+}
+
+/// Uploads one blob with ByteStream Write, in [`BYTESTREAM_CHUNK`] messages read from the
+/// source as they are sent; the data is hashed on the way and the write not finished when
+/// it does not match.
+async fn write_blob(
+    channel: Channel,
+    meta: tonic::Request<()>,
+    resource: String,
+    digest: &Digest,
+    source: &BlobSource,
+) -> Result<(), Upload> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(4);
+    let producer = {
+        let (digest, source) = (*digest, source.clone());
+        tokio::spawn(async move {
+            let mut hasher = llama_core::Hasher::default();
+            let mut offset = 0u64;
+            let mut reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = match &source {
+                BlobSource::Bytes(data) => Box::new(std::io::Cursor::new(data.to_vec())),
+                BlobSource::File(path) => match tokio::fs::File::open(path).await {
+                    Ok(f) => Box::new(f),
+                    Err(error) => {
+                        return Err(ExecError::Scratch {
+                            path: path.clone(),
+                            error,
+                        });
+                    }
+                },
+            };
+            loop {
+                let mut chunk = Vec::with_capacity(BYTESTREAM_CHUNK);
+                let n = (&mut reader)
+                    .take(BYTESTREAM_CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .await
+                    .map_err(|error| match &source {
+                        BlobSource::File(path) => ExecError::Scratch {
+                            path: path.clone(),
+                            error,
+                        },
+                        BlobSource::Bytes(_) => ExecError::Task(error.to_string()),
+                    })?;
+                hasher.update(&chunk);
+                let end = offset + n as u64;
+                let last = n < BYTESTREAM_CHUNK || end >= digest.size();
+                if last && std::mem::take(&mut hasher).finish() != digest {
+                    // Dropping the sender without finish_write aborts the upload.
+                    return Err(changed(&digest, &source));
+                }
+                let message = WriteRequest {
+                    resource_name: String::new(),
+                    write_offset: offset as i64,
+                    finish_write: last,
+                    data: chunk,
+                };
+                if tx.send(message).await.is_err() {
+                    // The call ended early; its status says why.
+                    return Ok(());
+                }
+                offset = end;
+                if last {
+                    return Ok(());
+                }
+            }
+        })
+    };
+    // The first message names the resource; the producer fills in the rest.
+    let first_resource = resource;
+    let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), {
+        let mut first = true;
+        move |mut m: WriteRequest| {
+            if first {
+                m.resource_name = first_resource.clone();
+                first = false;
+            }
+            m
+        }
+    });
+    let mut request = tonic::Request::new(stream);
+    *request.metadata_mut() = meta.metadata().clone();
+    let mut client = ByteStreamClient::new(channel);
+    let written = client.write(request).await;
+    match producer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Upload::Source(e)),
+        Err(e) => return Err(Upload::Source(ExecError::Task(e.to_string()))),
+    }
+    let response = written.map_err(Upload::Rpc)?.into_inner();
+    if response.committed_size != digest.size() as i64 && response.committed_size != -1 {
+        return Err(Upload::Rpc(Status::data_loss(format!(
+            "the server committed {} of {} bytes",
+            response.committed_size,
+            digest.size()
+        ))));
+    }
+    Ok(())
+}
+
+/// Downloads one blob with ByteStream Read into a temporary file of the store, verified,
+/// then moves it into place.
+async fn read_blob(
+    channel: Channel,
+    request: tonic::Request<ReadRequest>,
+    digest: &Digest,
+    store: &Store,
+) -> Result<(), Download> {
+    let mut client = ByteStreamClient::new(channel);
+    let mut stream = client
+        .read(request)
+        .await
+        .map_err(Download::Rpc)?
+        .into_inner();
+    let work = store.work_dir();
+    let tmp = tempfile::NamedTempFile::new_in(&work).map_err(|error| {
+        Download::Other(ExecError::Scratch {
+            path: work.clone(),
+            error,
+        })
+    })?;
+    let (file, path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut hasher = llama_core::Hasher::default();
+    while let Some(message) = stream.message().await.map_err(Download::Rpc)? {
+        hasher.update(&message.data);
+        tokio::io::AsyncWriteExt::write_all(&mut file, &message.data)
+            .await
+            .map_err(|error| {
+                Download::Other(ExecError::Scratch {
+                    path: path.to_path_buf(),
+                    error,
+                })
+            })?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file)
+        .await
+        .map_err(|error| {
+            Download::Other(ExecError::Scratch {
+                path: path.to_path_buf(),
+                error,
+            })
+        })?;
+    drop(file);
+    let actual = hasher.finish();
+    if actual != *digest {
+        return Err(Download::Other(remote_error(format!(
+            "ByteStream Read returned damaged data for blob {digest} (it hashes to {actual})"
+        ))));
+    }
+    let store = store.clone();
+    let digest = *digest;
+    tokio::task::spawn_blocking(move || {
+        let adopted = store.adopt_file(&path)?;
+        debug_assert_eq!(adopted, digest);
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .map_err(|e| Download::Other(ExecError::Task(e.to_string())))?
+    .map_err(|e| Download::Other(ExecError::Store(e)))
+}
+
+fn remote_error(message: String) -> ExecError {
+    ExecError::Remote {
+        executor: NAME,
+        message,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llama_core::{ActionSpec, TreeBuilder};
+    use std::sync::Arc;
+
+    #[test]
+    fn llama_properties_stay_out_of_the_remote_platform() {
+        let spec = |function: &str| ActionSpec {
+            arguments: vec!["true".into()],
+            platform: vec![(FUNCTION_PROPERTY.into(), function.into())],
+            ..Default::default()
+        };
+        let a = spec("gcc").prepare(TreeBuilder::new().build()).unwrap();
+        let b = spec("other").prepare(TreeBuilder::new().build()).unwrap();
+        let props = vec![("container-image".to_string(), "docker://x".to_string())];
+        let ra = remote_action(&a, "gcc", &props, true).unwrap();
+        let rb = remote_action(&b, "other", &props, true).unwrap();
+        let names: Vec<&str> = ra
+            .action
+            .platform
+            .iter()
+            .flat_map(|p| p.properties.iter().map(|p| p.name.as_str()))
+            .collect();
+        assert_eq!(names, vec!["container-image"]);
+        #[allow(deprecated)]
+        let command_platform = ra.command.platform.clone();
+        assert_eq!(command_platform, ra.action.platform);
+        assert_ne!(
+            ra.action_digest, rb.action_digest,
+            "the function is in the key"
+        );
+        assert_eq!(Digest::of_bytes(&ra.command_bytes), ra.command_digest);
+        assert!(
+            remote_action(&a, "gcc", &props, false)
+                .unwrap()
+                .action
+                .do_not_cache
+        );
+
+        let with_stdin = ActionSpec {
+            arguments: vec!["cat".into()],
+            stdin: Some(Arc::from(&b"x"[..])),
+            ..Default::default()
+        }
+        .prepare(TreeBuilder::new().build())
+        .unwrap();
+        let e = remote_action(&with_stdin, "f", &[], true).unwrap_err();
+        assert!(e.to_string().contains("standard input"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_connection_is_transient_a_refusal_is_not() {
+        assert!(transient(&Status::unavailable("connection refused")));
+        assert!(transient(&Status::unknown(
+            "h2 protocol error: error reading a body from connection"
+        )));
+        assert!(!transient(&Status::unknown(
+            "the server crashed on your action"
+        )));
+        assert!(!transient(&Status::failed_precondition(
+            "unknown platform property llama-function"
+        )));
+    }
+
+    #[test]
+    fn upload_ids_are_fresh_and_uuid_shaped() {
+        let d = Digest::of_bytes(b"x");
+        let (a, b) = (upload_id(&d), upload_id(&d));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.split('-').count(), 5);
+    }
+}
