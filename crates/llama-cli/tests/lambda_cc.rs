@@ -36,26 +36,32 @@ fn check(mut cmd: Command, what: &str) -> Output {
     out
 }
 
-/// A pristine lua tree at `dest`.
-fn lua_tree(dest: &Path) {
+/// A pristine tree of `corpus` (scripts/corpus-tree) at `dest`.
+pub(crate) fn corpus_tree(corpus: &str, dest: &Path) {
     let mut fetch = script("corpus-fetch");
-    fetch.arg("lua");
-    check(fetch, "scripts/corpus-fetch lua");
+    fetch.arg(corpus);
+    check(fetch, &format!("scripts/corpus-fetch {corpus}"));
     let mut tree = script("corpus-tree");
-    tree.args(["lua"]).arg(dest);
-    check(tree, "scripts/corpus-tree lua");
+    tree.arg(corpus).arg(dest);
+    check(tree, &format!("scripts/corpus-tree {corpus}"));
 }
 
-/// `scripts/corpus-build lua TREE CC CC 16` with `env` on top of the world's.
-fn build_lua(w: &World, tree: &Path, cc: &str, env: &dyn Fn(&mut Command)) -> Output {
+/// `scripts/corpus-build CORPUS TREE CC CXX 16` with the world's isolation (its LLAMA_DIR,
+/// no leaked settings) and `env` on top.
+pub(crate) fn build_corpus(
+    w: &World,
+    corpus: &str,
+    tree: &Path,
+    (cc, cxx): (&str, &str),
+    env: &dyn Fn(&mut Command),
+) -> Output {
     let mut cmd = w.llama(&[]);
     let mut build = script("corpus-build");
     build
-        .args(["lua"])
+        .arg(corpus)
         .arg(tree)
-        .args([cc, cc, "16"])
+        .args([cc, cxx, "16"])
         .current_dir(tree);
-    // The world's isolation (its LLAMA_DIR, no leaked settings), on the build instead.
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => build.env(k, v),
@@ -64,18 +70,29 @@ fn build_lua(w: &World, tree: &Path, cc: &str, env: &dyn Fn(&mut Command)) -> Ou
     }
     cmd = build;
     cmd.env("LLAMACC_LOCAL_CC", "gcc")
+        .env("LLAMACC_LOCAL_CXX", "g++")
         .env("LLAMACC_FUNCTION", "_");
     env(&mut cmd);
-    check(cmd, &format!("building lua with {cc}"))
+    check(cmd, &format!("building {corpus} with {cc}"))
+}
+
+fn build_lua(w: &World, tree: &Path, cc: &str, env: &dyn Fn(&mut Command)) -> Output {
+    build_corpus(w, "lua", tree, (cc, cc), env)
+}
+
+/// The corpus' own clean target (`make clean`), keeping its configuration.
+pub(crate) fn clean_corpus(corpus: &str, tree: &Path) {
+    let mut cmd = script("corpus-build");
+    cmd.arg(corpus).arg(tree).arg("--clean");
+    check(cmd, &format!("cleaning {corpus}"));
 }
 
 fn clean_lua(tree: &Path) {
-    let mut cmd = script("corpus-build");
-    cmd.args(["lua"]).arg(tree).arg("--clean");
-    check(cmd, "make clean");
+    clean_corpus("lua", tree);
 }
 
-fn compare_objects(a: &Path, b: &Path) {
+/// Every object of `b` is byte-identical to `a`'s (scripts/compare-objects).
+pub(crate) fn compare_objects(a: &Path, b: &Path) {
     let mut cmd = script("compare-objects");
     cmd.arg(a).arg(b);
     let out = cmd.output().expect("compare-objects");
@@ -105,14 +122,19 @@ pub(crate) fn stop_daemon(w: &World, dir: &Path) {
     let _ = w.llama(&["daemon", "stop"]).env("LLAMA_DIR", dir).output();
 }
 
-/// The reference: lua built with plain gcc at `tree`, then moved to `tree.ref`.
-fn reference_build(w: &World, tree: &Path) -> PathBuf {
-    lua_tree(tree);
-    build_lua(w, tree, "gcc", &|_| {});
+/// The reference: `corpus` built with plain gcc and g++ at `tree`, moved to `tree.ref`; a
+/// pristine tree is left at `tree`.
+pub(crate) fn reference_corpus(w: &World, corpus: &str, tree: &Path) -> PathBuf {
+    corpus_tree(corpus, tree);
+    build_corpus(w, corpus, tree, ("gcc", "g++"), &|_| {});
     let reference = tree.with_extension("ref");
     fs::rename(tree, &reference).expect("move the reference aside");
-    lua_tree(tree);
+    corpus_tree(corpus, tree);
     reference
+}
+
+fn reference_build(w: &World, tree: &Path) -> PathBuf {
+    reference_corpus(w, "lua", tree)
 }
 
 fn objects(tree: &Path) -> usize {

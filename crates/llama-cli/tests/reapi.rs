@@ -365,3 +365,57 @@ fn an_unreachable_server_falls_back_to_compiling_here_said_once() {
     stop_daemon(&w, &w.store());
     eprintln!("{err}\nbuilt here after {:?}", started.elapsed());
 }
+
+/// lua and leveldb through BuildGrid: every compile remote (no fallback allowed), objects
+/// identical to plain gcc/g++; then `make clean` and a new LLAMA_DIR (another machine): every
+/// compile is served by BuildGrid's action cache, nothing executes.
+#[test]
+fn lua_and_leveldb_on_buildgrid_are_identical_then_all_remote_cache_hits() {
+    use crate::lambda_cc::{build_corpus, clean_corpus, compare_objects, reference_corpus};
+    let server = ReapiServer::start(2);
+    let w = World::new();
+    let (llamacc, llamacxx) = (env!("CARGO_BIN_EXE_llamacc"), llamacxx(&w));
+    let server = &server;
+    for corpus in ["lua", "leveldb"] {
+        let tree = w.dir.path().join(corpus);
+        let reference = reference_corpus(&w, corpus, &tree);
+        let on = |dir: std::path::PathBuf| {
+            move |cmd: &mut Command| {
+                client(server, cmd);
+                cmd.env("LLAMA_DIR", &dir)
+                    .env("LLAMACC_LOCAL_FALLBACK", "0")
+                    .env("LLAMA_REMOTE_JOBS", "4");
+            }
+        };
+        let first = w.dir.path().join(format!("{corpus}-llama-1"));
+        build_corpus(&w, corpus, &tree, (llamacc, &llamacxx), &on(first.clone()));
+        compare_objects(&reference, &tree);
+        let s = stats(&w, &first);
+        let remote = counter(&s, "remote");
+        assert!(remote > 0, "{corpus}: {s:#}");
+        stop_daemon(&w, &first);
+
+        let ran = executions(server);
+        clean_corpus(corpus, &tree);
+        let second = w.dir.path().join(format!("{corpus}-llama-2"));
+        build_corpus(&w, corpus, &tree, (llamacc, &llamacxx), &on(second.clone()));
+        compare_objects(&reference, &tree);
+        let s = stats(&w, &second);
+        assert_eq!(counter(&s, "remote"), 0, "{corpus}: all hits: {s:#}");
+        assert!(counter(&s, "hits") > 0, "{corpus}: {s:#}");
+        assert_eq!(executions(server), ran, "{corpus}: nothing executed again");
+        stop_daemon(&w, &second);
+        eprintln!(
+            "{corpus} on BuildGrid: {remote} remote compiles, then {} remote cache hits",
+            counter(&s, "hits")
+        );
+    }
+}
+
+/// `llamac++`: a link to llamacc named for C++ (the name decides).
+fn llamacxx(w: &World) -> String {
+    let link = w.dir.path().join("bin/llamac++");
+    fs::create_dir_all(link.parent().expect("parent")).expect("mkdir bin");
+    let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_llamacc"), &link);
+    link.to_string_lossy().into_owned()
+}
