@@ -259,6 +259,7 @@ impl CompileService {
             ("s3_requests", u.s3_requests() as f64),
             ("bytes_up", u.bytes_up as f64),
             ("bytes_down", u.bytes_down as f64),
+            ("calls", u.calls as f64),
             ("dollars", u.dollars()),
         ]
     }

@@ -88,6 +88,7 @@ const COST_LINES: &[(&str, &str, usize)] = &[
     ("s3_requests", "object store requests", 0),
     ("bytes_up", "bytes uploaded", 0),
     ("bytes_down", "bytes downloaded", 0),
+    ("calls", "calls to the REAPI server", 0),
     ("dollars", "cost at list prices ($)", 4),
 ];
 
@@ -168,8 +169,13 @@ impl StatsSnapshot {
         }
         if !self.cost.is_empty() {
             out.push_str("remote backend:\n");
+            // Each backend fills its own entries (a REAPI server bills no dollars, Lambda
+            // takes no REAPI calls): the others stay out of the report.
             for (name, label, decimals) in COST_LINES {
                 let v = self.cost.get(*name).copied().unwrap_or(0.0);
+                if v == 0.0 && *name != "invocations" {
+                    continue;
+                }
                 out.push_str(&format!("  {label:<42} {v:>8.decimals$}\n"));
             }
         }

@@ -419,3 +419,96 @@ fn llamacxx(w: &World) -> String {
     let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_llamacc"), &link);
     link.to_string_lossy().into_owned()
 }
+
+/// CPU seconds the children this process waited for have used so far (make, gcc, llamacc).
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct it is given and cannot fail with RUSAGE_CHILDREN.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU seconds of the daemon of `dir` and its children (the dependency scans).
+fn daemon_cpu(w: &World, dir: &std::path::Path) -> f64 {
+    let out = w
+        .llama(&["daemon", "status"])
+        .env("LLAMA_DIR", dir)
+        .output()
+        .expect("llama daemon status");
+    let text = stdout(&out) + &stderr(&out);
+    let Some(pid) = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pid").map(|p| p.trim().to_string()))
+    else {
+        return 0.0;
+    };
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after "pid (comm)".
+    let ticks: f64 = fields
+        .iter()
+        .skip(11)
+        .take(4)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf cannot fail for _SC_CLK_TCK.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// bench/reapi.sh: lua through BuildGrid, the client's CPU, bytes and calls per compile,
+/// cold and from a second machine, next to plain gcc. Prints a markdown table.
+#[test]
+#[ignore = "a benchmark: bench/reapi.sh runs it"]
+fn bench_lua_over_reapi() {
+    use crate::lambda_cc::{build_corpus, clean_corpus, corpus_tree};
+    let server = ReapiServer::start(2);
+    let w = World::new();
+    let tree = w.dir.path().join("lua");
+    corpus_tree("lua", &tree);
+    let compiles = 34.0;
+    let llamacc = env!("CARGO_BIN_EXE_llamacc");
+    let mut rows = Vec::new();
+
+    let before = children_cpu();
+    build_corpus(&w, "lua", &tree, ("gcc", "gcc"), &|_| {});
+    let gcc = (children_cpu() - before) * 1000.0 / compiles;
+    rows.push(format!("| gcc | {gcc:.1} | 1.00 | 0 | 0 | 0 | 0 | 0 |"));
+
+    for (name, n) in [("first", 1), ("second (new LLAMA_DIR)", 2)] {
+        clean_corpus("lua", &tree);
+        let dir = w.dir.path().join(format!("llama-{n}"));
+        let before = children_cpu();
+        build_corpus(&w, "lua", &tree, (llamacc, llamacc), &|cmd| {
+            client(&server, cmd);
+            cmd.env("LLAMA_DIR", &dir)
+                .env("LLAMACC_LOCAL_FALLBACK", "0");
+        });
+        let cpu = (children_cpu() - before + daemon_cpu(&w, &dir)) * 1000.0 / compiles;
+        let s = stats(&w, &dir);
+        let cost = |k: &str| s["cost"][k].as_f64().unwrap_or(0.0);
+        rows.push(format!(
+            "| {name} | {cpu:.1} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} |",
+            cpu / gcc,
+            cost("bytes_up") / compiles,
+            cost("bytes_down") / compiles,
+            cost("calls") / compiles,
+            cost("invocations"),
+            cost("remote_cache_hits"),
+        ));
+        stop_daemon(&w, &dir);
+    }
+    println!(
+        "| lua, -j16, BuildGrid (2 bots) | client CPU ms / compile | × gcc | bytes up / compile | bytes down / compile | calls / compile | executions | remote cache hits |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -198,7 +198,29 @@ pub struct ReapiExecutor {
     permits: Semaphore,
     /// Blobs known to be in the remote CAS (found or uploaded by this process).
     present: Mutex<HashSet<Digest>>,
+    /// Blobs an action is uploading now, each with a lock the other actions that need it
+    /// wait on: concurrent compiles share the toolchain and headers, and each blob must go
+    /// up once.
+    uploading: Arc<Mutex<Uploading>>,
     stats: Stats,
+}
+
+/// Blobs being uploaded, each with the lock its uploader holds.
+type Uploading = HashMap<Digest, Arc<tokio::sync::Mutex<()>>>;
+
+/// The blobs one action claimed for upload; dropping it releases them to the waiters.
+struct Claim {
+    uploading: Arc<Mutex<Uploading>>,
+    held: Vec<(Digest, tokio::sync::OwnedMutexGuard<()>)>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut uploading = lock(&self.uploading);
+        for (digest, _) in &self.held {
+            uploading.remove(digest);
+        }
+    }
 }
 
 /// A connection and what the server said about itself.
@@ -215,6 +237,8 @@ struct Conn {
 #[derive(Debug, Default)]
 struct Stats {
     executions: AtomicU64,
+    /// Calls made to the server (each attempt, each ByteStream transfer): round trips.
+    calls: AtomicU64,
     cache_hits: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
@@ -235,6 +259,7 @@ impl ReapiExecutor {
             conn: OnceCell::new(),
             unreachable: Mutex::new(None),
             present: Mutex::new(HashSet::new()),
+            uploading: Arc::new(Mutex::new(HashMap::new())),
             stats: Stats::default(),
         }
     }
@@ -315,6 +340,7 @@ impl ReapiExecutor {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
             match call().await {
                 Ok(v) => return Ok(v),
                 Err(s) if transient(&s) && started.elapsed() + delay < window => {
@@ -555,6 +581,32 @@ impl ReapiExecutor {
                 .copied()
                 .collect()
         };
+        // Blobs another action is uploading are waited for, not sent again.
+        let mut claim = Claim {
+            uploading: self.uploading.clone(),
+            held: Vec::new(),
+        };
+        let mut others = Vec::new();
+        let candidates: Vec<Digest> = {
+            let mut uploading = lock(&self.uploading);
+            candidates
+                .into_iter()
+                .filter(|d| match uploading.get(d) {
+                    Some(theirs) => {
+                        others.push(theirs.clone());
+                        false
+                    }
+                    None => {
+                        let mine = Arc::new(tokio::sync::Mutex::new(()));
+                        if let Ok(guard) = mine.clone().try_lock_owned() {
+                            uploading.insert(*d, mine);
+                            claim.held.push((*d, guard));
+                        }
+                        true
+                    }
+                })
+                .collect()
+        };
         let missing = self.find_missing(conn, &candidates).await?;
         {
             let missing: HashSet<&Digest> = missing.iter().collect();
@@ -579,6 +631,7 @@ impl ReapiExecutor {
                     digest.hex(),
                     digest.size()
                 );
+                self.stats.calls.fetch_add(1, Ordering::Relaxed);
                 large.spawn(async move {
                     let result =
                         write_blob(channel, request_meta, resource, &digest, &source).await;
@@ -621,6 +674,12 @@ impl ReapiExecutor {
                     return Err(self.status_error(&format!("ByteStream Write of {digest}"), &s));
                 }
             }
+        }
+        drop(claim);
+        for theirs in others {
+            // Their uploader is done (or failed: Execute then reports the blob missing, and
+            // the action uploads it again).
+            let _done = theirs.lock().await;
         }
         Ok(())
     }
@@ -879,6 +938,7 @@ impl ReapiExecutor {
                     },
                 );
                 let (store, digest) = (self.store.clone(), *digest);
+                self.stats.calls.fetch_add(1, Ordering::Relaxed);
                 large.spawn(
                     async move { (digest, read_blob(channel, request, &digest, &store).await) },
                 );
@@ -1129,6 +1189,7 @@ impl Executor for ReapiExecutor {
             remote_cache_hits: load(&self.stats.cache_hits),
             bytes_up: load(&self.stats.bytes_up),
             bytes_down: load(&self.stats.bytes_down),
+            calls: load(&self.stats.calls),
             ..Usage::default()
         })
     }

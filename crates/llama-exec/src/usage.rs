@@ -42,6 +42,8 @@ pub struct Usage {
     pub bytes_up: u64,
     /// Bytes this client downloaded from the object store.
     pub bytes_down: u64,
+    /// Calls this client made to a REAPI server (round trips; retries count).
+    pub calls: u64,
 }
 
 impl Usage {
@@ -67,15 +69,16 @@ impl Usage {
 impl fmt::Display for Usage {
     /// One line: `lambda: 50 invocations, 12.3 GB-s, 104 S3 requests, $0.0003`.
     /// A REAPI cluster bills nothing per request that llama can see: `reapi: 10 executions,
-    /// 12.0 KiB up, 3.0 KiB down, 2 from the remote action cache`.
+    /// 41 calls, 12.0 KiB up, 3.0 KiB down, 2 from the remote action cache`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.executor == "reapi" {
             write!(
                 f,
-                "{}: {} execution{}, {} up, {} down",
+                "{}: {} execution{}, {} calls, {} up, {} down",
                 self.executor,
                 self.invocations,
                 if self.invocations == 1 { "" } else { "s" },
+                self.calls,
                 bytesize::ByteSize(self.bytes_up).display().iec(),
                 bytesize::ByteSize(self.bytes_down).display().iec(),
             )?;

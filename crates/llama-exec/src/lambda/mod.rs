@@ -509,6 +509,7 @@ impl Executor for LambdaExecutor {
             s3_lists: s3.lists,
             bytes_up: s3.bytes_up,
             bytes_down: s3.bytes_down,
+            calls: 0,
         })
     }
 }
