@@ -504,6 +504,8 @@ fn bench_lua_over_reapi() {
         ));
         stop_daemon(&w, &dir);
     }
+    // On a line of its own: the test harness has just printed the test's name.
+    println!();
     println!(
         "| lua, -j16, BuildGrid (2 bots) | client CPU ms / compile | × gcc | bytes up / compile | bytes down / compile | calls / compile | executions | remote cache hits |"
     );
