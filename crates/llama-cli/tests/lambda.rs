@@ -207,8 +207,9 @@ fn the_originals_invoke_example_then_the_s3_action_cache() {
     eprintln!("invoke on lambda: {first:?} first, {second:?} from the S3 action cache");
 }
 
-/// 50 jobs, each hashing its own input into an output file and printing a line.
-const XARGS_JOB: &[&str] = &[
+/// Jobs (output in input order, -k), each hashing its own input into an output file and
+/// printing a line.
+pub(crate) const XARGS_JOB: &[&str] = &[
     "xargs",
     "-k",
     "_",
@@ -219,9 +220,10 @@ const XARGS_JOB: &[&str] = &[
     "{{.O (printf \"out/%s.sha\" .Line)}}",
 ];
 
-fn xargs_inputs(w: &World) -> String {
+/// `n` input files of different sizes, and their names, one per line.
+pub(crate) fn xargs_inputs(w: &World, n: usize) -> String {
     let mut lines = String::new();
-    for i in 0..50 {
+    for i in 0..n {
         let name = format!("in-{i:02}");
         w.write(&name, format!("input {i}\n").repeat(i + 1).as_bytes());
         lines.push_str(&name);
@@ -230,7 +232,8 @@ fn xargs_inputs(w: &World) -> String {
     lines
 }
 
-fn outputs(w: &World) -> Vec<(String, String)> {
+/// The files under `out/`, sorted, with their contents.
+pub(crate) fn outputs(w: &World) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = fs::read_dir(w.path("out"))
         .expect("out/")
         .flatten()
@@ -249,7 +252,7 @@ fn outputs(w: &World) -> Vec<(String, String)> {
 fn xargs_over_50_jobs_matches_local_then_is_all_cached() {
     let cloud = Cloud::start(4);
     let w = World::new();
-    let lines = xargs_inputs(&w);
+    let lines = xargs_inputs(&w, 50);
 
     let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
     assert!(local.status.success(), "{}", stderr(&local));

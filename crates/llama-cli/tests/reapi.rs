@@ -6,6 +6,7 @@ use std::fs;
 use std::process::Command;
 use std::time::Instant;
 
+use crate::lambda::{XARGS_JOB, outputs, xargs_inputs};
 use crate::lambda_cc::{build_small, counter, fell_back_once, small_project, stats, stop_daemon};
 use crate::util::harness::ReapiServer;
 use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
@@ -105,49 +106,11 @@ fn stdin_is_refused_with_a_clear_error() {
     assert_eq!(executions(&server), 0, "{}", server.log());
 }
 
-/// 10 jobs (output kept in input order, -k), each hashing its own input into an output file and printing a line.
-const XARGS_JOB: &[&str] = &[
-    "xargs",
-    "-k",
-    "_",
-    "sh",
-    "-c",
-    "sha256sum \"$0\" > \"$1\"; echo job {{.Idx}} of {{.Line}}: $(wc -c < \"$0\") bytes",
-    "{{.I .Line}}",
-    "{{.O (printf \"out/%s.sha\" .Line)}}",
-];
-
-fn xargs_inputs(w: &World) -> String {
-    let mut lines = String::new();
-    for i in 0..10 {
-        let name = format!("in-{i:02}");
-        w.write(&name, format!("input {i}\n").repeat(i + 1).as_bytes());
-        lines.push_str(&name);
-        lines.push('\n');
-    }
-    lines
-}
-
-fn outputs(w: &World) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = fs::read_dir(w.path("out"))
-        .expect("out/")
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read_to_string(e.path()).expect("read output"),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn xargs_of_10_jobs_matches_local() {
     let server = ReapiServer::start(2);
     let w = World::new();
-    let lines = xargs_inputs(&w);
+    let lines = xargs_inputs(&w, 10);
 
     let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
     assert!(local.status.success(), "{}", stderr(&local));
@@ -241,7 +204,7 @@ fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
 fn the_server_killed_mid_run_the_jobs_still_complete_said_once() {
     let mut server = ReapiServer::start(4);
     let w = World::new();
-    let lines = xargs_inputs(&w);
+    let lines = xargs_inputs(&w, 10);
     let job: Vec<&str> = XARGS_JOB
         .iter()
         .map(|a| {
