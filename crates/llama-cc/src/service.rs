@@ -778,15 +778,7 @@ impl CompileService {
             arguments: std::iter::once(driver.to_string_lossy().into_owned())
                 .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
                 .collect(),
-            env: OUTPUT_ENV
-                .iter()
-                .filter_map(|var| {
-                    req.env
-                        .iter()
-                        .find(|(k, _)| k == *var)
-                        .map(|(_, v)| (var.to_string(), v.to_string_lossy().into_owned()))
-                })
-                .collect(),
+            env: output_env(req),
             output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
             platform: vec![
                 ("llama-compiler".into(), identity.hex()),
@@ -1037,6 +1029,19 @@ fn output_mappings(cwd: &Path, c: &Compilation) -> Vec<OutputMapping> {
                 remote: root_relative(&local),
                 local,
             }
+        })
+        .collect()
+}
+
+/// The client's variables among [`OUTPUT_ENV`]: the environment of a compile's action.
+fn output_env(req: &CompileRequest) -> Vec<(String, String)> {
+    OUTPUT_ENV
+        .iter()
+        .filter_map(|var| {
+            req.env
+                .iter()
+                .find(|(k, _)| k == *var)
+                .map(|(_, v)| (var.to_string(), v.to_string_lossy().into_owned()))
         })
         .collect()
 }

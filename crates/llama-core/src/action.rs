@@ -84,6 +84,19 @@ impl PreparedAction {
     }
 }
 
+/// A REAPI `Platform` of `properties` in canonical form (sorted by name, one value per name;
+/// `None` when empty), so the same properties always give the same digest.
+pub fn canonical_platform(mut properties: Vec<(String, String)>) -> Option<reapi::Platform> {
+    properties.sort();
+    properties.dedup_by(|a, b| a.0 == b.0);
+    (!properties.is_empty()).then(|| reapi::Platform {
+        properties: properties
+            .into_iter()
+            .map(|(name, value)| reapi::platform::Property { name, value })
+            .collect(),
+    })
+}
+
 impl ActionSpec {
     /// Encodes the spec over `input`. Output paths are validated like input paths.
     pub fn prepare(self, input: InputTree) -> Result<PreparedAction, TreeError> {
@@ -109,14 +122,7 @@ impl ActionSpec {
         if let Some((digest, _)) = &stdin {
             properties.push((STDIN_PROPERTY.to_string(), digest.to_string()));
         }
-        properties.sort();
-        properties.dedup_by(|a, b| a.0 == b.0);
-        let platform = (!properties.is_empty()).then(|| reapi::Platform {
-            properties: properties
-                .into_iter()
-                .map(|(name, value)| reapi::platform::Property { name, value })
-                .collect(),
-        });
+        let platform = canonical_platform(properties);
         #[allow(deprecated)]
         let command = reapi::Command {
             arguments: self.arguments,

@@ -44,7 +44,7 @@ mod store;
 mod tree;
 
 pub use crate::{
-    action::{ActionSpec, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY},
+    action::{ActionSpec, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY, canonical_platform},
     config::{Backend, Config, ConfigError, FunctionPlatform, Source},
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,

@@ -153,15 +153,7 @@ pub fn remote_action(
                 .into(),
         ));
     }
-    let mut properties: Vec<(String, String)> = platform.to_vec();
-    properties.sort();
-    properties.dedup_by(|a, b| a.0 == b.0);
-    let platform = (!properties.is_empty()).then(|| reapi::Platform {
-        properties: properties
-            .into_iter()
-            .map(|(name, value)| reapi::platform::Property { name, value })
-            .collect(),
-    });
+    let platform = llama_core::canonical_platform(platform.to_vec());
     #[allow(deprecated)]
     let command = reapi::Command {
         platform: platform.clone(),

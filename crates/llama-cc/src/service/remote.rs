@@ -18,8 +18,8 @@ use llama_core::{ActionSpec, FUNCTION_PROPERTY, Store};
 use llama_exec::{Engine, HostCommand, OutputMapping, Termination, deliver_outputs, run_host};
 
 use super::{
-    Compilation, CompileReply, CompileRequest, CompileService, Fallback, GatheredInputs,
-    OUTPUT_ENV, blob, root_relative, unique,
+    Compilation, CompileReply, CompileRequest, CompileService, Fallback, GatheredInputs, blob,
+    root_relative, unique,
 };
 use crate::args::{DepKind, Driver};
 use crate::identity::Identity;
@@ -349,15 +349,7 @@ impl CompileService {
         ];
         arguments.extend(toolchain.command_prefix());
         arguments.extend(rebased.iter().map(|a| a.to_string_lossy().into_owned()));
-        let mut env: Vec<(String, String)> = OUTPUT_ENV
-            .iter()
-            .filter_map(|var| {
-                req.env
-                    .iter()
-                    .find(|(k, _)| k == *var)
-                    .map(|(_, v)| (var.to_string(), v.to_string_lossy().into_owned()))
-            })
-            .collect();
+        let mut env = super::output_env(req);
         env.push(("PATH".into(), "/usr/bin:/bin".into()));
         ActionSpec {
             arguments,
