@@ -1,16 +1,20 @@
 //! The front ends of llama: the `llama` command and `llamacc`. Each binary's `main` calls
 //! one function here; exit statuses are decided in those two functions and nowhere else.
 
+pub mod bootstrap;
 pub mod cli;
 pub mod config_cmd;
 pub mod context;
 pub mod daemon;
+pub mod doctor;
 pub mod invoke;
 pub mod llamacc;
+pub mod oci_image;
 pub mod protocol;
 pub mod replay;
 pub mod stats_cmd;
 pub mod template;
+pub mod update_function;
 pub mod xargs;
 
 use std::process::ExitCode;

@@ -1,0 +1,1 @@
+//! `llama update-function`: creates or updates an image-packaged Lambda function.
