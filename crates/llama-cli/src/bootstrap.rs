@@ -1,1 +1,566 @@
-//! `llama bootstrap`: the CloudFormation stack (bucket, image repository, execution role) and the config that points at it.
+//! `llama bootstrap`: the CloudFormation stack (bucket, image repository, execution role) and
+//! the config that points at it.
+//!
+//! Every change goes through a change set, so a second run, or a run after an upgrade of
+//! llama, shows what it would change and changes only that; a run with nothing to change
+//! says so and leaves the stack alone.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::types::{
+    Capability, ChangeSetStatus, ChangeSetType, Parameter, Stack, StackEvent, StackStatus,
+};
+use llama_core::{Config, Source};
+
+use crate::aws_setup::{self, error_code, sdk_error, wait_for};
+use crate::cli::BootstrapArgs;
+
+/// The stack's template. Its outputs are the settings `bootstrap` writes.
+pub const TEMPLATE: &str = include_str!("stack.yaml");
+
+/// How long one stack operation may take before we stop watching it (CloudFormation's own
+/// limits are longer, but creating a bucket, a repository and a role takes about a minute).
+const STACK_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// Each resource of the stack and the setting it becomes, made from its physical id and the
+/// stack's ARN. (Read from the resources rather than the stack's outputs, which are for
+/// people: CloudFormation emulators do not all fill outputs in for change sets.)
+const RESOURCE_SETTINGS: &[(&str, &str, fn(&str, &StackArn) -> String)] = &[
+    ("Bucket", "object_store", |bucket, _| {
+        format!("s3://{bucket}")
+    }),
+    ("Repository", "image_repository", |name, arn| {
+        format!(
+            "{}.dkr.ecr.{}.{}/{name}",
+            arn.account,
+            arn.region,
+            url_suffix(&arn.partition)
+        )
+    }),
+    ("Role", "execution_role", |name, arn| {
+        format!("arn:{}:iam::{}:role/{name}", arn.partition, arn.account)
+    }),
+];
+
+/// The parts of `arn:PARTITION:cloudformation:REGION:ACCOUNT:stack/NAME/ID` the settings use.
+struct StackArn {
+    partition: String,
+    region: String,
+    account: String,
+}
+
+impl StackArn {
+    fn parse(arn: &str) -> Option<StackArn> {
+        let mut parts = arn.split(':');
+        let (Some("arn"), Some(partition), Some(_), Some(region), Some(account)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        Some(StackArn {
+            partition: partition.to_string(),
+            region: region.to_string(),
+            account: account.to_string(),
+        })
+    }
+}
+
+/// The DNS suffix of a partition's endpoints (ECR's registries are under it).
+fn url_suffix(partition: &str) -> &'static str {
+    match partition {
+        "aws-cn" => "amazonaws.com.cn",
+        _ => "amazonaws.com",
+    }
+}
+
+/// What happened to the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StackChange {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Runs `llama bootstrap`.
+pub fn run(config: &Config, args: &BootstrapArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(bootstrap(config, args, out))
+}
+
+async fn bootstrap(
+    config: &Config,
+    args: &BootstrapArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let sdk = aws_setup::sdk_config(config).await?;
+    let region = aws_setup::region_of(&sdk);
+    let cfn = Client::new(&sdk);
+    let stack = config.stack();
+    writeln!(out, "stack {stack} in {region}:")?;
+    let parameters = vec![
+        Parameter::builder()
+            .parameter_key("CacheExpirationDays")
+            .parameter_value(args.cache_days.to_string())
+            .build(),
+    ];
+    let change = apply(&cfn, &stack, parameters, out).await?;
+    let current = describe(&cfn, &stack)
+        .await?
+        .with_context(|| format!("stack {stack} disappeared right after it was applied"))?;
+    let outputs = settings_from_stack(&cfn, &stack, &current).await?;
+
+    let mut values: Vec<(&str, &str)> = vec![("backend", "lambda"), ("region", &region)];
+    values.extend(outputs.iter().map(|(k, v)| (*k, v.as_str())));
+    if config.source("stack") != Some(Source::Default) {
+        values.push(("stack", &stack));
+    }
+    let path = Config::file_path();
+    let changed = Config::update_file(&path, &values)?;
+    if changed.is_empty() {
+        writeln!(
+            out,
+            "config {}: already points at this stack",
+            path.display()
+        )?;
+    } else {
+        writeln!(out, "config {}: set {}", path.display(), changed.join(", "))?;
+    }
+    for (key, value) in &values {
+        let effective = config
+            .entries()
+            .find(|(name, ..)| name == key)
+            .map(|(_, v, source, ..)| (v, source));
+        if let Some((v, source @ (Source::Env(_) | Source::Flag(_)))) = effective
+            && v != *value
+            && *key != "region"
+        {
+            writeln!(
+                out,
+                "note: {source} sets {key} = {v:?} and overrides the config file's {value:?}"
+            )?;
+        }
+    }
+    match change {
+        StackChange::Created => writeln!(
+            out,
+            "next: llama update-function --create {} (then `llama doctor` checks everything)",
+            config.function()
+        )?,
+        StackChange::Updated => writeln!(out, "stack {stack} updated")?,
+        StackChange::Unchanged => writeln!(out, "stack {stack} is up to date: nothing changed")?,
+    }
+    Ok(0)
+}
+
+/// Creates or updates `stack` through a change set, printing the changes and the events.
+async fn apply(
+    cfn: &Client,
+    stack: &str,
+    parameters: Vec<Parameter>,
+    out: &mut dyn Write,
+) -> anyhow::Result<StackChange> {
+    let mut existing = describe(cfn, stack).await?;
+    if let Some(current) = &existing
+        && is_in_progress(current)
+    {
+        writeln!(
+            out,
+            "  waiting for the stack's current operation ({}) to finish",
+            status_of(current)
+        )?;
+        existing = Some(wait_settled(cfn, stack).await?);
+    }
+    if let Some(current) = &existing
+        && current.stack_status() == Some(&StackStatus::RollbackComplete)
+    {
+        // A stack whose creation failed can only be deleted; its events were shown then.
+        writeln!(
+            out,
+            "  its creation failed earlier (ROLLBACK_COMPLETE) and CloudFormation can only delete it: deleting it"
+        )?;
+        cfn.delete_stack()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("deleting stack {stack}: {}", sdk_error(&e)))?;
+        wait_for(
+            &format!("stack {stack} to be deleted"),
+            STACK_DEADLINE,
+            || async { Ok(describe(cfn, stack).await?.is_none().then_some(())) },
+        )
+        .await?;
+        existing = None;
+    }
+    let kind = match &existing {
+        None => ChangeSetType::Create,
+        Some(s) if s.stack_status() == Some(&StackStatus::ReviewInProgress) => {
+            ChangeSetType::Create
+        }
+        Some(s) if is_stable_ok(s) => ChangeSetType::Update,
+        Some(s) => bail!(
+            "stack {stack} is in state {} and cannot be changed until that is resolved \
+             (see its events in the CloudFormation console; for UPDATE_ROLLBACK_FAILED run \
+             `aws cloudformation continue-update-rollback --stack-name {stack}`), then run llama bootstrap again",
+            status_of(s)
+        ),
+    };
+
+    let change_set = format!(
+        "llama-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
+    cfn.create_change_set()
+        .stack_name(stack)
+        .change_set_name(&change_set)
+        .change_set_type(kind.clone())
+        .template_body(TEMPLATE)
+        .set_parameters(Some(parameters))
+        .capabilities(Capability::CapabilityIam)
+        .description(format!("llama bootstrap {}", env!("CARGO_PKG_VERSION")))
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("creating a change set for stack {stack}: {}", sdk_error(&e))
+        })?;
+
+    let described = wait_for(
+        &format!("change set {change_set} of stack {stack}"),
+        STACK_DEADLINE,
+        || async {
+            let d = cfn
+                .describe_change_set()
+                .stack_name(stack)
+                .change_set_name(&change_set)
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("reading change set {change_set}: {}", sdk_error(&e))
+                })?;
+            Ok(match d.status() {
+                Some(ChangeSetStatus::CreateComplete | ChangeSetStatus::Failed) => Some(d),
+                _ => None,
+            })
+        },
+    )
+    .await?;
+
+    let no_changes = match described.status() {
+        Some(ChangeSetStatus::Failed) => {
+            let reason = described.status_reason().unwrap_or_default();
+            if !is_no_change_reason(reason) {
+                bail!("CloudFormation refused the change set for stack {stack}: {reason}");
+            }
+            true
+        }
+        _ => kind == ChangeSetType::Update && described.changes().is_empty(),
+    };
+    if no_changes {
+        // Leaving it would clutter the stack's change sets with one per run.
+        let _ = cfn
+            .delete_change_set()
+            .stack_name(stack)
+            .change_set_name(&change_set)
+            .send()
+            .await;
+        return Ok(StackChange::Unchanged);
+    }
+
+    writeln!(
+        out,
+        "  {} through change set {change_set}:",
+        if kind == ChangeSetType::Create {
+            "creating"
+        } else {
+            "updating"
+        }
+    )?;
+    for change in described.changes() {
+        if let Some(rc) = change.resource_change() {
+            let replacement = match rc.replacement().map(|r| r.as_str()) {
+                Some("True") => " (replaced)",
+                Some("Conditional") => " (may be replaced)",
+                _ => "",
+            };
+            writeln!(
+                out,
+                "    {} {} ({}){replacement}",
+                rc.action().map(|a| a.as_str()).unwrap_or("Change"),
+                rc.logical_resource_id().unwrap_or("?"),
+                rc.resource_type().unwrap_or("?"),
+            )?;
+        }
+    }
+
+    let mut seen: HashSet<String> = events(cfn, stack)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.event_id().map(str::to_string))
+        .collect();
+    cfn.execute_change_set()
+        .stack_name(stack)
+        .change_set_name(&change_set)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "executing change set {change_set} of stack {stack}: {}",
+                sdk_error(&e)
+            )
+        })?;
+
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    let mut printed_failures = Vec::new();
+    let finished = loop {
+        let fresh: Vec<StackEvent> = events(cfn, stack)
+            .await?
+            .into_iter()
+            .rev()
+            .filter(|e| e.event_id().is_some_and(|id| seen.insert(id.to_string())))
+            .collect();
+        for event in &fresh {
+            writeln!(out, "    {}", event_line(event))?;
+            if is_failure_event(event) {
+                printed_failures.push(event_line(event));
+            }
+        }
+        let current = describe(cfn, stack)
+            .await?
+            .with_context(|| format!("stack {stack} disappeared while it was being changed"))?;
+        if !is_in_progress(&current) {
+            break current;
+        }
+        if started.elapsed() > STACK_DEADLINE {
+            bail!(
+                "stack {stack} is still {} after {} minutes; watch it in the CloudFormation console and run llama bootstrap again when it settles",
+                status_of(&current),
+                STACK_DEADLINE.as_secs() / 60
+            );
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    };
+
+    if is_stable_ok(&finished) && !is_rolled_back(&finished) {
+        return Ok(if kind == ChangeSetType::Create {
+            StackChange::Created
+        } else {
+            StackChange::Updated
+        });
+    }
+    if printed_failures.is_empty() {
+        // The events may have come after our last look.
+        for event in events(cfn, stack).await.unwrap_or_default().iter().rev() {
+            if is_failure_event(event) {
+                writeln!(out, "    {}", event_line(event))?;
+            }
+        }
+    } else {
+        writeln!(out, "  what failed:")?;
+        for line in &printed_failures {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    bail!(
+        "stack {stack} ended in {}{}: the events above say why; fix that and run llama bootstrap again",
+        status_of(&finished),
+        finished
+            .stack_status_reason()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    )
+}
+
+/// The stack, or `None` when there is no such stack.
+pub async fn describe(cfn: &Client, stack: &str) -> anyhow::Result<Option<Stack>> {
+    match cfn.describe_stacks().stack_name(stack).send().await {
+        Ok(d) => Ok(d.stacks().first().cloned()),
+        Err(e)
+            if error_code(&e) == Some("ValidationError")
+                && sdk_error(&e).contains("does not exist") =>
+        {
+            Ok(None)
+        }
+        Err(e) => bail!("reading stack {stack}: {}", sdk_error(&e)),
+    }
+}
+
+/// The settings the stack's resources give, in [`RESOURCE_SETTINGS`] order.
+pub async fn settings_from_stack(
+    cfn: &Client,
+    stack: &str,
+    current: &Stack,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let arn = current
+        .stack_id()
+        .and_then(StackArn::parse)
+        .with_context(|| format!("stack {stack} has no ARN CloudFormation could be asked about"))?;
+    let resources = cfn
+        .describe_stack_resources()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("reading the resources of stack {stack}: {}", sdk_error(&e))
+        })?;
+    RESOURCE_SETTINGS
+        .iter()
+        .map(|(logical, setting, make)| {
+            resources
+                .stack_resources()
+                .iter()
+                .find(|r| r.logical_resource_id() == Some(logical))
+                .and_then(|r| r.physical_resource_id())
+                .filter(|id| !id.is_empty())
+                .map(|id| (*setting, make(id, &arn)))
+                .with_context(|| {
+                    format!(
+                        "stack {stack} has no resource {logical}, so llama bootstrap did not make it: \
+                         set `stack` to another name (LLAMA_STACK) or delete that stack"
+                    )
+                })
+        })
+        .collect()
+}
+
+async fn wait_settled(cfn: &Client, stack: &str) -> anyhow::Result<Stack> {
+    wait_for(
+        &format!("stack {stack} to settle"),
+        STACK_DEADLINE,
+        || async {
+            let current = describe(cfn, stack)
+                .await?
+                .with_context(|| format!("stack {stack} was deleted while we waited"))?;
+            Ok((!is_in_progress(&current)).then_some(current))
+        },
+    )
+    .await
+}
+
+/// The most recent events of the stack (newest first, as CloudFormation lists them).
+async fn events(cfn: &Client, stack: &str) -> anyhow::Result<Vec<StackEvent>> {
+    let page = cfn
+        .describe_stack_events()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the events of stack {stack}: {}", sdk_error(&e)))?;
+    Ok(page.stack_events().to_vec())
+}
+
+fn event_line(event: &StackEvent) -> String {
+    let mut line = format!(
+        "{:<20} {:<28} {}",
+        event.resource_status().map(|s| s.as_str()).unwrap_or("?"),
+        event.resource_type().unwrap_or("?"),
+        event.logical_resource_id().unwrap_or("?"),
+    );
+    if let Some(reason) = event.resource_status_reason().filter(|r| !r.is_empty()) {
+        line.push_str(": ");
+        line.push_str(reason);
+    }
+    line
+}
+
+fn is_failure_event(event: &StackEvent) -> bool {
+    event
+        .resource_status()
+        .is_some_and(|s| s.as_str().ends_with("_FAILED"))
+}
+
+pub fn status_of(stack: &Stack) -> &str {
+    stack
+        .stack_status()
+        .map(|s| s.as_str())
+        .unwrap_or("UNKNOWN")
+}
+
+fn is_in_progress(stack: &Stack) -> bool {
+    status_of(stack).ends_with("_IN_PROGRESS")
+        && stack.stack_status() != Some(&StackStatus::ReviewInProgress)
+}
+
+/// A state an update can start from.
+pub fn is_stable_ok(stack: &Stack) -> bool {
+    matches!(
+        stack.stack_status(),
+        Some(
+            StackStatus::CreateComplete
+                | StackStatus::UpdateComplete
+                | StackStatus::UpdateRollbackComplete
+                | StackStatus::ImportComplete
+                | StackStatus::ImportRollbackComplete
+        )
+    )
+}
+
+fn is_rolled_back(stack: &Stack) -> bool {
+    status_of(stack).contains("ROLLBACK")
+}
+
+/// CloudFormation fails a change set that would change nothing, with one of these reasons.
+fn is_no_change_reason(reason: &str) -> bool {
+    const NO_CHANGE: &[&str] = &[
+        "didn't contain changes",
+        "No updates are to be performed",
+        "does not contain changes",
+    ];
+    NO_CHANGE.iter().any(|n| reason.contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_declares_every_resource_bootstrap_reads() {
+        for (logical, _, _) in RESOURCE_SETTINGS {
+            assert!(
+                TEMPLATE.contains(&format!("\n  {logical}:\n    Type:")),
+                "{logical}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_from_physical_ids() {
+        let arn = StackArn::parse("arn:aws:cloudformation:eu-west-1:123456789012:stack/llama/abc")
+            .unwrap();
+        let made: Vec<String> = ["b-1", "llama", "llama-Role-X"]
+            .iter()
+            .zip(RESOURCE_SETTINGS)
+            .map(|(id, (_, _, make))| make(id, &arn))
+            .collect();
+        assert_eq!(
+            made,
+            [
+                "s3://b-1",
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com/llama",
+                "arn:aws:iam::123456789012:role/llama-Role-X"
+            ]
+        );
+    }
+
+    #[test]
+    fn recognises_the_no_change_reasons() {
+        assert!(is_no_change_reason(
+            "The submitted information didn't contain changes. Submit different information to create a change set."
+        ));
+        assert!(is_no_change_reason("No updates are to be performed."));
+        assert!(!is_no_change_reason(
+            "Template format error: unsupported structure."
+        ));
+    }
+}

@@ -53,6 +53,120 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// What llamacc did: compiles, cache hits and misses, local runs by reason, time saved.
     Stats(StatsArgs),
+    /// Create or update the AWS resources of the lambda backend, and point the config at them.
+    #[command(after_help = BOOTSTRAP_HELP)]
+    Bootstrap(BootstrapArgs),
+    /// Create or update a Lambda function that runs llama's actions.
+    #[command(name = "update-function", after_help = UPDATE_FUNCTION_HELP)]
+    UpdateFunction(UpdateFunctionArgs),
+    /// Check the lambda backend's set-up and say how to fix what is wrong.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
+}
+
+const BOOTSTRAP_HELP: &str = "\
+Creates, or updates through a change set, the CloudFormation stack named by `stack`
+(default llama) in the region of -region (else `region`, else the AWS SDK's default):
+  - an S3 bucket for inputs, outputs and cached results, expiring them after --cache-days;
+  - an ECR repository for function images, dropping images no function tag points at;
+  - the role functions run as, allowed to read and write that bucket and their own logs.
+It then writes region, object_store, image_repository, execution_role and backend = lambda
+to the config file (see `llama config`). Run again, it changes nothing and says so; after an
+upgrade of llama it applies the new template. It needs permission to use CloudFormation and
+to create those three resources (with CAPABILITY_IAM); functions need no more than the role.
+
+Next: `llama update-function --create llama`, then `make -j100 CC=llamacc`.
+
+Exit status: 0 when the stack and config are in place, 125 otherwise (the stack events that
+explain a failure are printed).";
+
+const UPDATE_FUNCTION_HELP: &str = "\
+Image sources (one at most):
+  --base IMAGE   any image with a libc (default for --create: debian:bookworm-slim); llama
+                 copies it to image_repository with one more layer holding llama-runtime as
+                 its entrypoint. Needs no container builder: this talks to the registries.
+  --build DIR    builds DIR's Dockerfile with docker, podman or buildah, then pushes it. The
+                 image must run llama-runtime as its entrypoint.
+  --tag IMAGE    an image already pushed to ECR; it is used by digest.
+  (none)         the function keeps its image; only --memory, --timeout change.
+
+The function runs as execution_role, and its image is referenced by digest so that what
+runs is exactly what was pushed. Each step waits for Lambda to finish the previous update.
+
+Examples:
+  llama update-function --create llama
+  llama update-function --memory 3008 llama
+  llama update-function --create --base public.ecr.aws/docker/library/debian:bookworm-slim gcc
+
+Exit status: 0 when the function is active at the new image and settings, 125 otherwise.";
+
+const DOCTOR_HELP: &str = "\
+Checks, in order: the region, the AWS credentials, the CloudFormation stack and whether it
+is current, the config's settings against the stack, the bucket, the function (`function`
+and any named with -f), the llama-runtime version inside it, and which compiler llamacc
+would run remotely. Each problem is printed with the command that fixes it.
+
+Exit status: 0 when everything is in order, 1 when a problem was found, 125 when llama
+itself failed.";
+
+/// `llama bootstrap`.
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// Days after which the bucket deletes stored blobs and cached results.
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cache_days: u32,
+}
+
+/// The CPU architecture of a Lambda function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// Intel and AMD (Lambda's default).
+    #[value(name = "x86_64")]
+    X86_64,
+    /// AWS Graviton.
+    #[value(name = "arm64")]
+    Arm64,
+}
+
+/// `llama update-function`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").args(["base", "build", "tag"]))]
+pub struct UpdateFunctionArgs {
+    /// Create the function if it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Build the image from this directory's Dockerfile with docker, podman or buildah.
+    #[arg(long, value_name = "DIR")]
+    pub build: Option<std::path::PathBuf>,
+    /// Use this image, already pushed (REGISTRY/REPOSITORY:TAG or @sha256:...).
+    #[arg(long, value_name = "IMAGE")]
+    pub tag: Option<String>,
+    /// Add llama-runtime to this base image and push the result (no builder needed).
+    #[arg(long, value_name = "IMAGE")]
+    pub base: Option<String>,
+    /// Memory of the function in MB (Lambda gives a full vCPU at 1769).
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(i32).range(128..=10240))]
+    pub memory: Option<i32>,
+    /// Timeout of one invocation (e.g. 60s, 5m; at most 15m).
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// CPU architecture of the function.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// The llama-runtime binary to put in the image (default: the one beside `llama`).
+    #[arg(long, value_name = "PATH")]
+    pub runtime: Option<std::path::PathBuf>,
+    /// The function's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// `llama doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also check this function (besides the `function` setting's); repeatable.
+    #[arg(short = 'f', long = "function", value_name = "NAME")]
+    pub functions: Vec<String>,
 }
 
 /// `llama daemon`.
@@ -277,6 +391,21 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
     ),
     ("config", &[flag("shell")]),
     ("stats", &[flag("json"), flag("zero")]),
+    ("bootstrap", &[valued("cache-days")]),
+    (
+        "update-function",
+        &[
+            flag("create"),
+            valued("build"),
+            valued("tag"),
+            valued("base"),
+            valued("memory"),
+            valued("timeout"),
+            valued("arch"),
+            valued("runtime"),
+        ],
+    ),
+    ("doctor", &[valued("f"), valued("function")]),
 ];
 
 /// Rewrites Go-style arguments into clap's: `-stdin` → `--stdin`, `--f x` → `-f x`, and

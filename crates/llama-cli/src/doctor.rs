@@ -1,1 +1,459 @@
-//! `llama doctor`: checks every piece the lambda backend needs and names the command that fixes what is missing.
+//! `llama doctor`: checks every piece the lambda backend needs and names the command that
+//! fixes what is missing.
+//!
+//! The checks run in the order a set-up builds the pieces (region, credentials, stack,
+//! config, bucket, repository, functions), and a check whose prerequisite failed is skipped
+//! with the reason rather than reported as a second, confusing failure.
+
+use std::io::Write;
+
+use llama_core::{Backend, Config};
+
+use crate::aws_setup::{self, error_code, sdk_error};
+use crate::bootstrap;
+use crate::cli::DoctorArgs;
+use crate::update_function::{self, DESCRIPTION_PREFIX};
+
+/// The outcome of one check.
+enum Outcome {
+    /// In order; the detail says what was found.
+    Ok(String),
+    /// Wrong or missing; `fix` is the command (or step) that puts it right.
+    Problem { what: String, fix: String },
+    /// Not checked, because something it needs is missing.
+    Skipped(String),
+}
+
+struct Report<'a> {
+    out: &'a mut dyn Write,
+    problems: usize,
+}
+
+impl Report<'_> {
+    fn check(&mut self, name: &str, outcome: Outcome) -> std::io::Result<()> {
+        match outcome {
+            Outcome::Ok(detail) => writeln!(self.out, "ok       {name}: {detail}"),
+            Outcome::Skipped(why) => writeln!(self.out, "skipped  {name}: {why}"),
+            Outcome::Problem { what, fix } => {
+                self.problems += 1;
+                writeln!(self.out, "PROBLEM  {name}: {what}")?;
+                writeln!(self.out, "         fix: {fix}")
+            }
+        }
+    }
+}
+
+/// Runs `llama doctor`: 0 when every check passed, 1 when one found a problem.
+pub fn run(config: &Config, args: &DoctorArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut report = Report { out, problems: 0 };
+    runtime.block_on(diagnose(config, args, &mut report))?;
+    if report.problems == 0 {
+        writeln!(report.out, "everything is in order")?;
+        Ok(0)
+    } else {
+        writeln!(
+            report.out,
+            "{} problem{} found",
+            report.problems,
+            if report.problems == 1 { "" } else { "s" }
+        )?;
+        Ok(1)
+    }
+}
+
+async fn diagnose(
+    config: &Config,
+    args: &DoctorArgs,
+    report: &mut Report<'_>,
+) -> anyhow::Result<()> {
+    let source = |key: &str| {
+        config
+            .source(key)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    };
+    report.check(
+        "backend",
+        if config.backend() == Backend::Lambda {
+            Outcome::Ok("lambda".into())
+        } else {
+            Outcome::Problem {
+                what: format!(
+                    "{} (from {}): commands and compiles run {}, not on Lambda",
+                    config.backend().name(),
+                    source("backend"),
+                    if config.backend() == Backend::Local {
+                        "on this machine"
+                    } else {
+                        "on the REAPI server"
+                    },
+                ),
+                fix: "llama bootstrap (it sets backend = lambda), or LLAMA_BACKEND=lambda".into(),
+            }
+        },
+    )?;
+
+    let sdk = match aws_setup::sdk_config(config).await {
+        Ok(sdk) => {
+            let region = aws_setup::region_of(&sdk);
+            let from = if config.region().is_empty() {
+                "the AWS SDK's default chain".to_string()
+            } else {
+                source("region")
+            };
+            report.check("region", Outcome::Ok(format!("{region} (from {from})")))?;
+            sdk
+        }
+        Err(e) => {
+            report.check(
+                "region",
+                Outcome::Problem {
+                    what: "none is set".into(),
+                    fix: format!("llama bootstrap -region REGION (or AWS_REGION=REGION): {e:#}"),
+                },
+            )?;
+            return report
+                .check(
+                    "the rest",
+                    Outcome::Skipped("every AWS call needs a region".into()),
+                )
+                .map_err(Into::into);
+        }
+    };
+
+    let sts = aws_sdk_sts::Client::new(&sdk);
+    match sts.get_caller_identity().send().await {
+        Ok(who) => report.check(
+            "credentials",
+            Outcome::Ok(format!(
+                "{} (account {})",
+                who.arn().unwrap_or("?"),
+                who.account().unwrap_or("?")
+            )),
+        )?,
+        Err(e) => {
+            report.check(
+                "credentials",
+                Outcome::Problem {
+                    what: sdk_error(&e),
+                    fix: "give llama AWS credentials: `aws configure`, AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+                },
+            )?;
+            return report
+                .check(
+                    "the rest",
+                    Outcome::Skipped("every AWS call needs credentials".into()),
+                )
+                .map_err(Into::into);
+        }
+    }
+
+    check_stack(config, &sdk, report).await?;
+    check_bucket(config, &sdk, report).await?;
+    check_repository(config, &sdk, report).await?;
+    let mut functions = vec![config.function()];
+    functions.extend(args.functions.iter().cloned());
+    functions.dedup();
+    for name in &functions {
+        check_function(config, &sdk, name, report).await?;
+    }
+    report.check("compiler", compiler())?;
+    Ok(())
+}
+
+async fn check_stack(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    report: &mut Report<'_>,
+) -> anyhow::Result<()> {
+    let cfn = aws_sdk_cloudformation::Client::new(sdk);
+    let stack = config.stack();
+    let name = format!("stack {stack}");
+    let current = match bootstrap::describe(&cfn, &stack).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            report.check(
+                &name,
+                Outcome::Problem {
+                    what: format!("does not exist in {}", aws_setup::region_of(sdk)),
+                    fix: "llama bootstrap".into(),
+                },
+            )?;
+            return report
+                .check(
+                    "config",
+                    Outcome::Skipped("there is no stack to compare it with".into()),
+                )
+                .map_err(Into::into);
+        }
+        Err(e) => {
+            return report
+                .check(
+                    &name,
+                    Outcome::Problem {
+                        what: format!("{e:#}"),
+                        fix: "check the AWS credentials' cloudformation:DescribeStacks permission"
+                            .into(),
+                    },
+                )
+                .map_err(Into::into);
+        }
+    };
+    if !bootstrap::is_stable_ok(&current) {
+        report.check(
+            &name,
+            Outcome::Problem {
+                what: format!("is in state {}", bootstrap::status_of(&current)),
+                fix: "llama bootstrap (it waits for, or repairs, the stack)".into(),
+            },
+        )?;
+    } else {
+        let template = cfn.get_template().stack_name(&stack).send().await;
+        let body = template.as_ref().ok().and_then(|t| t.template_body());
+        report.check(
+            &name,
+            match body {
+                Some(body) if body.trim() == bootstrap::TEMPLATE.trim() => {
+                    Outcome::Ok(format!("{}, current template", bootstrap::status_of(&current)))
+                }
+                Some(_) => Outcome::Problem {
+                    what: "its template differs from this llama's (made by another version, or edited)".into(),
+                    fix: "llama bootstrap (it updates the stack through a change set)".into(),
+                },
+                None => Outcome::Ok(format!(
+                    "{} (template not readable: {})",
+                    bootstrap::status_of(&current),
+                    template.err().map(|e| sdk_error(&e)).unwrap_or_default()
+                )),
+            },
+        )?;
+    }
+    let outputs = match bootstrap::settings_from_stack(&cfn, &stack, &current).await {
+        Ok(o) => o,
+        Err(e) => {
+            return report
+                .check(
+                    "config",
+                    Outcome::Problem {
+                        what: format!("{e:#}"),
+                        fix: "llama bootstrap".into(),
+                    },
+                )
+                .map_err(Into::into);
+        }
+    };
+    let wrong: Vec<String> = outputs
+        .iter()
+        .filter_map(|(key, wanted)| {
+            let have = config
+                .entries()
+                .find(|e| e.0 == *key)
+                .map(|e| e.1)
+                .unwrap_or_default();
+            (have != *wanted).then(|| format!("{key} is {have:?}, the stack says {wanted:?}"))
+        })
+        .collect();
+    report.check(
+        "config",
+        if wrong.is_empty() {
+            Outcome::Ok(format!("matches stack {stack}"))
+        } else {
+            Outcome::Problem {
+                what: wrong.join("; "),
+                fix: "llama bootstrap (it writes the stack's settings to the config file; an LLAMA_* variable still overrides them)".into(),
+            }
+        },
+    )?;
+    Ok(())
+}
+
+async fn check_bucket(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    report: &mut Report<'_>,
+) -> anyhow::Result<()> {
+    let url = config.object_store();
+    let location: llama_exec::ObjectStoreUrl = match url.trim().parse() {
+        Ok(l) => l,
+        Err(_) if url.trim().is_empty() => {
+            return report
+                .check("bucket", Outcome::Skipped("object_store is not set".into()))
+                .map_err(Into::into);
+        }
+        Err(e) => {
+            return report
+                .check(
+                    "bucket",
+                    Outcome::Problem {
+                        what: format!("object_store {url:?}: {e}"),
+                        fix: "llama bootstrap".into(),
+                    },
+                )
+                .map_err(Into::into);
+        }
+    };
+    let s3 = llama_exec::s3_client(sdk);
+    let outcome = match s3.head_bucket().bucket(&location.bucket).send().await {
+        Ok(_) => Outcome::Ok(format!("s3://{} is reachable", location.bucket)),
+        Err(e) => Outcome::Problem {
+            what: format!("s3://{}: {}", location.bucket, sdk_error(&e)),
+            fix: "llama bootstrap (if the bucket was deleted, it is recreated; if access is denied, the credentials need s3:ListBucket on it)".into(),
+        },
+    };
+    report.check("bucket", outcome).map_err(Into::into)
+}
+
+async fn check_repository(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    report: &mut Report<'_>,
+) -> anyhow::Result<()> {
+    let repository = config.image_repository();
+    let Some((registry, name)) = repository.split_once('/') else {
+        return report
+            .check(
+                "repository",
+                Outcome::Skipped("image_repository is not set".into()),
+            )
+            .map_err(Into::into);
+    };
+    if !registry.contains(".dkr.ecr.") {
+        return report
+            .check(
+                "repository",
+                Outcome::Ok(format!("{repository} (not ECR: not checked)")),
+            )
+            .map_err(Into::into);
+    }
+    let ecr = aws_sdk_ecr::Client::new(sdk);
+    let outcome = match ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+    {
+        Ok(_) => Outcome::Ok(repository.clone()),
+        Err(e) => Outcome::Problem {
+            what: format!("{repository}: {}", sdk_error(&e)),
+            fix: "llama bootstrap".into(),
+        },
+    };
+    report.check("repository", outcome).map_err(Into::into)
+}
+
+async fn check_function(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    name: &str,
+    report: &mut Report<'_>,
+) -> anyhow::Result<()> {
+    let lambda = aws_sdk_lambda::Client::new(sdk);
+    let label = format!("function {name}");
+    let ours = env!("CARGO_PKG_VERSION");
+    let rebuild = format!(
+        "llama update-function --base {} {name}",
+        update_function::DEFAULT_BASE
+    );
+    let function = match lambda.get_function().function_name(name).send().await {
+        Ok(f) => f,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+            return report
+                .check(
+                    &label,
+                    Outcome::Problem {
+                        what: format!("does not exist in {}", aws_setup::region_of(sdk)),
+                        fix: format!("llama update-function --create {name}"),
+                    },
+                )
+                .map_err(Into::into);
+        }
+        Err(e) => {
+            return report
+                .check(
+                    &label,
+                    Outcome::Problem {
+                        what: sdk_error(&e),
+                        fix: "check the credentials' lambda:GetFunction permission".into(),
+                    },
+                )
+                .map_err(Into::into);
+        }
+    };
+    let Some(conf) = function.configuration() else {
+        return report
+            .check(
+                &label,
+                Outcome::Problem {
+                    what: "Lambda returned no configuration".into(),
+                    fix: rebuild,
+                },
+            )
+            .map_err(Into::into);
+    };
+    let image = function.code().and_then(|c| c.image_uri()).unwrap_or("");
+    let state = conf.state().map(|s| s.as_str()).unwrap_or("Active");
+    let outcome = if conf.package_type().map(|p| p.as_str()) != Some("Image") {
+        Outcome::Problem {
+            what: "is not an image function (the original llama made zip functions?)".into(),
+            fix: format!("delete it and run llama update-function --create {name}"),
+        }
+    } else if !matches!(state, "Active" | "Inactive") {
+        Outcome::Problem {
+            what: format!(
+                "is {state}{}",
+                conf.state_reason()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+            fix: rebuild.clone(),
+        }
+    } else {
+        match conf.description().and_then(|d| d.strip_prefix(DESCRIPTION_PREFIX)) {
+            None => Outcome::Problem {
+                what: "its image was not made by llama update-function, so the llama-runtime in it is unknown".into(),
+                fix: rebuild.clone(),
+            },
+            Some(version) if version != ours => Outcome::Problem {
+                what: format!("runs llama-runtime {version}, and this llama is {ours}"),
+                fix: rebuild.clone(),
+            },
+            Some(version) => {
+                let role = config.execution_role();
+                let mut detail = format!(
+                    "{state}, llama-runtime {version}, {} MB, {} s, image {image}",
+                    conf.memory_size().unwrap_or_default(),
+                    conf.timeout().unwrap_or_default()
+                );
+                if !role.is_empty() && conf.role() != Some(role.as_str()) {
+                    detail.push_str(&format!(" (runs as {}, not execution_role)", conf.role().unwrap_or("?")));
+                }
+                Outcome::Ok(detail)
+            }
+        }
+    };
+    report.check(&label, outcome).map_err(Into::into)
+}
+
+/// What a remote compile runs: llamacc ships this machine's compiler with each compile.
+fn compiler() -> Outcome {
+    let path = std::env::var_os("PATH");
+    let Some(gcc) = llama_exec::find_program("gcc".as_ref(), path.as_deref(), "/".as_ref()) else {
+        return Outcome::Problem {
+            what: "no gcc on PATH: llamacc has nothing to ship".into(),
+            fix: "install gcc (e.g. apt-get install gcc)".into(),
+        };
+    };
+    let version = std::process::Command::new(&gcc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| v.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "version unknown".into());
+    Outcome::Ok(format!(
+        "{} ({version}): llamacc ships it, with cc1 and as, to the function with each compile, \
+         so remote objects match local ones; clang compiles run locally",
+        gcc.display()
+    ))
+}

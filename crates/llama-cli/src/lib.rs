@@ -1,6 +1,7 @@
 //! The front ends of llama: the `llama` command and `llamacc`. Each binary's `main` calls
 //! one function here; exit statuses are decided in those two functions and nowhere else.
 
+pub mod aws_setup;
 pub mod bootstrap;
 pub mod cli;
 pub mod config_cmd;
@@ -65,6 +66,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             cli::DaemonAction::Status => daemon::status(&config),
             cli::DaemonAction::Run => daemon::run(&config),
         },
+        Command::Bootstrap(args) => bootstrap::run(&config, &args, &mut std::io::stdout().lock()),
+        Command::UpdateFunction(args) => {
+            update_function::run(&config, &args, &mut std::io::stdout().lock())
+        }
+        Command::Doctor(args) => doctor::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Invoke(args) => {
             let ctx = Context::new(&config, invoke::policy(&args))?;
             let runtime = tokio::runtime::Runtime::new()?;
@@ -97,7 +103,10 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// Warnings go to stderr as `llama: warning: ...`; `LLAMA_LOG=debug` shows more.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LLAMA_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // The AWS SDK warns about each credential provider it tries; llama's own error says
+    // what was missing.
+    let filter = EnvFilter::try_from_env("LLAMA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

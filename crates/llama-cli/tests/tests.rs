@@ -4,6 +4,7 @@ mod harness_smoke;
 mod invoke;
 mod lambda;
 mod lambda_cc;
+mod lambda_setup;
 mod llamacc;
 mod reapi;
 mod reapi_smoke;

@@ -145,6 +145,67 @@ const KEYS: &[Key] = &[
         help: "Lambda function for actions that name none (invoke and xargs name theirs)",
     },
     Key {
+        name: "stack",
+        env: "LLAMA_STACK",
+        default: || "llama".into(),
+        check: |v| {
+            let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && v.len() <= 128
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if ok {
+                Ok(())
+            } else {
+                Err(
+                    "a CloudFormation stack name (letters, digits and -, starting with a letter)"
+                        .into(),
+                )
+            }
+        },
+        help: "the CloudFormation stack `llama bootstrap` creates and `llama doctor` checks",
+    },
+    Key {
+        name: "image_repository",
+        env: "LLAMA_IMAGE_REPOSITORY",
+        default: String::new,
+        check: |v| {
+            if v.is_empty() || (v.contains('/') && !v.contains("://") && !v.contains('@')) {
+                Ok(())
+            } else {
+                Err(
+                    "REGISTRY/REPOSITORY, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/llama"
+                        .into(),
+                )
+            }
+        },
+        help: "where `llama update-function` pushes function images (written by `llama bootstrap`)",
+    },
+    Key {
+        name: "registry_mirror",
+        env: "LLAMA_REGISTRY_MIRROR",
+        default: String::new,
+        check: |v| {
+            if v.is_empty() || !(v.contains('/') || v.contains(char::is_whitespace)) {
+                Ok(())
+            } else {
+                Err("HOST[:PORT] of a registry mirroring Docker Hub, e.g. mirror.gcr.io".into())
+            }
+        },
+        help: "a mirror `llama update-function --base` pulls Docker Hub images from (HOST[:PORT])",
+    },
+    Key {
+        name: "execution_role",
+        env: "LLAMA_EXECUTION_ROLE",
+        default: String::new,
+        check: |v| {
+            if v.is_empty() || v.starts_with("arn:") {
+                Ok(())
+            } else {
+                Err("an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)".into())
+            }
+        },
+        help: "the IAM role Lambda functions run as (written by `llama bootstrap`)",
+    },
+    Key {
         name: "remote_jobs",
         env: "LLAMA_REMOTE_JOBS",
         default: || "64".into(),
@@ -186,6 +247,41 @@ const KEYS: &[Key] = &[
         check: |v| parse_headers(v).map(drop),
         help: "headers sent with every REAPI call, \"name: value; name2: value2\" (e.g. authorization: Bearer TOKEN)",
     },
+    Key {
+        name: "reapi_ca",
+        env: "LLAMA_REAPI_CA",
+        default: String::new,
+        check: |_| Ok(()),
+        help: "PEM file of CA certificates a grpcs:// REAPI server's certificate may chain to, besides the system's",
+    },
+    Key {
+        name: "reapi_client_cert",
+        env: "LLAMA_REAPI_CLIENT_CERT",
+        default: String::new,
+        check: |_| Ok(()),
+        help: "PEM file of the client certificate (chain) llama presents to a grpcs:// REAPI server that wants mTLS",
+    },
+    Key {
+        name: "reapi_client_key",
+        env: "LLAMA_REAPI_CLIENT_KEY",
+        default: String::new,
+        check: |_| Ok(()),
+        help: "PEM file of the private key of reapi_client_cert",
+    },
+    Key {
+        name: "reapi_cache_read",
+        env: "LLAMA_REAPI_CACHE_READ",
+        default: || "true".into(),
+        check: |v| parse_bool(v).map(drop),
+        help: "look results up in the REAPI server's action cache before executing (1/true/yes/on or 0/false/no/off)",
+    },
+    Key {
+        name: "reapi_cache_write",
+        env: "LLAMA_REAPI_CACHE_WRITE",
+        default: || "true".into(),
+        check: |v| parse_bool(v).map(drop),
+        help: "let the REAPI server cache the results of llama's actions (off: they are sent with do_not_cache)",
+    },
 ];
 
 /// A setting that cannot be used, naming where it came from and what is expected.
@@ -195,6 +291,14 @@ pub enum ConfigError {
     /// The config file exists but cannot be read.
     #[error("cannot read config file {path}: {error}")]
     Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+    /// The config file cannot be written.
+    #[error("cannot write config file {path}: {error}")]
+    Write {
         /// The file.
         path: PathBuf,
         /// The underlying error.
@@ -243,6 +347,15 @@ impl Config {
     /// `~/.config/llama/config.toml`.
     pub fn file_path() -> PathBuf {
         config_path()
+    }
+
+    /// Sets `values` in the config file at `path`, keeping its comments and its other
+    /// settings; see [`update_file`]. Returns the keys whose value changed.
+    pub fn update_file(
+        path: &Path,
+        values: &[(&str, &str)],
+    ) -> Result<Vec<&'static str>, ConfigError> {
+        update_file(path, values)
     }
 
     /// Loads defaults, the config file (if any) and the `LLAMA_*` variables of this process.
@@ -398,6 +511,26 @@ impl Config {
         self.raw("function").into_owned()
     }
 
+    /// The CloudFormation stack of `llama bootstrap`.
+    pub fn stack(&self) -> String {
+        self.raw("stack").into_owned()
+    }
+
+    /// `REGISTRY/REPOSITORY` for function images, or empty.
+    pub fn image_repository(&self) -> String {
+        self.raw("image_repository").trim().to_string()
+    }
+
+    /// `HOST[:PORT]` of a Docker Hub mirror, or empty.
+    pub fn registry_mirror(&self) -> String {
+        self.raw("registry_mirror").trim().to_string()
+    }
+
+    /// The IAM role ARN functions run as, or empty.
+    pub fn execution_role(&self) -> String {
+        self.raw("execution_role").trim().to_string()
+    }
+
     /// Invocations the lambda backend has in flight at once: `remote_jobs` when set, else
     /// `jobs` when set (by `-j`, the file or `LLAMA_JOBS`), else 64.
     pub fn remote_jobs(&self) -> usize {
@@ -428,6 +561,157 @@ impl Config {
     pub fn reapi_headers(&self) -> Vec<(String, String)> {
         parse_headers(&self.raw("reapi_headers")).unwrap_or_default()
     }
+
+    /// The extra CA certificates to trust for a grpcs:// REAPI server, `None` when unset;
+    /// an error naming the key and the file when it is set to a file that cannot be read or
+    /// holds no PEM certificate.
+    pub fn reapi_ca(&self) -> Result<Option<PathBuf>, ConfigError> {
+        self.pem_file("reapi_ca", "CERTIFICATE", "CA certificates")
+    }
+
+    /// The client certificate and its key for a grpcs:// REAPI server that wants mTLS,
+    /// `None` when neither is set; an error naming the key and the file when one is set
+    /// without the other, or names a file that cannot be read or holds no PEM of its kind.
+    pub fn reapi_client_identity(&self) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        let cert = self.pem_file("reapi_client_cert", "CERTIFICATE", "the client certificate")?;
+        let key = self.pem_file(
+            "reapi_client_key",
+            "PRIVATE KEY",
+            "the client's private key",
+        )?;
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(self.bad_value(
+                "reapi_client_cert",
+                "reapi_client_key (LLAMA_REAPI_CLIENT_KEY) to be set too, to the PEM file of its private key".into(),
+            )),
+            (None, Some(_)) => Err(self.bad_value(
+                "reapi_client_key",
+                "reapi_client_cert (LLAMA_REAPI_CLIENT_CERT) to be set too, to the PEM file of the certificate".into(),
+            )),
+        }
+    }
+
+    /// Ask the REAPI server's action cache before executing.
+    pub fn reapi_cache_read(&self) -> bool {
+        parse_bool(&self.raw("reapi_cache_read")).unwrap_or(true)
+    }
+
+    /// Let the REAPI server cache llama's results.
+    pub fn reapi_cache_write(&self) -> bool {
+        parse_bool(&self.raw("reapi_cache_write")).unwrap_or(true)
+    }
+
+    /// The file `key` names, checked to be readable and to hold a PEM block whose label ends
+    /// with `label` (`CERTIFICATE`, `PRIVATE KEY`); `None` when the key is empty.
+    fn pem_file(
+        &self,
+        key: &'static str,
+        label: &str,
+        what: &str,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let value = self.raw(key);
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let path = PathBuf::from(value);
+        let expected = match std::fs::read(&path) {
+            Err(e) => format!("a PEM file of {what} (reading {}: {e})", path.display()),
+            Ok(data) => {
+                let text = String::from_utf8_lossy(&data);
+                let found = text.lines().any(|l| {
+                    l.trim()
+                        .strip_prefix("-----BEGIN ")
+                        .and_then(|l| l.strip_suffix("-----"))
+                        .is_some_and(|l| l.ends_with(label))
+                });
+                if found {
+                    return Ok(Some(path));
+                }
+                format!(
+                    "a PEM file of {what} ({} holds no -----BEGIN ...{label}----- block)",
+                    path.display()
+                )
+            }
+        };
+        Err(self.bad_value(key, expected))
+    }
+
+    /// A [`ConfigError::BadValue`] for the current value of `key`.
+    fn bad_value(&self, key: &'static str, expected: String) -> ConfigError {
+        ConfigError::BadValue {
+            key,
+            value: self.raw(key).into_owned(),
+            origin: self.source(key).unwrap_or(Source::Default),
+            expected,
+        }
+    }
+}
+
+/// Sets `values` in the config file at `path`, keeping its comments, its other settings
+/// and their layout; creates the file (and its directory) when absent. Each value is
+/// checked first, and the file is replaced in one rename, so a failure leaves it as it was.
+/// Returns the keys whose value changed.
+fn update_file(path: &Path, values: &[(&str, &str)]) -> Result<Vec<&'static str>, ConfigError> {
+    let origin = Source::File(path.to_path_buf());
+    let mut checked = Vec::new();
+    for (key, value) in values {
+        let mut probe = Config {
+            values: BTreeMap::new(),
+        };
+        probe.set(key, value, origin.clone())?;
+        let (name, _) = probe
+            .values
+            .pop_first()
+            .ok_or_else(|| ConfigError::UnknownKey {
+                key: key.to_string(),
+                origin: origin.clone(),
+                known: String::new(),
+            })?;
+        checked.push((name, *value));
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                error,
+            });
+        }
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: e.message().to_string(),
+            })?;
+    let mut changed = Vec::new();
+    for (name, value) in checked {
+        if doc.get(name).and_then(|v| v.as_str()) != Some(value) {
+            doc[name] = toml_edit::value(value);
+            changed.push(name);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(changed);
+    }
+    let write = |path: &Path| -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut tmp, doc.to_string().as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write(path).map_err(|error| ConfigError::Write {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(changed)
 }
 
 /// A FUNCTION and its REAPI platform properties.
@@ -518,6 +802,16 @@ fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
     }
 }
 
+/// `1`, `true`, `yes`, `on` (any case) are on; `0`, `false`, `no`, `off` and empty are off,
+/// as for every llama boolean (the `LLAMACC_*` variables too); anything else is refused.
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err("a boolean: 1/true/yes/on or 0/false/no/off".into()),
+    }
+}
+
 fn parse_backend(v: &str) -> Result<Backend, String> {
     [Backend::Local, Backend::Lambda, Backend::Reapi]
         .into_iter()
@@ -565,6 +859,34 @@ mod tests {
         Config::load_from(&path, |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn update_file_keeps_comments_and_reports_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/config.toml");
+        let first =
+            Config::update_file(&path, &[("region", "us-east-1"), ("stack", "llama")]).unwrap();
+        assert_eq!(first, ["region", "stack"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("# mine\njobs = 3 # keep\n{text}")).unwrap();
+        let second =
+            Config::update_file(&path, &[("region", "us-east-1"), ("stack", "other")]).unwrap();
+        assert_eq!(second, ["stack"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# mine\njobs = 3 # keep\n"), "{text}");
+        assert!(text.contains("stack = \"other\""), "{text}");
+        assert!(
+            Config::update_file(&path, &[("stack", "other")])
+                .unwrap()
+                .is_empty()
+        );
+        let err = Config::update_file(&path, &[("execution_role", "not-an-arn")]).unwrap_err();
+        assert!(err.to_string().contains("execution_role"), "{err}");
+        assert!(matches!(
+            Config::update_file(&path, &[("nope", "x")]),
+            Err(ConfigError::UnknownKey { .. })
+        ));
     }
 
     #[test]
@@ -624,6 +946,114 @@ mod tests {
             let e = load(None, &[(key, bad)]).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
+    }
+
+    #[test]
+    fn reapi_tls_files_are_checked_naming_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_string_lossy().into_owned()
+        };
+        let ca = file(
+            "ca.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let key = file(
+            "key.pem",
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        );
+        let ec_key = file(
+            "ec.pem",
+            "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+        );
+        let missing = dir.path().join("nope.pem").to_string_lossy().into_owned();
+
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.reapi_ca().unwrap(), None);
+        assert_eq!(c.reapi_client_identity().unwrap(), None);
+
+        let c = load(
+            None,
+            &[
+                ("LLAMA_REAPI_CA", &ca),
+                ("LLAMA_REAPI_CLIENT_CERT", &ca),
+                ("LLAMA_REAPI_CLIENT_KEY", &ec_key),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.reapi_ca().unwrap(), Some(PathBuf::from(&ca)));
+        assert_eq!(
+            c.reapi_client_identity().unwrap(),
+            Some((PathBuf::from(&ca), PathBuf::from(&ec_key)))
+        );
+
+        let e = load(None, &[("LLAMA_REAPI_CA", &missing)])
+            .unwrap()
+            .reapi_ca();
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("reapi_ca") && e.contains("LLAMA_REAPI_CA") && e.contains(&missing),
+            "{e}"
+        );
+        // A key where the CA should be.
+        let e = load(None, &[("LLAMA_REAPI_CA", &key)]).unwrap().reapi_ca();
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("reapi_ca") && e.contains(&key), "{e}");
+        let e = load(None, &[("LLAMA_REAPI_CLIENT_CERT", &ca)])
+            .unwrap()
+            .reapi_client_identity()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reapi_client_key"), "{e}");
+        let e = load(
+            None,
+            &[
+                ("LLAMA_REAPI_CLIENT_CERT", &ca),
+                ("LLAMA_REAPI_CLIENT_KEY", &ca),
+            ],
+        )
+        .unwrap()
+        .reapi_client_identity()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reapi_client_key") && e.contains(&ca), "{e}");
+    }
+
+    #[test]
+    fn reapi_cache_switches_are_llama_booleans() {
+        let c = load(None, &[]).unwrap();
+        assert!(c.reapi_cache_read() && c.reapi_cache_write());
+        for (value, on) in [
+            ("1", true),
+            ("TRUE", true),
+            ("yes", true),
+            ("on", true),
+            ("0", false),
+            ("false", false),
+            ("No", false),
+            ("off", false),
+            ("", false),
+        ] {
+            let c = load(
+                None,
+                &[
+                    ("LLAMA_REAPI_CACHE_READ", value),
+                    ("LLAMA_REAPI_CACHE_WRITE", value),
+                ],
+            )
+            .unwrap();
+            assert_eq!(
+                (c.reapi_cache_read(), c.reapi_cache_write()),
+                (on, on),
+                "{value:?}"
+            );
+        }
+        let c = load(Some("reapi_cache_write = false\n"), &[]).unwrap();
+        assert!(c.reapi_cache_read() && !c.reapi_cache_write());
+        let e = load(None, &[("LLAMA_REAPI_CACHE_READ", "sometimes")]).unwrap_err();
+        assert!(e.to_string().contains("LLAMA_REAPI_CACHE_READ"), "{e}");
     }
 
     #[test]
