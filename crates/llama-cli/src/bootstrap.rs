@@ -29,7 +29,7 @@ const STACK_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// Each resource of the stack and the setting it becomes, made from its physical id and the
 /// stack's ARN. (Read from the resources rather than the stack's outputs, which are for
 /// people: CloudFormation emulators do not all fill outputs in for change sets.)
-const RESOURCE_SETTINGS: &[(&str, &str, fn(&str, &StackArn) -> String)] = &[
+const RESOURCE_SETTINGS: &[(&str, &str, SettingFromId)] = &[
     ("Bucket", "object_store", |bucket, _| {
         format!("s3://{bucket}")
     }),
@@ -45,6 +45,9 @@ const RESOURCE_SETTINGS: &[(&str, &str, fn(&str, &StackArn) -> String)] = &[
         format!("arn:{}:iam::{}:role/{name}", arn.partition, arn.account)
     }),
 ];
+
+/// Makes a setting's value from a resource's physical id and the stack's ARN.
+type SettingFromId = fn(&str, &StackArn) -> String;
 
 /// The parts of `arn:PARTITION:cloudformation:REGION:ACCOUNT:stack/NAME/ID` the settings use.
 struct StackArn {
@@ -151,8 +154,9 @@ async fn bootstrap(
     match change {
         StackChange::Created => writeln!(
             out,
-            "next: llama update-function --create {} (then `llama doctor` checks everything)",
-            config.function()
+            "next: llama update-function --create {} (the function llamacc compiles on; \
+             then `llama doctor` checks everything)",
+            crate::llamacc::remote_function()
         )?,
         StackChange::Updated => writeln!(out, "stack {stack} updated")?,
         StackChange::Unchanged => writeln!(out, "stack {stack} is up to date: nothing changed")?,
@@ -220,7 +224,8 @@ async fn apply(
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
-    cfn.create_change_set()
+    let created = cfn
+        .create_change_set()
         .stack_name(stack)
         .change_set_name(&change_set)
         .change_set_type(kind.clone())
@@ -229,10 +234,13 @@ async fn apply(
         .capabilities(Capability::CapabilityIam)
         .description(format!("llama bootstrap {}", env!("CARGO_PKG_VERSION")))
         .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("creating a change set for stack {stack}: {}", sdk_error(&e))
-        })?;
+        .await;
+    match created {
+        Ok(_) => {}
+        // Some CloudFormations refuse a change set that changes nothing outright.
+        Err(e) if is_no_change_reason(&sdk_error(&e)) => return Ok(StackChange::Unchanged),
+        Err(e) => bail!("creating a change set for stack {stack}: {}", sdk_error(&e)),
+    }
 
     let described = wait_for(
         &format!("change set {change_set} of stack {stack}"),
@@ -308,17 +316,20 @@ async fn apply(
         .into_iter()
         .filter_map(|e| e.event_id().map(str::to_string))
         .collect();
-    cfn.execute_change_set()
+    if let Err(e) = cfn
+        .execute_change_set()
         .stack_name(stack)
         .change_set_name(&change_set)
         .send()
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "executing change set {change_set} of stack {stack}: {}",
-                sdk_error(&e)
-            )
-        })?;
+    {
+        print_failures(cfn, stack, &seen, out).await?;
+        bail!(
+            "CloudFormation could not apply change set {change_set} to stack {stack}: {}; \
+             fix that and run llama bootstrap again",
+            sdk_error(&e)
+        );
+    }
 
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(250);
@@ -362,11 +373,7 @@ async fn apply(
     }
     if printed_failures.is_empty() {
         // The events may have come after our last look.
-        for event in events(cfn, stack).await.unwrap_or_default().iter().rev() {
-            if is_failure_event(event) {
-                writeln!(out, "    {}", event_line(event))?;
-            }
-        }
+        print_failures(cfn, stack, &HashSet::new(), out).await?;
     } else {
         writeln!(out, "  what failed:")?;
         for line in &printed_failures {
@@ -458,6 +465,35 @@ async fn events(cfn: &Client, stack: &str) -> anyhow::Result<Vec<StackEvent>> {
         .await
         .map_err(|e| anyhow::anyhow!("reading the events of stack {stack}: {}", sdk_error(&e)))?;
     Ok(page.stack_events().to_vec())
+}
+
+/// Prints the stack's events not in `seen` (all of them when none are new), oldest first:
+/// what CloudFormation says about a failure.
+async fn print_failures(
+    cfn: &Client,
+    stack: &str,
+    seen: &HashSet<String>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let all = events(cfn, stack).await.unwrap_or_default();
+    let fresh: Vec<&StackEvent> = all
+        .iter()
+        .rev()
+        .filter(|e| e.event_id().is_none_or(|id| !seen.contains(id)))
+        .collect();
+    let failed: Vec<&&StackEvent> = fresh.iter().filter(|e| is_failure_event(e)).collect();
+    if !fresh.is_empty() {
+        writeln!(out, "  the stack's events:")?;
+    }
+    let shown: Vec<&StackEvent> = if failed.is_empty() {
+        fresh
+    } else {
+        failed.into_iter().copied().collect()
+    };
+    for event in shown {
+        writeln!(out, "    {}", event_line(event))?;
+    }
+    Ok(())
 }
 
 fn event_line(event: &StackEvent) -> String {

@@ -75,7 +75,8 @@ to the config file (see `llama config`). Run again, it changes nothing and says 
 upgrade of llama it applies the new template. It needs permission to use CloudFormation and
 to create those three resources (with CAPABILITY_IAM); functions need no more than the role.
 
-Next: `llama update-function --create llama`, then `make -j100 CC=llamacc`.
+Next: `llama update-function --create gcc` (gcc: the function llamacc compiles on, see
+LLAMACC_FUNCTION), then `make -j100 CC=llamacc`.
 
 Exit status: 0 when the stack and config are in place, 125 otherwise (the stack events that
 explain a failure are printed).";
@@ -94,16 +95,16 @@ The function runs as execution_role, and its image is referenced by digest so th
 runs is exactly what was pushed. Each step waits for Lambda to finish the previous update.
 
 Examples:
-  llama update-function --create llama
-  llama update-function --memory 3008 llama
+  llama update-function --create gcc
+  llama update-function --memory 3008 gcc
   llama update-function --create --base public.ecr.aws/docker/library/debian:bookworm-slim gcc
 
 Exit status: 0 when the function is active at the new image and settings, 125 otherwise.";
 
 const DOCTOR_HELP: &str = "\
 Checks, in order: the region, the AWS credentials, the CloudFormation stack and whether it
-is current, the config's settings against the stack, the bucket, the function (`function`
-and any named with -f), the llama-runtime version inside it, and which compiler llamacc
+is current, the config's settings against the stack, the bucket, llamacc's function
+(LLAMACC_FUNCTION, default gcc) and any named with -f, the llama-runtime version inside it, and which compiler llamacc
 would run remotely. Each problem is printed with the command that fixes it.
 
 Exit status: 0 when everything is in order, 1 when a problem was found, 125 when llama
@@ -164,7 +165,7 @@ pub struct UpdateFunctionArgs {
 /// `llama doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Also check this function (besides the `function` setting's); repeatable.
+    /// Also check this function (besides llamacc's, LLAMACC_FUNCTION); repeatable.
     #[arg(short = 'f', long = "function", value_name = "NAME")]
     pub functions: Vec<String>,
 }

@@ -152,9 +152,14 @@ async fn diagnose(
     check_stack(config, &sdk, report).await?;
     check_bucket(config, &sdk, report).await?;
     check_repository(config, &sdk, report).await?;
-    let mut functions = vec![config.function()];
-    functions.extend(args.functions.iter().cloned());
-    functions.dedup();
+    // llamacc's function is the one a build needs; invoke and xargs name theirs.
+    let llamacc = crate::llamacc::remote_function();
+    let mut functions = vec![llamacc];
+    for name in &args.functions {
+        if !functions.contains(name) {
+            functions.push(name.clone());
+        }
+    }
     for name in &functions {
         check_function(config, &sdk, name, report).await?;
     }

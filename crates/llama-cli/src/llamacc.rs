@@ -187,3 +187,10 @@ fn current_umask() -> u32 {
         m as u32
     }
 }
+
+/// The Lambda function llamacc compiles on (`LLAMACC_FUNCTION`, default `gcc`): what
+/// `bootstrap` suggests creating and `doctor` checks.
+pub fn remote_function() -> String {
+    let env: Vec<_> = std::env::vars_os().collect();
+    Settings::from_env(env.iter().map(|(k, v)| (k, v))).function
+}

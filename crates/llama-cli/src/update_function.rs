@@ -18,6 +18,7 @@ use llama_core::Config;
 
 use crate::aws_setup::{self, error_code, sdk_error, wait_for};
 use crate::cli::{Arch, UpdateFunctionArgs};
+use crate::oci_image;
 
 /// Memory of a new function: Lambda gives one full vCPU at 1769 MB.
 pub const DEFAULT_MEMORY_MB: i32 = 1769;
@@ -92,8 +93,20 @@ async fn update_function(
                 runtime.display()
             )?;
             let target_auth = registry_auth(&sdk, &repository).await?;
-            let _ = (target_auth, runtime, insecure_registries(&[base]));
-            bail!("WIRING: oci_image pending")
+            let spec = oci_image::ImageSpec {
+                base: base.to_string(),
+                base_auth: oci_image::RegistryAuth::Anonymous,
+                repository: repository.clone(),
+                tag: name.to_string(),
+                target_auth,
+                architecture: arch,
+                runtime,
+                insecure_registries: insecure_registries(&[base, &repository]),
+            };
+            // Progress goes to stderr, as a registry client's does: stdout keeps the result.
+            let pushed =
+                oci_image::push_runtime_image(&spec, &mut |step| eprintln!("  {step}")).await?;
+            Some(pushed.reference)
         }
         Source::Build(dir) => {
             let repository = image_repository(config)?;
@@ -337,13 +350,6 @@ fn runtime_binary(given: Option<&Path>, arch: Arch) -> anyhow::Result<PathBuf> {
 fn elf_machine(header: &[u8]) -> Option<u16> {
     (header.len() >= 20 && header.starts_with(b"\x7fELF") && header[5] == 1)
         .then(|| u16::from_le_bytes([header[18], header[19]]))
-}
-
-fn arch_name(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "x86_64",
-        Arch::Arm64 => "arm64",
-    }
 }
 
 fn lambda_arch(arch: Arch) -> Architecture {

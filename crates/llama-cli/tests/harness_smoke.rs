@@ -1,11 +1,11 @@
 //! The test servers themselves (util/harness.rs): they start, answer as the Lambda
-//! executor's tests expect, and stop. A failure here is about the harness or its install
-//! (scripts/install-test-servers), not about llama.
+//! executor's and the set-up commands' tests expect, and stop. A failure here is about the
+//! harness or its install (scripts/install-test-servers), not about llama.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::harness::{LambdaEmulator, S3Server, Server, http};
+use crate::util::harness::{LambdaEmulator, MotoServer, OciRegistry, S3Server, Server, http};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,4 +83,161 @@ fn lambda_emulator_hands_invocations_to_a_runtime() {
     assert_eq!(err.header("x-amz-function-error"), None);
 
     assert!(started.elapsed() < TIMEOUT, "took {:?}", started.elapsed());
+}
+
+/// Runs `f` on a runtime of its own: the tests here are plain `#[test]`s, since the servers
+/// start with blocking waits.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+#[test]
+fn moto_answers_the_rust_sdk() {
+    use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+
+    let moto = MotoServer::start();
+    assert!(moto.endpoint().starts_with("http://127.0.0.1:"));
+    let config = http(moto.addr(), "GET", "/moto-api/config", &[], b"", TIMEOUT).expect("GET");
+    assert!(
+        config.text().contains(r#""lambda": {"use_docker": false}"#),
+        "{}",
+        config.text()
+    );
+
+    // Everything given, nothing read from this process's environment or profile.
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(Region::new(moto.region()))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            MotoServer::ACCESS_KEY,
+            MotoServer::SECRET_KEY,
+            None,
+            None,
+            "moto",
+        )))
+        .build();
+    let (identity, stacks) = block_on(async {
+        let identity = aws_sdk_sts::Client::new(&sdk)
+            .get_caller_identity()
+            .send()
+            .await;
+        let stacks = aws_sdk_cloudformation::Client::new(&sdk)
+            .list_stacks()
+            .send()
+            .await;
+        (identity, stacks)
+    });
+    let identity = identity.unwrap_or_else(|e| panic!("GetCallerIdentity: {e:?}\n{}", moto.log()));
+    assert_eq!(identity.account(), Some(MotoServer::ACCOUNT_ID));
+    assert_eq!(identity.arn(), Some("arn:aws:sts::123456789012:user/moto"));
+    let stacks = stacks.unwrap_or_else(|e| panic!("ListStacks: {e:?}\n{}", moto.log()));
+    assert!(stacks.stack_summaries().is_empty(), "{stacks:?}");
+}
+
+/// Set when this test binary runs again as the child of
+/// [`moto_env_is_all_the_rust_sdk_needs`].
+const SDK_CHILD: &str = "LLAMA_TEST_SDK_CHILD";
+
+/// [`MotoServer::apply_env`] alone configures the SDK's default chain, as llama loads it.
+/// The chain reads the process's environment, so the SDK runs in a child: this test binary
+/// again, running only this test, which then takes the other branch.
+#[test]
+fn moto_env_is_all_the_rust_sdk_needs() {
+    if std::env::var_os(SDK_CHILD).is_some() {
+        let identity = block_on(async {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await;
+            aws_sdk_sts::Client::new(&sdk)
+                .get_caller_identity()
+                .send()
+                .await
+        });
+        match identity {
+            Ok(identity) => println!("account={}", identity.account().unwrap_or("")),
+            Err(e) => panic!("GetCallerIdentity: {e:?}"),
+        }
+        return;
+    }
+
+    let moto = MotoServer::start();
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    let this_test = "harness_smoke::moto_env_is_all_the_rust_sdk_needs";
+    cmd.args(["--exact", this_test, "--nocapture", "--test-threads", "1"])
+        .env(SDK_CHILD, "1");
+    moto.apply_env(&mut cmd);
+    let started = Instant::now();
+    let out = cmd.output().expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("account=123456789012"),
+        "the child ({}):\n{stdout}{}\nmoto:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        moto.log()
+    );
+    // No detour through instance metadata or a real endpoint, which would take seconds.
+    assert!(started.elapsed() < TIMEOUT, "took {:?}", started.elapsed());
+}
+
+#[test]
+fn registry_answers_and_stores_a_blob() {
+    let registry = OciRegistry::start();
+    assert_eq!(registry.url(), format!("http://{}", registry.host_port()));
+
+    let v2 = http(registry.addr(), "GET", "/v2/", &[], b"", TIMEOUT).expect("GET /v2/");
+    assert_eq!(v2.status, 200, "{}\n{}", v2.text(), registry.log());
+    assert_eq!(v2.text(), "{}");
+    assert_eq!(
+        v2.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    // A monolithic upload: POST for an upload URL, PUT the whole blob there with its digest.
+    let blob = b"llama";
+    let digest = format!("sha256:{}", llama_core::Digest::of_bytes(blob).hex());
+    let start = http(
+        registry.addr(),
+        "POST",
+        "/v2/llama-test/blobs/uploads/",
+        &[],
+        b"",
+        TIMEOUT,
+    )
+    .expect("POST upload");
+    assert_eq!(start.status, 202, "{}", start.text());
+    let location = start.header("location").expect("Location").to_string();
+    let path = location.strip_prefix(&registry.url()).unwrap_or(&location);
+    let put = http(
+        registry.addr(),
+        "PUT",
+        &format!("{path}&digest={digest}"),
+        &[("Content-Type", "application/octet-stream")],
+        blob,
+        TIMEOUT,
+    )
+    .expect("PUT blob");
+    assert_eq!(put.status, 201, "{}\n{}", put.text(), registry.log());
+    let get = http(
+        registry.addr(),
+        "GET",
+        &format!("/v2/llama-test/blobs/{digest}"),
+        &[],
+        b"",
+        TIMEOUT,
+    )
+    .expect("GET blob");
+    assert_eq!(get.status, 200, "{}", get.text());
+    assert_eq!(get.body, blob);
+    assert!(
+        registry
+            .storage()
+            .join("docker/registry/v2/repositories/llama-test")
+            .is_dir()
+    );
 }

@@ -7,8 +7,9 @@ use std::process::{Command, Output};
 
 use aws_sdk_cloudformation::types::Capability;
 
-use crate::util::harness::MotoServer;
-use crate::util::{World, stderr, stdout};
+use crate::lambda::runtime_bin;
+use crate::util::harness::{MotoServer, OciRegistry};
+use crate::util::{World, oci, stderr, stdout};
 
 /// The template this llama applies.
 const TEMPLATE: &str = include_str!("../src/stack.yaml");
@@ -112,7 +113,7 @@ fn bootstrap_creates_the_stack_then_changes_nothing_then_applies_a_new_template(
         assert!(first.contains(resource), "{resource} in:\n{first}");
     }
     assert!(
-        first.contains("next: llama update-function --create llama"),
+        first.contains("next: llama update-function --create gcc"),
         "{first}"
     );
 
@@ -228,8 +229,8 @@ fn doctor_names_each_missing_piece_and_its_fix() {
         ),
         "skipped  config: there is no stack to compare it with",
         "skipped  bucket: object_store is not set",
-        "PROBLEM  function llama: does not exist",
-        "fix: llama update-function --create llama",
+        "PROBLEM  function gcc: does not exist",
+        "fix: llama update-function --create gcc",
         "ok       compiler: ",
     ] {
         assert!(text.contains(line), "{line:?} in:\n{text}");
@@ -246,8 +247,8 @@ fn doctor_names_each_missing_piece_and_its_fix() {
         "ok       config: matches stack llama",
         "ok       bucket: s3://",
         "ok       repository: ",
-        "PROBLEM  function llama: does not exist",
-        "fix: llama update-function --create llama",
+        "PROBLEM  function gcc: does not exist",
+        "fix: llama update-function --create gcc",
         "1 problem found",
     ] {
         assert!(text.contains(line), "{line:?} in:\n{text}");
@@ -288,4 +289,174 @@ fn doctor_without_credentials_says_how_to_give_them() {
         text.contains("skipped  the rest: every AWS call needs credentials"),
         "{text}"
     );
+}
+
+#[test]
+fn bootstrap_that_fails_prints_what_cloudformation_said() {
+    let account = Account::new();
+    // A repository of the stack's name already exists (as the original llama left one).
+    let ecr = aws_sdk_ecr::Client::new(&account.sdk());
+    account
+        .block_on(ecr.create_repository().repository_name("llama").send())
+        .expect("CreateRepository");
+    let out = account.run(&["bootstrap"]);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(125), "{text}{err}");
+    assert!(text.contains("the stack's events:"), "{text}");
+    assert!(err.contains("could not apply change set"), "{err}");
+    assert!(err.contains("llama"), "{err}");
+    assert!(err.contains("run llama bootstrap again"), "{err}");
+    assert_eq!(account.config_file(), "", "nothing written on failure");
+}
+
+/// The `function` of `fn` in moto: its image URI and memory.
+fn function_in_moto(account: &Account, name: &str) -> (String, i32, String) {
+    let lambda = aws_sdk_lambda::Client::new(&account.sdk());
+    let f = account
+        .block_on(lambda.get_function().function_name(name).send())
+        .unwrap_or_else(|e| panic!("GetFunction {name}: {e:?}"));
+    let conf = f.configuration().expect("configuration");
+    (
+        f.code()
+            .and_then(|c| c.image_uri())
+            .unwrap_or_default()
+            .to_string(),
+        conf.memory_size().unwrap_or_default(),
+        conf.description().unwrap_or_default().to_string(),
+    )
+}
+
+#[test]
+fn update_function_adds_the_runtime_to_a_base_image_and_points_the_function_at_its_digest() {
+    let account = Account::new();
+    let registry = OciRegistry::start();
+    let host = registry.host_port();
+    // No public registry is reachable: the registry stands in for Docker Hub (as a mirror
+    // does) and for ECR. The base is assembled from a few files.
+    let base = account.block_on(oci::push_base(
+        &host,
+        "library/debian",
+        "bookworm-slim",
+        "amd64",
+        oci::Format::Docker,
+        &oci::debian_files(),
+    ));
+    account.ok(&["bootstrap"]);
+    let repository = format!("{host}/llama");
+    let with_registry = |args: &[&str]| {
+        let mut cmd = account.llama(args);
+        cmd.env("LLAMA_REGISTRY_MIRROR", &host)
+            .env("LLAMA_IMAGE_REPOSITORY", &repository);
+        cmd.output().expect("spawn llama")
+    };
+
+    let out = with_registry(&[
+        "update-function",
+        "--create",
+        "--base",
+        "debian:bookworm-slim",
+        "fn",
+    ]);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}{err}");
+    assert!(text.contains("function fn: created"), "{text}");
+    assert!(err.contains("uploading"), "progress on stderr: {err}");
+
+    // The registry holds the base plus one layer with llama-runtime as the entrypoint.
+    let image = account.block_on(oci::pull(&format!("{repository}:fn")));
+    let runtime = std::fs::read(runtime_bin()).expect("llama-runtime");
+    assert_eq!(image.layers.len(), 2, "{}", image.manifest);
+    assert_eq!(
+        image.manifest["layers"][0]["digest"], base.layer_digest,
+        "the base's layer is reused as is"
+    );
+    let files = oci::layer_files(&image.layers[1]);
+    let (mode, bytes) = &files["usr/local/bin/llama-runtime"];
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(bytes == &runtime, "the layer holds this llama-runtime");
+    assert_eq!(
+        image.config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/llama-runtime"])
+    );
+    assert_eq!(image.config["rootfs"]["diff_ids"][0], base.diff_id);
+
+    // moto has the function at that digest, with the defaults.
+    let (uri, memory, description) = function_in_moto(&account, "fn");
+    assert_eq!(uri, format!("{repository}@{}", image.digest));
+    assert_eq!(memory, 1769);
+    assert!(description.starts_with("llama-runtime "), "{description}");
+    assert!(
+        text.contains(&format!("image {repository}@{}", image.digest)),
+        "{text}"
+    );
+
+    // A second call updates it: a newer runtime and more memory.
+    let newer = account.world.dir.path().join("llama-runtime");
+    let mut bytes = runtime.clone();
+    bytes.extend_from_slice(b"\0newer build");
+    std::fs::write(&newer, bytes).expect("write runtime");
+    std::fs::set_permissions(&newer, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let newer = newer.to_string_lossy().into_owned();
+    let out = with_registry(&[
+        "update-function",
+        "--base",
+        "debian:bookworm-slim",
+        "--runtime",
+        &newer,
+        "--memory",
+        "3008",
+        "fn",
+    ]);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}{err}");
+    assert!(text.contains("function fn: image updated"), "{text}");
+    assert!(
+        err.contains("is already there"),
+        "the base layer is not sent again: {err}"
+    );
+    let updated = account.block_on(oci::pull(&format!("{repository}:fn")));
+    assert_ne!(updated.digest, image.digest);
+    let (uri, memory, _) = function_in_moto(&account, "fn");
+    assert_eq!(uri, format!("{repository}@{}", updated.digest));
+    assert_eq!(memory, 3008);
+
+    // Without --create, a missing function is an error that says what to add.
+    let out = with_registry(&["update-function", "missing"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("add --create"), "{}", stderr(&out));
+
+    // Everything in order now, for the function named with -f.
+    let out = with_registry(&["doctor", "-f", "fn"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("ok       function fn: Active, llama-runtime "),
+        "{text}"
+    );
+}
+
+#[test]
+fn update_function_build_without_a_builder_says_to_use_base() {
+    let account = Account::new();
+    account.ok(&["bootstrap"]);
+    account
+        .world
+        .write("image/Dockerfile", b"FROM debian:bookworm-slim\n");
+    let dir = account.world.path("image");
+    let out = account
+        .llama(&["update-function", "--create", "--build"])
+        .arg(&dir)
+        .arg("fn")
+        // Only the builders' names are looked up: none of them is on this PATH.
+        .env("PATH", account.world.dir.path())
+        .output()
+        .expect("spawn");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("--build needs a container builder and none works here"),
+        "{err}"
+    );
+    assert!(err.contains("docker: not installed"), "{err}");
+    assert!(err.contains("use --base IMAGE"), "{err}");
 }

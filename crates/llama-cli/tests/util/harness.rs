@@ -12,6 +12,10 @@
 //! - [`ReapiServer`]: BuildGrid 0.4.4 (a Remote Execution API v2 server) with its scheduler
 //!   in a scratch PostgreSQL 15 cluster, and the test worker tests/reapi-worker/worker.py
 //!   running its actions on this host; what BuildGrid does is listed on the type.
+//! - [`MotoServer`]: moto 5.2.5, the AWS control plane (CloudFormation, IAM, ECR, Lambda
+//!   management, S3, STS) for the set-up commands; what it does is listed on the type.
+//! - [`OciRegistry`]: docker-registry (distribution 2.8.2), a real OCI registry to push
+//!   function images to.
 //!
 //! `scripts/install-test-servers` installs all of them at pinned versions into fixed paths;
 //! a test that cannot find them fails (it does not skip) and says to run that script.
@@ -861,14 +865,42 @@ impl Drop for Postgres {
 /// - `max-cached-refs`: 100000 results in the action cache, which is in memory (LRU): it is
 ///   empty again after a restart of the server, unlike the CAS (on disk) and the scheduler
 ///   (in PostgreSQL).
-fn buildgrid_config(port: u16, instance: &str, db_url: &str, cas_dir: &Path) -> String {
+///
+/// With `tls`, a second port serves TLS (see [`ReapiTls`]); the first stays plaintext, for
+/// the worker.
+fn buildgrid_config(
+    port: u16,
+    instance: &str,
+    db_url: &str,
+    cas_dir: &Path,
+    tls: Option<(u16, &ReapiTls)>,
+) -> String {
+    let tls_channel = match tls {
+        None => String::new(),
+        Some((tls_port, tls)) => format!(
+            r#"  - !channel
+    address: "127.0.0.1:{tls_port}"
+    insecure-mode: false
+    credentials:
+      tls-server-key: {key}
+      tls-server-cert: {cert}
+{client_certs}"#,
+            key = tls.key.display(),
+            cert = tls.cert.display(),
+            client_certs = tls
+                .client_ca
+                .as_ref()
+                .map(|ca| format!("      tls-client-certs: {}\n", ca.display()))
+                .unwrap_or_default(),
+        ),
+    };
     format!(
         r#"# Written by ReapiServer (crates/llama-cli/tests/util/harness.rs).
 server:
   - !channel
     address: "127.0.0.1:{port}"
     insecure-mode: true
-
+{tls_channel}
 grpc-server-options:
   grpc.so_reuseport: 0
 
@@ -967,6 +999,8 @@ pub struct ReapiServer {
     postgres: Postgres,
     dir: tempfile::TempDir,
     port: u16,
+    /// The TLS port, when started with [`ReapiServer::start_tls`].
+    tls_port: Option<u16>,
     instance: String,
     bgd_starts: u32,
     startup: String,
@@ -988,6 +1022,16 @@ impl ReapiServer {
     /// [`start`](ReapiServer::start) with another instance name; `""` is the default
     /// instance (resource names without a prefix).
     pub fn start_with_instance(workers: usize, instance: &str) -> ReapiServer {
+        Self::start_with(workers, instance, None)
+    }
+
+    /// [`start`](ReapiServer::start), and BuildGrid serves TLS with `tls` on a second port
+    /// too ([`tls_endpoint`](ReapiServer::tls_endpoint)); the worker keeps the plaintext one.
+    pub fn start_tls(workers: usize, tls: ReapiTls) -> ReapiServer {
+        Self::start_with(workers, Self::INSTANCE, Some(tls))
+    }
+
+    fn start_with(workers: usize, instance: &str, tls: Option<ReapiTls>) -> ReapiServer {
         assert!(workers > 0, "a REAPI server without workers runs nothing");
         let started = Instant::now();
         let python = buildgrid_python();
@@ -1023,7 +1067,14 @@ impl ReapiServer {
         // (so_reuseport is off) and the next attempt takes another port.
         for attempt in 1..=5 {
             let port = free_port();
-            let config = buildgrid_config(port, instance, &postgres.url(), &cas_dir);
+            let tls_port = tls.as_ref().map(|_| free_port());
+            let config = buildgrid_config(
+                port,
+                instance,
+                &postgres.url(),
+                &cas_dir,
+                tls_port.zip(tls.as_ref()),
+            );
             fs::write(dir.path().join("bgd.yml"), config).expect("write bgd.yml");
             let bgd = spawn_bgd(dir.path(), 1);
             // The worker starts meanwhile (its imports take a while too) and retries until
@@ -1045,7 +1096,15 @@ impl ReapiServer {
             );
             match wait_for_bgd(bgd, port) {
                 Ok(bgd) => {
-                    reapi = Some((port, bgd, worker));
+                    // Both ports are bound before the server starts serving either.
+                    if let Some(tls_port) = tls_port {
+                        assert!(
+                            listens_on(bgd.pid(), tls_port),
+                            "bgd server listens on {port} but not on its TLS port {tls_port}:\n{}",
+                            bgd.log()
+                        );
+                    }
+                    reapi = Some((port, tls_port, bgd, worker));
                     break;
                 }
                 Err(log) if attempt < 5 && log.contains("Failed to bind to address") => continue,
@@ -1054,7 +1113,7 @@ impl ReapiServer {
                 }
             }
         }
-        let (port, bgd, mut worker) = reapi.expect("the last attempt returns or panics");
+        let (port, tls_port, bgd, mut worker) = reapi.expect("the last attempt returns or panics");
         let bgd_up = started.elapsed();
         wait_for_within(
             "the REAPI test worker to start",
@@ -1075,6 +1134,7 @@ impl ReapiServer {
             postgres,
             dir,
             port,
+            tls_port,
             instance: instance.to_string(),
             bgd_starts: 1,
             startup,
@@ -1089,6 +1149,13 @@ impl ReapiServer {
 
     pub fn addr(&self) -> SocketAddr {
         (Ipv4Addr::LOCALHOST, self.port).into()
+    }
+
+    /// `grpcs://127.0.0.1:PORT`: the TLS port of a server started with
+    /// [`start_tls`](ReapiServer::start_tls).
+    pub fn tls_endpoint(&self) -> String {
+        let port = self.tls_port.expect("a server started with start_tls");
+        format!("grpcs://127.0.0.1:{port}")
     }
 
     /// The REAPI instance name (`LLAMA_REAPI_INSTANCE`).
@@ -1172,6 +1239,17 @@ impl ReapiServer {
     }
 }
 
+/// The PEM files of a [`ReapiServer`] that serves TLS (BuildGrid's `tls-server-key`,
+/// `tls-server-cert` and `tls-client-certs`).
+pub struct ReapiTls {
+    /// The server's certificate (chain).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// CA certificates a client certificate must chain to: `Some` requires one (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
 /// `bgd server start DIR/bgd.yml`, logging to `DIR/bgd.N.log`. `-v` logs warnings (the
 /// default is errors only); `-vv` would log every request at info level, `-vvv` everything.
 fn spawn_bgd(dir: &Path, n: u32) -> Server {
@@ -1202,6 +1280,372 @@ fn wait_for_bgd(mut bgd: Server, port: u16) -> Result<Server, String> {
         );
         std::thread::sleep(POLL);
     }
+}
+
+// --- AWS control plane: moto --------------------------------------------------------------------
+
+pub const MOTO_VERSION: &str = "5.2.5";
+/// Debian bookworm's docker-registry (`2.8.2+ds1`).
+pub const DOCKER_REGISTRY_VERSION: &str = "2.8.2";
+
+/// The moto venv (`$LLAMA_TEST_TOOLS/moto-5.2.5`)'s Python, which has boto3 (and botocore)
+/// for a test that wants to look at moto's state the way AWS's own tools do. Panics saying
+/// how to install it.
+pub fn moto_python() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let venv = tools_dir().join(format!("moto-{MOTO_VERSION}"));
+        let python = venv.join("bin/python");
+        assert!(
+            python.is_file() && venv.join("bin/moto_server").is_file(),
+            "moto {MOTO_VERSION} not found (looked for the venv {}): {INSTALL_HINT}",
+            venv.display()
+        );
+        let out = Command::new(&python)
+            .args([
+                "-c",
+                "import importlib.metadata as m; print(m.version('moto'))",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("running {} failed: {e}: {INSTALL_HINT}", python.display()));
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            version,
+            MOTO_VERSION,
+            "{} has moto {version:?} ({}), but the tests are pinned to {MOTO_VERSION}: \
+             {INSTALL_HINT}",
+            venv.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        python
+    })
+}
+
+/// `moto_server`, from the same venv (it has no `--version`: the venv's is checked).
+fn moto_server() -> PathBuf {
+    moto_python().with_file_name("moto_server")
+}
+
+/// Removes every inherited variable whose name starts with one of `prefixes` from `cmd`'s
+/// environment.
+fn remove_env_starting_with(cmd: &mut Command, prefixes: &[&str]) {
+    for (key, _) in std::env::vars_os() {
+        if prefixes
+            .iter()
+            .any(|p| key.to_string_lossy().starts_with(p))
+        {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// moto's server on a free loopback port: the AWS control plane `llama bootstrap`,
+/// `update-function` and `doctor` talk to (CloudFormation, IAM, ECR, Lambda management, S3,
+/// STS), all on [`endpoint`](MotoServer::endpoint), with Lambda set not to use Docker
+/// (creating functions works; invoking one echoes its payload). Give a `llama` child
+/// [`apply_env`](MotoServer::apply_env).
+///
+/// What moto 5.2.5 says and does (verified by hand with boto3):
+/// - Any credentials and any signature are accepted. The account is always 123456789012;
+///   GetCallerIdentity answers UserId `AKIAIOSFODNN7EXAMPLE`, Arn
+///   `arn:aws:sts::123456789012:user/moto`, whatever the key.
+/// - CloudFormation works synchronously: a change set is `CREATE_COMPLETE` / `AVAILABLE`
+///   (or `FAILED`) as soon as CreateChangeSet returns, and the stack is `CREATE_COMPLETE` /
+///   `UPDATE_COMPLETE` as soon as ExecuteChangeSet returns; boto3's waiters pass at once.
+///   Events are the stack's own only (REVIEW_IN_PROGRESS, CREATE_IN_PROGRESS,
+///   CREATE_COMPLETE, UPDATE_IN_PROGRESS, UPDATE_COMPLETE), none per resource.
+/// - A stack created through a change set never has Outputs (moto resolves them only for
+///   CreateStack and UpdateStack); DescribeStackResources gives the physical ids (bucket
+///   `STACK-bucket-RANDOM`, repository name, role `STACK-Role-RANDOM`).
+/// - A stack never fails: no `*_FAILED` or `ROLLBACK_*` status exists. A resource that cannot
+///   be created (bucket name taken, a bad `Fn::GetAtt`, an invalid repository name) makes
+///   ExecuteChangeSet itself fail (400/409 with that service's error), and the stack stays
+///   `REVIEW_IN_PROGRESS` (creation) or keeps its status (update). A template that is not
+///   YAML or JSON, or has no `Resources`, is an HTTP 500 (which SDKs retry).
+/// - An UPDATE change set with the stack's template text is `FAILED` with StatusReason "The
+///   submitted information didn't contain changes. Submit different information to create a
+///   change set." only when its Parameters equal those the stack was created with; with
+///   parameters given as UsePreviousValue, CreateChangeSet fails with ValidationError "No
+///   updates are to be performed."; with other parameters it is `CREATE_COMPLETE` with no
+///   Changes. Changes carry Action, LogicalResourceId and ResourceType only.
+/// - Templates are barely checked: unknown resource types and properties pass. S3
+///   LifecycleConfiguration and PublicAccessBlockConfiguration and ECR LifecyclePolicy are
+///   ignored; inline role policies are stored (as Python reprs, not JSON).
+/// - Lambda takes `PackageType: Image` with any ImageUri (no ECR or registry check) and any
+///   MemorySize, Timeout and Architectures; functions are `Active` / `Successful` at once.
+///   GetFunction's Code is `RepositoryType: ECR`, the ImageUri as given, and a made-up
+///   ResolvedImageUri. A CreateFunction without ImageUri or ZipFile is a 500 that leaves a
+///   broken function behind, after which ListFunctions fails with 500 too.
+/// - ECR: GetAuthorizationToken gives `AWS:123456789012-auth-token` (base64) for
+///   `https://123456789012.dkr.ecr.us-east-1.amazonaws.com`, which serves nothing; images
+///   exist only when PutImage puts them (pushes go to an [`OciRegistry`]).
+/// - `POST /moto-api/reset` empties every service but keeps `/moto-api/config`.
+pub struct MotoServer {
+    server: Server,
+    // Declared after `server`: the process dies before its files are removed.
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl MotoServer {
+    /// The account everything lives in.
+    pub const ACCOUNT_ID: &'static str = "123456789012";
+    pub const REGION: &'static str = "us-east-1";
+    /// Any key is accepted; these make a log line recognisable.
+    pub const ACCESS_KEY: &'static str = "LLAMATESTMOTOKEY";
+    pub const SECRET_KEY: &'static str = "llama-test-moto-secret";
+
+    /// moto on a free port, with Lambda's `use_docker` off; returns once it answers (about
+    /// 0.3 s on an idle machine).
+    pub fn start() -> MotoServer {
+        let bin = moto_server();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The port is picked here; when another process takes it first, moto_server exits
+        // ("Address already in use") and the next attempt takes another port.
+        for attempt in 1..=5 {
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .current_dir(dir.path())
+                .env("PYTHONUNBUFFERED", "1");
+            // MOTO_ACCOUNT_ID and friends would change what the tests see.
+            remove_env_starting_with(&mut cmd, &["AWS_", "MOTO_"]);
+            let log = dir.path().join(format!("moto.{attempt}.log"));
+            let mut server = Server::spawn("moto_server", cmd, &log);
+            let listening = wait_for("moto_server to listen", || {
+                if server.exited().is_some() {
+                    return Some(false);
+                }
+                listens_on(server.pid(), port).then_some(true)
+            });
+            if listening {
+                let moto = MotoServer { server, dir, port };
+                moto.disable_lambda_docker();
+                return moto;
+            }
+            let text = server.log();
+            if attempt < 5 && text.contains("Address already in use") {
+                continue;
+            }
+            panic!("moto_server exited while starting on port {port}; its output:\n{text}");
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Without this, creating a function works but invoking it fails with 500 (moto would
+    /// run the image in Docker); with it, invoke returns the payload.
+    fn disable_lambda_docker(&self) {
+        let body = br#"{"lambda": {"use_docker": false}}"#;
+        let resp = http(
+            self.addr(),
+            "POST",
+            "/moto-api/config",
+            &[("Content-Type", "application/json")],
+            body,
+            START_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("POST /moto-api/config failed: {e}; moto:\n{}", self.log()));
+        assert!(
+            resp.status / 100 == 2 && resp.text().contains(r#""lambda": {"use_docker": false}"#),
+            "POST /moto-api/config answered {}: {}",
+            resp.status,
+            resp.text()
+        );
+    }
+
+    /// `http://127.0.0.1:PORT`: every service, path-style S3 included.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, self.port).into()
+    }
+
+    pub fn region(&self) -> &'static str {
+        Self::REGION
+    }
+
+    pub fn account_id(&self) -> &'static str {
+        Self::ACCOUNT_ID
+    }
+
+    /// What an AWS SDK (Rust's, boto3) needs to talk to moto and to nothing else: the
+    /// endpoint for every service, static credentials (so the chain never reaches instance
+    /// metadata, which is disabled anyway), the region, and profile files that do not exist
+    /// (so a developer's `~/.aws` cannot add a profile, region or endpoint).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY.to_string()),
+            ("AWS_REGION", Self::REGION.to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+            (
+                "AWS_CONFIG_FILE",
+                self.dir.path().join("no-aws/config").display().to_string(),
+            ),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir
+                    .path()
+                    .join("no-aws/credentials")
+                    .display()
+                    .to_string(),
+            ),
+        ]
+    }
+
+    /// Removes every `AWS_*` variable `cmd` would inherit (a profile, a session token, a
+    /// service's own endpoint) and sets [`env`](MotoServer::env).
+    pub fn apply_env(&self, cmd: &mut Command) {
+        remove_env_starting_with(cmd, &["AWS_"]);
+        cmd.envs(self.env());
+    }
+
+    /// moto's output so far: one line per request, and Python tracebacks for its 500s.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}
+
+// --- OCI registry: docker-registry --------------------------------------------------------------
+
+/// Debian's docker-registry (distribution 2.8.2), `/usr/bin/docker-registry`. Panics saying
+/// how to install it.
+pub fn docker_registry() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = PathBuf::from("/usr/bin/docker-registry");
+        assert!(
+            bin.is_file(),
+            "{} not found (Debian's docker-registry): {INSTALL_HINT}",
+            bin.display()
+        );
+        let out = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("running {} failed: {e}: {INSTALL_HINT}", bin.display()));
+        // "/usr/bin/docker-registry github.com/docker/distribution 2.8.2+ds1": argv[0] first.
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let version = text.split_whitespace().last().unwrap_or("");
+        assert!(
+            version == DOCKER_REGISTRY_VERSION
+                || version.starts_with(&format!("{DOCKER_REGISTRY_VERSION}+")),
+            "{} reports {text:?}, but the tests are pinned to {DOCKER_REGISTRY_VERSION}: \
+             {INSTALL_HINT}",
+            bin.display()
+        );
+        bin
+    })
+}
+
+/// A real OCI registry on a free loopback port: docker-registry (distribution 2.8.2) over
+/// plain HTTP, without authentication, storing into a temporary directory, deletes enabled.
+/// Image references are `HOST_PORT/REPOSITORY@sha256:...`; a client must be told to use
+/// HTTP for [`host_port`](OciRegistry::host_port).
+///
+/// What it does (verified by hand): `GET /v2/` answers 200 `{}` with
+/// `Docker-Distribution-Api-Version: registry/2.0`; a repository springs into being with
+/// its first upload; monolithic uploads (POST `/v2/NAME/blobs/uploads/`, then PUT to the
+/// absolute Location with `&digest=`) and OCI manifests by tag and by digest work, as do
+/// `_catalog` and `tags/list`. `REGISTRY_*` variables would override the configuration and
+/// are removed from its environment.
+pub struct OciRegistry {
+    server: Server,
+    // Declared after `server`: the process dies before its files are removed.
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OciRegistry {
+    /// A registry with empty storage; returns once it listens (a few milliseconds).
+    pub fn start() -> OciRegistry {
+        let bin = docker_registry();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = dir.path().join("storage");
+        fs::create_dir_all(&storage).expect("mkdir storage");
+        // The port is picked here; when another process takes it first, the registry exits
+        // ("bind: address already in use") and the next attempt takes another port.
+        for attempt in 1..=5 {
+            let port = free_port();
+            let config = dir.path().join("config.yml");
+            fs::write(&config, registry_config(port, &storage)).expect("write config.yml");
+            let mut cmd = Command::new(bin);
+            cmd.arg("serve").arg(&config).current_dir(dir.path());
+            remove_env_starting_with(&mut cmd, &["REGISTRY_"]);
+            let log = dir.path().join(format!("registry.{attempt}.log"));
+            let mut server = Server::spawn("docker-registry", cmd, &log);
+            let listening = wait_for("docker-registry to listen", || {
+                if server.exited().is_some() {
+                    return Some(false);
+                }
+                listens_on(server.pid(), port).then_some(true)
+            });
+            if listening {
+                return OciRegistry { server, dir, port };
+            }
+            let text = server.log();
+            if attempt < 5 && text.contains("address already in use") {
+                continue;
+            }
+            panic!("docker-registry exited while starting on port {port}; its output:\n{text}");
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// `127.0.0.1:PORT`: the registry part of an image reference.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`: the API is below `/v2/`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, self.port).into()
+    }
+
+    /// The storage root: blobs under `docker/registry/v2/blobs/sha256/`, repositories under
+    /// `docker/registry/v2/repositories/`.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// The registry's output so far: one line per request.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}
+
+/// The registry's configuration: loopback only, plain HTTP, filesystem storage in `storage`,
+/// deletes enabled, no upload purging (a test never lives for its hours), and a fixed HTTP
+/// secret (without one it logs a warning and makes one up).
+fn registry_config(port: u16, storage: &Path) -> String {
+    format!(
+        r#"# Written by OciRegistry (crates/llama-cli/tests/util/harness.rs).
+version: 0.1
+log:
+  level: info
+  formatter: text
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: "{storage}"
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+  secret: llama-test
+"#,
+        storage = storage.display()
+    )
 }
 
 // --- a minimal HTTP/1.1 client -----------------------------------------------------------------

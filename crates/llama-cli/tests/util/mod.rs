@@ -1,6 +1,7 @@
 //! Shared helpers: a private store, config dir and working directory per test.
 
 pub mod harness;
+pub mod oci;
 pub mod pngs;
 
 use std::fs;
