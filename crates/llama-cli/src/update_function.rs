@@ -30,6 +30,8 @@ pub const DEFAULT_BASE: &str = "debian:bookworm-slim";
 const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How long Lambda may take to make a function active or to apply an update.
 const UPDATE_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// How long a new role may take to become usable by Lambda.
+const ROLE_PROPAGATION: Duration = Duration::from_secs(90);
 /// How the function's description names the runtime inside it; `llama doctor` reads it.
 pub const DESCRIPTION_PREFIX: &str = "llama-runtime ";
 
@@ -136,19 +138,32 @@ async fn update_function(
             }
             let memory = args.memory.unwrap_or(DEFAULT_MEMORY_MB);
             let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
-            lambda
-                .create_function()
-                .function_name(name)
-                .package_type(PackageType::Image)
-                .code(FunctionCode::builder().image_uri(&image).build())
-                .role(&role)
-                .memory_size(memory)
-                .timeout(timeout.as_secs() as i32)
-                .architectures(lambda_arch(arch))
-                .description(&description)
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("creating function {name}: {}", sdk_error(&e)))?;
+            // A role bootstrap has just made takes a few seconds to reach Lambda, which
+            // until then says it "cannot be assumed": that one error is waited out.
+            wait_for(
+                &format!("Lambda to accept role {role}"),
+                ROLE_PROPAGATION,
+                || async {
+                    let created = lambda
+                        .create_function()
+                        .function_name(name)
+                        .package_type(PackageType::Image)
+                        .code(FunctionCode::builder().image_uri(&image).build())
+                        .role(&role)
+                        .memory_size(memory)
+                        .timeout(timeout.as_secs() as i32)
+                        .architectures(lambda_arch(arch))
+                        .description(&description)
+                        .send()
+                        .await;
+                    match created {
+                        Ok(_) => Ok(Some(())),
+                        Err(e) if sdk_error(&e).contains("cannot be assumed") => Ok(None),
+                        Err(e) => bail!("creating function {name}: {}", sdk_error(&e)),
+                    }
+                },
+            )
+            .await?;
             writeln!(
                 out,
                 "function {name}: created; waiting for it to become active"
@@ -326,8 +341,9 @@ fn runtime_binary(given: Option<&Path>, arch: Arch) -> anyhow::Result<PathBuf> {
         .map(|bytes| bytes.into_iter().take(20).collect::<Vec<u8>>())
         .with_context(|| {
             format!(
-                "reading the runtime {} to put in the image: pass --runtime PATH, or build it \
-                 beside llama (cargo build --release -p llama-runtime)",
+                "reading the runtime {} to put in the image: install it beside llama \
+                 (cargo install --locked --path crates/llama-runtime, from llama's source) \
+                 or pass --runtime PATH",
                 path.display()
             )
         })?;
