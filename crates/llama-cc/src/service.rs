@@ -449,7 +449,7 @@ impl CompileService {
             }
         });
         if let Some(engine) = remote {
-            match self
+            let compiled = self
                 .remote_compile(
                     engine,
                     settings,
@@ -460,8 +460,17 @@ impl CompileService {
                     &prekey,
                     &outputs,
                 )
-                .await
-            {
+                .await;
+            // What the executor has to say (e.g. that it lost the server and is waiting for
+            // it) reaches the build through the compile that noticed, or the next one: the
+            // daemon's log is not where a user looks while a build pauses.
+            notes.extend(
+                engine
+                    .take_notices()
+                    .into_iter()
+                    .map(|n| format!("llamacc: warning: {n}")),
+            );
+            match compiled {
                 Ok(done) => return Ok(done),
                 Err(NotRemote::Unsuitable(reason)) => {
                     tracing::debug!("{}: {reason}", compilation.source.display());

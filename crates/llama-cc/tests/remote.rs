@@ -233,3 +233,79 @@ async fn remote_diagnostics_name_the_users_paths() {
         "{stderr}"
     );
 }
+
+/// An executor that runs actions here and, from its first action on, has a notice for the
+/// user (as the reapi executor has when it loses its server and waits for it).
+struct Noticing {
+    inner: LocalExecutor,
+    notices: std::sync::Mutex<Vec<String>>,
+    raised: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl llama_exec::Executor for Noticing {
+    fn name(&self) -> &'static str {
+        "noticing"
+    }
+
+    async fn execute(
+        &self,
+        action: &llama_core::PreparedAction,
+    ) -> Result<llama_exec::ExecOutcome, llama_exec::ExecError> {
+        if !self.raised.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.notices
+                .lock()
+                .unwrap()
+                .push("noticing: lost the server; resuming (said once)".into());
+        }
+        self.inner.execute(action).await
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notices.lock().unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_executors_notice_reaches_the_compile_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(dir.path()).unwrap().join("proj");
+    project(&root);
+    let store = Store::open(dir.path().join("store"), 4 << 30).unwrap();
+    let executor = Noticing {
+        inner: LocalExecutor::new(store.clone(), 2, TIMEOUT),
+        notices: std::sync::Mutex::new(Vec::new()),
+        raised: std::sync::atomic::AtomicBool::new(false),
+    };
+    let engine = Engine::new(store.clone(), Arc::new(executor), CachePolicy::default());
+    let svc = CompileService::new(
+        store,
+        Arc::new(HashCache::load(dir.path().join("hashcache"))),
+        Arc::new(Stats::default()),
+        2,
+        TIMEOUT,
+        0o022,
+    )
+    .with_remote(engine);
+    let src = root.join("src");
+    let inc = format!("-I{}", root.join("inc").display());
+    let mut said = Vec::new();
+    for out in ["a.o", "b.o"] {
+        let args: Vec<String> = vec![
+            "-O1".into(),
+            inc.clone(),
+            "-c".into(),
+            "main.c".into(),
+            "-o".into(),
+            out.into(),
+        ];
+        let (code, stderr) = compile(&svc, &src, false, &args).await;
+        assert_eq!(code, 0, "{stderr}");
+        said.push(stderr);
+    }
+    assert_eq!(
+        said[0].trim(),
+        "llamacc: warning: noticing: lost the server; resuming (said once)"
+    );
+    assert_eq!(said[1].trim(), "", "said once");
+}

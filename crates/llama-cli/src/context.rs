@@ -105,13 +105,32 @@ fn reapi_config(config: &Config) -> anyhow::Result<ReapiConfig> {
             Config::file_path().display()
         );
     }
-    let mut reapi = ReapiConfig::new(endpoint);
+    let mut reapi = ReapiConfig::new(endpoint.clone());
     reapi.instance = config.reapi_instance();
     reapi.headers = config.reapi_headers();
     reapi.platforms = config.reapi_platforms().into_iter().collect();
     reapi.default_function = config.function();
     reapi.concurrency = config.remote_jobs();
     reapi.default_timeout = config.action_timeout();
+    reapi.cache_read = config.reapi_cache_read();
+    reapi.cache_write = config.reapi_cache_write();
+    // Checked here, before the first compile: a path that does not work is named with its
+    // key rather than found out at the first connection.
+    reapi.tls_ca = config.reapi_ca()?;
+    reapi.tls_client_cert = config.reapi_client_identity()?;
+    if !endpoint.starts_with("grpcs://")
+        && let Some(key) = [
+            ("reapi_ca", reapi.tls_ca.is_some()),
+            ("reapi_client_cert", reapi.tls_client_cert.is_some()),
+        ]
+        .iter()
+        .find_map(|(key, set)| set.then_some(key))
+    {
+        tracing::warn!(
+            "{key} is set but reapi_endpoint {endpoint} is not grpcs://: the connection is \
+             plaintext and the certificates are not used"
+        );
+    }
     Ok(reapi)
 }
 

@@ -52,7 +52,19 @@ pub(crate) fn build_corpus(
     w: &World,
     corpus: &str,
     tree: &Path,
+    compilers: (&str, &str),
+    env: &dyn Fn(&mut Command),
+) -> Output {
+    build_corpus_with_jobs(w, corpus, tree, compilers, 16, env)
+}
+
+/// [`build_corpus`] with `make -jJOBS`.
+pub(crate) fn build_corpus_with_jobs(
+    w: &World,
+    corpus: &str,
+    tree: &Path,
     (cc, cxx): (&str, &str),
+    jobs: usize,
     env: &dyn Fn(&mut Command),
 ) -> Output {
     let mut cmd = w.llama(&[]);
@@ -60,7 +72,7 @@ pub(crate) fn build_corpus(
     build
         .arg(corpus)
         .arg(tree)
-        .args([cc, cxx, "16"])
+        .args([cc, cxx, &jobs.to_string()])
         .current_dir(tree);
     for (k, v) in cmd.get_envs() {
         match v {

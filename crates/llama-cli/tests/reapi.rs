@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::lambda::{XARGS_JOB, outputs, xargs_inputs};
 use crate::lambda_cc::{build_small, counter, fell_back_once, small_project, stats, stop_daemon};
-use crate::util::harness::ReapiServer;
+use crate::util::harness::{ReapiServer, ReapiTls};
 use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
 
 /// `cmd` (a llama command of a [`World`]) on the reapi backend, talking to `server`.
@@ -373,6 +373,379 @@ fn lua_and_leveldb_on_buildgrid_are_identical_then_all_remote_cache_hits() {
             counter(&s, "hits")
         );
     }
+}
+
+/// The lines of a build's stderr that llama itself wrote (llamacc's notes, llama's
+/// warnings), as opposed to make's and the compiler's.
+fn llama_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("llamacc:") || l.starts_with("llama:"))
+        .collect()
+}
+
+/// `make -j8 CC=llamacc` of lua through BuildGrid, and BuildGrid SIGKILLed once a few
+/// compiles have run there, then started again, as its supervisor would (the realistic
+/// crash; a server that stays down is `an_unreachable_server_falls_back_...`). Its
+/// scheduler is in PostgreSQL: the compiles in flight resume with WaitExecution, the others
+/// wait for it, none falls back. The build completes with objects identical to gcc's, and
+/// says what happened exactly once, naming the server.
+#[test]
+fn buildgrid_killed_mid_build_the_build_completes_identical_said_once() {
+    use crate::lambda_cc::{build_corpus_with_jobs, compare_objects, reference_corpus};
+    let mut server = ReapiServer::start(2);
+    let w = World::new();
+    let tree = w.dir.path().join("lua");
+    let reference = reference_corpus(&w, "lua", &tree);
+    let (endpoint, instance) = (server.endpoint(), server.instance().to_string());
+    let env = |cmd: &mut Command| {
+        cmd.env("LLAMA_BACKEND", "reapi")
+            .env("LLAMA_REAPI_ENDPOINT", &endpoint)
+            .env("LLAMA_REAPI_INSTANCE", &instance)
+            .env("LLAMA_REMOTE_JOBS", "8");
+    };
+    let llamacc = env!("CARGO_BIN_EXE_llamacc");
+    let (out, at_kill) = std::thread::scope(|scope| {
+        let build =
+            scope.spawn(|| build_corpus_with_jobs(&w, "lua", &tree, (llamacc, llamacc), 8, &env));
+        // Bounded: the worker logs each lease it completes.
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        while executions(&server) < 4 {
+            assert!(
+                !build.is_finished(),
+                "the build finished before BuildGrid could be killed:\n{}",
+                server.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no 4 remote compiles in 10 minutes:\n{}",
+                server.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let at_kill = executions(&server);
+        server.kill_server();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        server.restart_server();
+        let out = build
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (out, at_kill)
+    });
+    let err = stderr(&out);
+    compare_objects(&reference, &tree);
+    let s = stats(&w, &w.store());
+    stop_daemon(&w, &w.store());
+    assert_eq!(
+        counter(&s, "remote_fallbacks"),
+        0,
+        "{s:#}\n{err}\n{}",
+        server.log()
+    );
+    assert!(
+        executions(&server) > at_kill,
+        "compiles ran after the restart: {}",
+        server.log()
+    );
+    let said = llama_lines(&err);
+    assert_eq!(said.len(), 1, "said once:\n{err}");
+    assert!(
+        said[0].contains(&server.endpoint()) && said[0].contains("lost the connection"),
+        "names the server and what happened: {}",
+        said[0]
+    );
+    eprintln!(
+        "killed after {at_kill} remote compiles; {} remote in all; the build said:\n{}",
+        counter(&s, "remote"),
+        said[0]
+    );
+}
+
+/// A throwaway PKI, made with the openssl CLI: a CA; a server certificate for 127.0.0.1 (an
+/// IP SAN, as rustls checks) and a client certificate, both signed by it; and another CA,
+/// which signed neither.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl (Debian's openssl package)");
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subject) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN=llama test {ca}"),
+            );
+            let mut args = vec![
+                "req", "-x509", "-days", "2", "-subj", &subject, "-keyout", &key, "-out", &pem,
+            ];
+            args.extend(ec);
+            args.extend([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            openssl(&args);
+        }
+        for (name, extensions) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, pem, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            fs::write(
+                dir.path().join(&ext),
+                format!(
+                    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}"
+                ),
+            )
+            .expect("write extensions");
+            let subject = format!("/CN=llama test {name}");
+            let mut args = vec!["req", "-subj", &subject, "-keyout", &key, "-out", &csr];
+            args.extend(ec);
+            openssl(&args);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ]);
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// BuildGrid's TLS files; `mtls`: client certificates signed by the CA are required.
+    fn server(&self, mtls: bool) -> ReapiTls {
+        ReapiTls {
+            cert: self.path("server.pem").into(),
+            key: self.path("server.key").into(),
+            client_ca: mtls.then(|| self.path("ca.pem").into()),
+        }
+    }
+}
+
+/// `cmd` on the reapi backend, talking to `server`'s TLS port.
+fn tls_client(server: &ReapiServer, cmd: &mut Command) {
+    cmd.env("LLAMA_BACKEND", "reapi")
+        .env("LLAMA_REAPI_ENDPOINT", server.tls_endpoint())
+        .env("LLAMA_REAPI_INSTANCE", server.instance());
+}
+
+#[test]
+fn grpcs_with_reapi_ca_works_without_it_the_failure_names_the_key() {
+    let pki = Pki::new();
+    let server = ReapiServer::start_tls(1, pki.server(false));
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+    let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
+
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    tls_client(&server, &mut cmd);
+    cmd.env("LLAMA_REAPI_CA", pki.path("ca.pem"));
+    let out = cmd.output().expect("llama");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+    assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
+    assert_eq!(executions(&server), 1, "{}", server.log());
+
+    // The system's roots do not know the test CA; nor does another CA.
+    for ca in [None, Some(pki.path("other-ca.pem"))] {
+        let mut cmd = w.llama(INVOKE_EXAMPLE);
+        tls_client(&server, &mut cmd);
+        // A store of its own: the local action cache would answer without the server.
+        cmd.env(
+            "LLAMA_DIR",
+            w.dir.path().join(format!("store-{}", ca.is_some())),
+        );
+        if let Some(ca) = &ca {
+            cmd.env("LLAMA_REAPI_CA", ca);
+        }
+        let out = cmd.output().expect("llama");
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains(&server.tls_endpoint()) && err.contains("reapi_ca"),
+            "names the server and the key: {err}"
+        );
+        eprintln!("without the CA ({ca:?}): {err}");
+    }
+    assert_eq!(executions(&server), 1, "{}", server.log());
+
+    // A CA file that is not there is named, with its key, before any connection.
+    let missing = pki.path("no-such-ca.pem");
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    tls_client(&server, &mut cmd);
+    cmd.env("LLAMA_REAPI_CA", &missing);
+    let out = cmd.output().expect("llama");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("reapi_ca") && err.contains("LLAMA_REAPI_CA") && err.contains(&missing),
+        "{err}"
+    );
+}
+
+#[test]
+fn grpcs_with_mtls_the_client_certificate_works_and_its_absence_is_named() {
+    let pki = Pki::new();
+    let server = ReapiServer::start_tls(1, pki.server(true));
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    tls_client(&server, &mut cmd);
+    cmd.env("LLAMA_REAPI_CA", pki.path("ca.pem"));
+    let out = cmd.output().expect("llama");
+    assert!(!out.status.success(), "no client certificate: refused");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&server.tls_endpoint()) && err.contains("reapi_client_cert"),
+        "names the server and the key: {err}"
+    );
+    eprintln!("without a client certificate: {err}");
+    assert_eq!(executions(&server), 0, "{}", server.log());
+
+    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    tls_client(&server, &mut cmd);
+    cmd.env("LLAMA_REAPI_CA", pki.path("ca.pem"))
+        .env("LLAMA_REAPI_CLIENT_CERT", pki.path("client.pem"))
+        .env("LLAMA_REAPI_CLIENT_KEY", pki.path("client.key"));
+    let out = cmd.output().expect("llama");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+    assert_eq!(
+        fs::read_to_string(w.path("OUTPUT")).unwrap(),
+        sha256sum_line(&w.path("INPUT"), "INPUT")
+    );
+    assert_eq!(executions(&server), 1, "{}", server.log());
+}
+
+/// Each Action in `server`'s CAS: its `do_not_cache`, and whether BuildGrid's action cache
+/// has a result for it. (BuildGrid keeps one file per blob; a blob that decodes as an Action
+/// naming a command and an input root is taken for one.)
+fn actions_in_cas(server: &ReapiServer) -> Vec<(bool, bool)> {
+    const SCRIPT: &str = r#"
+import hashlib, os, sys, grpc
+from buildgrid._protos.build.bazel.remote.execution.v2 import remote_execution_pb2 as re
+from buildgrid._protos.build.bazel.remote.execution.v2 import remote_execution_pb2_grpc as re_grpc
+cas, address, instance = sys.argv[1:4]
+cache = re_grpc.ActionCacheStub(grpc.insecure_channel(address))
+for root, _, files in os.walk(cas):
+    for name in files:
+        with open(os.path.join(root, name), "rb") as f:
+            data = f.read()
+        action = re.Action()
+        try:
+            action.ParseFromString(data)
+        except Exception:
+            continue
+        if len(action.command_digest.hash) != 64 or len(action.input_root_digest.hash) != 64:
+            continue
+        digest = re.Digest(hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+        try:
+            cache.GetActionResult(re.GetActionResultRequest(instance_name=instance, action_digest=digest))
+            cached = True
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            cached = False
+        print(action.do_not_cache, cached)
+"#;
+    let out = Command::new(server.python())
+        .args(["-c", SCRIPT])
+        .arg(server.cas_dir())
+        .arg(server.addr().to_string())
+        .arg(server.instance())
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut actions: Vec<(bool, bool)> = stdout(&out)
+        .lines()
+        .map(|l| (l.starts_with("True"), l.ends_with("True")))
+        .collect();
+    actions.sort();
+    actions
+}
+
+#[test]
+fn reapi_cache_switches_read_off_executes_again_write_off_caches_nothing() {
+    let server = ReapiServer::start(1);
+    let w = World::new();
+    w.write("INPUT", b"hello\n");
+    let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
+    // Each run with a store of its own (another machine): the local action cache stays out.
+    let run = |n: usize, settings: &[(&str, &str)]| {
+        let mut cmd = w.llama(INVOKE_EXAMPLE);
+        client(&server, &mut cmd);
+        cmd.env("LLAMA_DIR", w.dir.path().join(format!("store-{n}")));
+        for (k, v) in settings {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("llama");
+        assert!(out.status.success(), "{}\n{}", stderr(&out), server.log());
+        assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
+        stderr(&out)
+    };
+    let write_off = [("LLAMA_REAPI_CACHE_WRITE", "0")];
+
+    // Write off: the Action goes with do_not_cache, and BuildGrid records no result for it;
+    // a second run, reading the cache as by default, finds nothing and executes again.
+    run(1, &write_off);
+    assert_eq!(executions(&server), 1, "{}", server.log());
+    assert_eq!(actions_in_cas(&server), vec![(true, false)]);
+    let err = run(2, &write_off);
+    assert_eq!(executions(&server), 2, "not a hit: {err}\n{}", server.log());
+
+    // Defaults: executed (do_not_cache is part of the Action, hence of its key) and cached;
+    // read off (`false`, as in a config file): executed again although the cache has it.
+    run(3, &[]);
+    assert_eq!(executions(&server), 3, "{}", server.log());
+    assert_eq!(actions_in_cas(&server), vec![(false, true), (true, false)]);
+    let err = run(4, &[("LLAMA_REAPI_CACHE_READ", "false")]);
+    assert_eq!(executions(&server), 4, "{err}\n{}", server.log());
+    assert!(err.contains("reapi: 1 execution, "), "{err}");
+
+    // Read back on: served from the action cache.
+    let err = run(5, &[("LLAMA_REAPI_CACHE_READ", "yes")]);
+    assert_eq!(executions(&server), 4, "{err}\n{}", server.log());
+    assert!(err.contains("1 from the remote action cache"), "{err}");
 }
 
 /// `llamac++`: a link to llamacc named for C++ (the name decides).

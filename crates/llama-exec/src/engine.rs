@@ -94,6 +94,12 @@ impl Engine {
         self.executor.usage()
     }
 
+    /// The executor's notices for the user since last asked (see
+    /// [`Executor::take_notices`]).
+    pub fn take_notices(&self) -> Vec<String> {
+        self.executor.take_notices()
+    }
+
     /// Runs `action`, or serves its earlier successful result from the action cache. Only a
     /// result with exit code 0 is recorded: a failure is never served from the cache.
     ///

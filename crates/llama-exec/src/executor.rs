@@ -158,4 +158,12 @@ pub trait Executor: Send + Sync {
     fn usage(&self) -> Option<Usage> {
         None
     }
+
+    /// What the executor has to tell the user since it was last asked, each notice raised
+    /// once per executor (e.g. "lost the connection to the server; resuming"): the llamacc
+    /// daemon, whose log nobody reads during a build, passes them on to the build's stderr.
+    /// Each is logged as a warning too, which `llama invoke` and `xargs` print.
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

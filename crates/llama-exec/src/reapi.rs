@@ -195,6 +195,8 @@ pub struct ReapiExecutor {
     /// up once.
     uploading: Arc<Mutex<Uploading>>,
     stats: Stats,
+    /// Notices for the user not yet taken (see [`Executor::take_notices`]).
+    notices: Mutex<Vec<String>>,
 }
 
 /// Blobs being uploaded, each with the lock its uploader holds.
@@ -253,6 +255,7 @@ impl ReapiExecutor {
             present: Mutex::new(HashSet::new()),
             uploading: Arc::new(Mutex::new(HashMap::new())),
             stats: Stats::default(),
+            notices: Mutex::new(Vec::new()),
         }
     }
 
@@ -271,7 +274,7 @@ impl ReapiExecutor {
     fn status_error(&self, what: &str, status: &Status) -> ExecError {
         let endpoint = self.endpoint();
         let detail = status.message();
-        let hint = match status.code() {
+        let hint = self.tls_hint(status).unwrap_or_else(|| match status.code() {
             Code::Unavailable => format!(
                 "the server at {endpoint} cannot be reached or is restarting; check that it is up and \
                  that LLAMA_REAPI_ENDPOINT is right"
@@ -299,8 +302,13 @@ impl ReapiExecutor {
                  server with execution enabled?"
             ),
             _ => String::new(),
-        };
+        });
         let mut message = format!("{what} at {endpoint} failed: {:?}: {detail}", status.code());
+        // A transport failure's message is generic ("operation was canceled"); the error
+        // under it says what happened ("connection closed").
+        if let Some(cause) = root_cause(status).filter(|c| !detail.contains(c.as_str())) {
+            message.push_str(&format!(" ({cause})"));
+        }
         if !hint.is_empty() {
             message.push_str("; ");
             message.push_str(&hint);
@@ -308,20 +316,81 @@ impl ReapiExecutor {
         self.err(message)
     }
 
+    /// What to do about a failure of TLS: a server certificate this machine does not trust
+    /// (`reapi_ca`), or a server that hangs up right after the handshake, as one that wants a
+    /// client certificate does (`reapi_client_cert`; TLS 1.3 completes the client's side of
+    /// the handshake before the server checks the client, and its alert is lost with the
+    /// connection).
+    fn tls_hint(&self, status: &Status) -> Option<String> {
+        let endpoint = self.endpoint();
+        if !endpoint.trim().starts_with("grpcs://") {
+            return None;
+        }
+        let text = status_text(status);
+        if text.contains("invalid peer certificate") {
+            if text.contains("NotValidForName") {
+                return Some(format!(
+                    "the server's TLS certificate is not issued for the host of {endpoint}: \
+                     connect by a name or address it lists (LLAMA_REAPI_ENDPOINT)"
+                ));
+            }
+            return Some(match &self.config.tls_ca {
+                None => "the server's TLS certificate is not signed by a CA this machine trusts: \
+                         set reapi_ca (LLAMA_REAPI_CA) to the PEM file of the CA that signed it"
+                    .to_string(),
+                Some(ca) => format!(
+                    "the server's TLS certificate is signed neither by a CA this machine trusts \
+                     nor by one in reapi_ca ({}): set reapi_ca (LLAMA_REAPI_CA) to the PEM file \
+                     of the CA that signed it",
+                    ca.display()
+                ),
+            });
+        }
+        // A connection that was made (not refused, not unresolved) and broke on the first
+        // call. How it reads depends on timing: CANCELLED over "connection closed", UNKNOWN
+        // over "peer closed connection without sending TLS close_notify", ...
+        let first_contact = self.conn.get().is_none();
+        let hung_up = text.contains("received fatal alert")
+            || (first_contact
+                && lost(status)
+                && !["tcp connect error", "dns error", "timed out"]
+                    .iter()
+                    .any(|m| text.contains(m)));
+        if !hung_up {
+            return None;
+        }
+        Some(match &self.config.tls_client_cert {
+            None => "the server closed the connection right after the TLS handshake; if it \
+                     requires a client certificate (mTLS), set reapi_client_cert and \
+                     reapi_client_key (LLAMA_REAPI_CLIENT_CERT, LLAMA_REAPI_CLIENT_KEY) to the \
+                     PEM files of one it accepts"
+                .to_string(),
+            Some((cert, _)) => format!(
+                "the server closed the connection after the TLS handshake: does it accept the \
+                 client certificate in reapi_client_cert ({})?",
+                cert.display()
+            ),
+        })
+    }
+
     /// Retries `call` while the server is unavailable, with exponential backoff, for at
-    /// most the retry window.
+    /// most the retry window; a connection lost meanwhile is said once (see
+    /// [`Self::lost_connection`]).
     async fn retrying<T, F, Fut>(&self, what: &str, call: F) -> Result<T, ExecError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Rpc<T>>,
     {
-        self.retrying_within(self.config.retry_window, what, call)
+        self.retrying_within(self.config.retry_window, true, what, call)
             .await
     }
 
+    /// [`Self::retrying`] within `window`; `connected`: the server was reached before (a
+    /// failure is then a lost connection, not a wrong endpoint).
     async fn retrying_within<T, F, Fut>(
         &self,
         window: Duration,
+        connected: bool,
         what: &str,
         mut call: F,
     ) -> Result<T, ExecError>
@@ -329,20 +398,42 @@ impl ReapiExecutor {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Rpc<T>>,
     {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(window, Duration::from_millis(100));
         loop {
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
             match call().await {
                 Ok(v) => return Ok(v),
-                Err(s) if transient(&s) && started.elapsed() + delay < window => {
+                Err(s) if transient(&s) => {
+                    let Some(delay) = backoff.next() else {
+                        return Err(self.status_error(what, &s));
+                    };
+                    if connected {
+                        self.lost_connection(&s);
+                    }
                     tracing::debug!("{what} at {}: {s}; retrying in {delay:?}", self.endpoint());
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(s) => return Err(self.status_error(what, &s)),
             }
         }
+    }
+
+    /// Says once per executor, as a warning and as a notice for the user, that the server
+    /// went away and the actions in flight wait for it: a build that pauses for a restart
+    /// of the server should say why, and only once however many actions noticed.
+    fn lost_connection(&self, status: &Status) {
+        if !lost(status) || self.stats.warned_reconnect.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let notice = format!(
+            "reapi: lost the connection to {} ({:?}: {}); waiting for it to come back and \
+             resuming the actions in flight (said once)",
+            self.endpoint(),
+            status.code(),
+            status.message()
+        );
+        tracing::warn!("{notice}");
+        lock(&self.notices).push(notice);
     }
 
     fn request<T>(&self, conn: &Conn, message: T) -> tonic::Request<T> {
@@ -408,27 +499,29 @@ impl ReapiExecutor {
             let mut config = ClientTlsConfig::new().with_native_roots();
             if let Some(ca) = &self.config.tls_ca {
                 let pem = std::fs::read(ca).map_err(|e| {
-                    self.err(format!("reading the CA certificate {}: {e}", ca.display()))
+                    self.err(format!(
+                        "reading the CA certificates of reapi_ca, {}: {e}",
+                        ca.display()
+                    ))
                 })?;
                 config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
             }
             if let Some((cert, key)) = &self.config.tls_client_cert {
-                let read = |p: &PathBuf| {
-                    std::fs::read(p).map_err(|e| {
-                        self.err(format!(
-                            "reading the client certificate {}: {e}",
-                            p.display()
-                        ))
-                    })
+                let read = |key: &str, p: &PathBuf| {
+                    std::fs::read(p)
+                        .map_err(|e| self.err(format!("reading {key}, {}: {e}", p.display())))
                 };
                 config = config.identity(tonic::transport::Identity::from_pem(
-                    read(cert)?,
-                    read(key)?,
+                    read("reapi_client_cert", cert)?,
+                    read("reapi_client_key", key)?,
                 ));
             }
-            ep = ep
-                .tls_config(config)
-                .map_err(|e| self.err(format!("TLS settings for {endpoint}: {e}")))?;
+            ep = ep.tls_config(config).map_err(|e| {
+                self.err(format!(
+                    "TLS settings for {endpoint} (reapi_ca, reapi_client_cert, \
+                         reapi_client_key): {e}"
+                ))
+            })?;
         }
         let channel = ep.connect_lazy();
         let mut headers = Vec::new();
@@ -455,6 +548,7 @@ impl ReapiExecutor {
         let caps = self
             .retrying_within(
                 self.config.retry_window.min(CONNECT_WINDOW),
+                false,
                 "GetCapabilities",
                 || {
                     let mut client = CapabilitiesClient::new(conn.channel.clone());
@@ -614,21 +708,7 @@ impl ReapiExecutor {
             if digest.size() + BATCH_BLOB_OVERHEAD <= conn.batch_limit {
                 small.push((digest, source));
             } else {
-                let channel = conn.channel.clone();
-                let request_meta = self.request(conn, ());
-                let resource = format!(
-                    "{}uploads/{}/blobs/{}/{}",
-                    instance_prefix(&self.config.instance),
-                    upload_id(&digest),
-                    digest.hex(),
-                    digest.size()
-                );
-                self.stats.calls.fetch_add(1, Ordering::Relaxed);
-                large.spawn(async move {
-                    let result =
-                        write_blob(channel, request_meta, resource, &digest, &source).await;
-                    (digest, result)
-                });
+                self.spawn_write(conn, &mut large, digest, source, None, Duration::ZERO);
             }
         }
         // Small blobs, largest first into batches under the limit.
@@ -653,7 +733,8 @@ impl ReapiExecutor {
             self.batch_update(conn, batch).await?;
         }
         while let Some(joined) = large.join_next().await {
-            let (digest, result) = joined.map_err(|e| ExecError::Task(e.to_string()))?;
+            let (digest, source, mut backoff, result) =
+                joined.map_err(|e| ExecError::Task(e.to_string()))?;
             match result {
                 Ok(()) => {
                     self.stats
@@ -663,7 +744,16 @@ impl ReapiExecutor {
                 }
                 Err(Upload::Source(e)) => return Err(e),
                 Err(Upload::Rpc(s)) => {
-                    return Err(self.status_error(&format!("ByteStream Write of {digest}"), &s));
+                    let delay = transient(&s)
+                        .then(|| self.retry_backoff(&mut backoff).next())
+                        .flatten();
+                    let Some(delay) = delay else {
+                        return Err(self.status_error(&format!("ByteStream Write of {digest}"), &s));
+                    };
+                    // Again from the start, under a new upload id.
+                    self.lost_connection(&s);
+                    tracing::debug!("ByteStream Write of {digest}: {s}; again in {delay:?}");
+                    self.spawn_write(conn, &mut large, digest, source, backoff, delay);
                 }
             }
         }
@@ -674,6 +764,72 @@ impl ReapiExecutor {
             let _done = theirs.lock().await;
         }
         Ok(())
+    }
+
+    /// Uploads one blob with ByteStream Write after `wait`, in a task of `tasks`.
+    fn spawn_write(
+        &self,
+        conn: &Conn,
+        tasks: &mut tokio::task::JoinSet<Written>,
+        digest: Digest,
+        source: BlobSource,
+        backoff: Option<Backoff>,
+        wait: Duration,
+    ) {
+        let channel = conn.channel.clone();
+        let request_meta = self.request(conn, ());
+        let resource = format!(
+            "{}uploads/{}/blobs/{}/{}",
+            instance_prefix(&self.config.instance),
+            upload_id(&digest),
+            digest.hex(),
+            digest.size()
+        );
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let result = write_blob(channel, request_meta, resource, &digest, &source).await;
+            (digest, source, backoff, result)
+        });
+    }
+
+    /// Downloads one blob with ByteStream Read after `wait`, in a task of `tasks`.
+    fn spawn_read(
+        &self,
+        conn: &Conn,
+        tasks: &mut tokio::task::JoinSet<Read>,
+        digest: Digest,
+        backoff: Option<Backoff>,
+        wait: Duration,
+    ) {
+        let channel = conn.channel.clone();
+        let request = self.request(
+            conn,
+            ReadRequest {
+                resource_name: format!(
+                    "{}blobs/{}/{}",
+                    instance_prefix(&self.config.instance),
+                    digest.hex(),
+                    digest.size()
+                ),
+                read_offset: 0,
+                read_limit: 0,
+            },
+        );
+        let store = self.store.clone();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let result = read_blob(channel, request, &digest, &store).await;
+            (digest, backoff, result)
+        });
+    }
+
+    /// The backoff of a ByteStream transfer that failed, started at its first failure.
+    fn retry_backoff<'a>(&self, backoff: &'a mut Option<Backoff>) -> &'a mut Backoff {
+        backoff.get_or_insert_with(|| {
+            Backoff::new(self.config.retry_window, Duration::from_millis(100))
+        })
     }
 
     async fn find_missing(
@@ -765,8 +921,9 @@ impl ReapiExecutor {
         conn: &Conn,
         remote: &RemoteAction,
     ) -> Result<reapi::ExecuteResponse, Execution> {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(200);
+        // The window counts from when the server was last heard from: an action that waited
+        // long in the queue gets as long as any other for the server to come back.
+        let mut backoff = Backoff::new(self.config.retry_window, Duration::from_millis(200));
         let mut operation_name: Option<String> = None;
         loop {
             let mut client =
@@ -797,6 +954,7 @@ impl ReapiExecutor {
                     loop {
                         match stream.message().await {
                             Ok(Some(op)) => {
+                                backoff.reset();
                                 if !op.name.is_empty() {
                                     operation_name = Some(op.name.clone());
                                 }
@@ -824,7 +982,11 @@ impl ReapiExecutor {
                 operation_name = None;
                 continue;
             }
-            if !transient(&status) || started.elapsed() + delay >= self.config.retry_window {
+            let delay = match transient(&status) {
+                true => backoff.next(),
+                false => None,
+            };
+            let Some(delay) = delay else {
                 let what = match &operation_name {
                     Some(name) => format!("WaitExecution of operation {name}"),
                     None => format!("Execute of action {}", remote.action_digest),
@@ -838,16 +1000,8 @@ impl ReapiExecutor {
                     }
                     _ => Execution::Failed(self.status_error(&what, &status)),
                 });
-            }
-            if !self.stats.warned_reconnect.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "reapi: lost the connection to {} ({}: {}); waiting for it and resuming the \
-                     running actions (reported once)",
-                    self.endpoint(),
-                    format!("{:?}", status.code()),
-                    status.message()
-                );
-            }
+            };
+            self.lost_connection(&status);
             tracing::debug!(
                 "{} stream from {} dropped ({status}); resuming in {delay:?}",
                 if operation_name.is_some() {
@@ -858,7 +1012,6 @@ impl ReapiExecutor {
                 self.endpoint()
             );
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -915,25 +1068,7 @@ impl ReapiExecutor {
             if digest.size() + BATCH_BLOB_OVERHEAD <= conn.batch_limit {
                 small.push(*digest);
             } else {
-                let channel = conn.channel.clone();
-                let request = self.request(
-                    conn,
-                    ReadRequest {
-                        resource_name: format!(
-                            "{}blobs/{}/{}",
-                            instance_prefix(&self.config.instance),
-                            digest.hex(),
-                            digest.size()
-                        ),
-                        read_offset: 0,
-                        read_limit: 0,
-                    },
-                );
-                let (store, digest) = (self.store.clone(), *digest);
-                self.stats.calls.fetch_add(1, Ordering::Relaxed);
-                large.spawn(
-                    async move { (digest, read_blob(channel, request, &digest, &store).await) },
-                );
+                self.spawn_read(conn, &mut large, *digest, None, Duration::ZERO);
             }
         }
         let mut batch = Vec::new();
@@ -951,7 +1086,8 @@ impl ReapiExecutor {
             self.batch_read(conn, batch).await?;
         }
         while let Some(joined) = large.join_next().await {
-            let (digest, result) = joined.map_err(|e| ExecError::Task(e.to_string()))?;
+            let (digest, mut backoff, result) =
+                joined.map_err(|e| ExecError::Task(e.to_string()))?;
             match result {
                 Ok(()) => {
                     self.stats
@@ -959,7 +1095,15 @@ impl ReapiExecutor {
                         .fetch_add(digest.size(), Ordering::Relaxed);
                 }
                 Err(Download::Rpc(s)) => {
-                    return Err(self.status_error(&format!("ByteStream Read of {digest}"), &s));
+                    let delay = transient(&s)
+                        .then(|| self.retry_backoff(&mut backoff).next())
+                        .flatten();
+                    let Some(delay) = delay else {
+                        return Err(self.status_error(&format!("ByteStream Read of {digest}"), &s));
+                    };
+                    self.lost_connection(&s);
+                    tracing::debug!("ByteStream Read of {digest}: {s}; again in {delay:?}");
+                    self.spawn_read(conn, &mut large, digest, backoff, delay);
                 }
                 Err(Download::Other(e)) => return Err(e),
             }
@@ -1185,6 +1329,10 @@ impl Executor for ReapiExecutor {
             ..Usage::default()
         })
     }
+
+    fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.notices))
+    }
 }
 
 /// Why Execute gave no response.
@@ -1206,6 +1354,12 @@ enum Upload {
     Rpc(Status),
 }
 
+/// A ByteStream Write's blob, its source, its retries so far and how it went.
+type Written = (Digest, BlobSource, Option<Backoff>, Result<(), Upload>);
+
+/// A ByteStream Read's blob, its retries so far and how it went.
+type Read = (Digest, Option<Backoff>, Result<(), Download>);
+
 enum Download {
     Rpc(Status),
     Other(ExecError),
@@ -1213,10 +1367,12 @@ enum Download {
 
 /// Worth retrying: the server is down, restarting, or overloaded. A connection that breaks
 /// mid-call comes back from tonic as UNKNOWN ("h2 protocol error: error reading a body from
-/// connection", "transport error"), not UNAVAILABLE.
+/// connection", "transport error"), or as CANCELLED ("operation was canceled", over hyper's
+/// "connection closed") when it closed before the call was sent, not as UNAVAILABLE. A
+/// certificate that is not trusted, or refused, is not worth retrying.
 fn transient(status: &Status) -> bool {
+    let text = status_text(status);
     let broken_connection = || {
-        let message = status.message();
         [
             "h2 protocol error",
             "transport error",
@@ -1224,12 +1380,83 @@ fn transient(status: &Status) -> bool {
             "broken pipe",
         ]
         .iter()
-        .any(|m| message.contains(m))
+        .any(|m| text.contains(m))
     };
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::ResourceExhausted | Code::Aborted
-    ) || (status.code() == Code::Unknown && broken_connection())
+    let certificate = ["invalid peer certificate", "received fatal alert"]
+        .iter()
+        .any(|m| text.contains(m));
+    !certificate
+        && (matches!(
+            status.code(),
+            Code::Unavailable | Code::ResourceExhausted | Code::Aborted
+        ) || (matches!(status.code(), Code::Unknown | Code::Cancelled) && broken_connection()))
+}
+
+/// The server went away or cannot be reached (rather than being overloaded).
+fn lost(status: &Status) -> bool {
+    transient(status)
+        && matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        )
+}
+
+/// The status's message and those of the errors under it (a transport failure's message is
+/// generic: "transport error" over "invalid peer certificate: UnknownIssuer").
+fn status_text(status: &Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// The message of the innermost error under `status`, if any.
+fn root_cause(status: &Status) -> Option<String> {
+    let mut source = std::error::Error::source(status)?;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    Some(source.to_string())
+}
+
+/// Exponential backoff (doubling, at most 5 s apart) within a window that starts at the
+/// first attempt, or again at [`Backoff::reset`].
+struct Backoff {
+    since: tokio::time::Instant,
+    first: Duration,
+    delay: Duration,
+    window: Duration,
+}
+
+impl Backoff {
+    fn new(window: Duration, first: Duration) -> Backoff {
+        Backoff {
+            since: tokio::time::Instant::now(),
+            first,
+            delay: first,
+            window,
+        }
+    }
+
+    /// How long to wait before the next attempt; `None` once that would end past the window.
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.delay;
+        if self.since.elapsed() + delay >= self.window {
+            return None;
+        }
+        self.delay = (delay * 2).min(Duration::from_secs(5));
+        Some(delay)
+    }
+
+    /// The server answered: the window starts again.
+    fn reset(&mut self) {
+        self.since = tokio::time::Instant::now();
+        self.delay = self.first;
+    }
 }
 
 /// A FAILED_PRECONDITION about the platform rather than missing blobs.
@@ -1532,6 +1759,106 @@ mod tests {
         assert!(!transient(&Status::failed_precondition(
             "unknown platform property llama-function"
         )));
+    }
+
+    /// A status as tonic makes it from a transport failure: a generic message over the
+    /// error that says what happened.
+    fn with_cause(mut status: Status, cause: &str) -> Status {
+        status.set_source(Arc::new(std::io::Error::other(cause.to_string())));
+        status
+    }
+
+    #[test]
+    fn a_connection_closed_under_a_cancelled_call_is_transient_a_certificate_is_not() {
+        let closed = with_cause(
+            Status::cancelled("operation was canceled"),
+            "connection closed",
+        );
+        assert!(transient(&closed) && lost(&closed));
+        assert!(!transient(&Status::cancelled("the server cancelled it")));
+        let untrusted = Status::unavailable("invalid peer certificate: UnknownIssuer");
+        assert!(!transient(&untrusted) && !lost(&untrusted));
+        let refused = with_cause(
+            Status::unknown("transport error"),
+            "received fatal alert: CertificateRequired",
+        );
+        assert!(!transient(&refused));
+        let busy = Status::resource_exhausted("too many requests");
+        assert!(transient(&busy) && !lost(&busy));
+        assert_eq!(root_cause(&closed).as_deref(), Some("connection closed"));
+        assert_eq!(root_cause(&busy), None);
+    }
+
+    fn executor(endpoint: &str) -> (tempfile::TempDir, ReapiExecutor) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store"), 1 << 30).unwrap();
+        (dir, ReapiExecutor::new(store, ReapiConfig::new(endpoint)))
+    }
+
+    #[test]
+    fn tls_failures_name_the_setting_that_mends_them() {
+        let (_dir, e) = executor("grpcs://127.0.0.1:1");
+        let untrusted = Status::unavailable("invalid peer certificate: UnknownIssuer");
+        let message = e.status_error("GetCapabilities", &untrusted).to_string();
+        assert!(
+            message.contains("grpcs://127.0.0.1:1") && message.contains("reapi_ca"),
+            "{message}"
+        );
+        let closed = with_cause(
+            Status::cancelled("operation was canceled"),
+            "connection closed",
+        );
+        let message = e.status_error("GetCapabilities", &closed).to_string();
+        assert!(
+            message.contains("(connection closed)") && message.contains("reapi_client_cert"),
+            "{message}"
+        );
+        let eof = with_cause(
+            Status::unknown("transport error"),
+            "peer closed connection without sending TLS close_notify",
+        );
+        assert!(
+            e.tls_hint(&eof)
+                .is_some_and(|h| h.contains("reapi_client_cert"))
+        );
+        let refused = Status::unavailable("tcp connect error: Connection refused (os error 111)");
+        assert_eq!(e.tls_hint(&refused), None);
+        // Over plaintext, no TLS advice.
+        let (_dir, e) = executor("grpc://127.0.0.1:1");
+        assert_eq!(e.tls_hint(&closed), None);
+        assert_eq!(e.tls_hint(&untrusted), None);
+    }
+
+    #[test]
+    fn a_lost_connection_is_noticed_once() {
+        let (_dir, e) = executor("grpc://127.0.0.1:1");
+        e.lost_connection(&Status::resource_exhausted("busy"));
+        assert!(
+            e.take_notices().is_empty(),
+            "an overloaded server is not lost"
+        );
+        e.lost_connection(&Status::unavailable("tcp connect error"));
+        e.lost_connection(&Status::unavailable("tcp connect error"));
+        let notices = e.take_notices();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0].contains("lost the connection to grpc://127.0.0.1:1"),
+            "{notices:?}"
+        );
+        assert!(e.take_notices().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_within_a_window_that_starts_again_on_reset() {
+        let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(1));
+        let mut waited = Vec::new();
+        while let Some(d) = b.next() {
+            waited.push(d.as_secs());
+            tokio::time::sleep(d).await;
+        }
+        assert_eq!(waited, vec![1, 2, 4]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_secs(1)));
     }
 
     #[test]
