@@ -24,6 +24,15 @@ enum Outcome {
     Skipped(String),
 }
 
+impl Outcome {
+    fn problem(what: impl Into<String>, fix: impl Into<String>) -> Outcome {
+        Outcome::Problem {
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
 struct Report<'a> {
     out: &'a mut dyn Write,
     problems: usize,
@@ -66,7 +75,7 @@ async fn diagnose(
     config: &Config,
     args: &DoctorArgs,
     report: &mut Report<'_>,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let source = |key: &str| {
         config
             .source(key)
@@ -113,12 +122,10 @@ async fn diagnose(
                     fix: format!("llama bootstrap -region REGION (or AWS_REGION=REGION): {e:#}"),
                 },
             )?;
-            return report
-                .check(
-                    "the rest",
-                    Outcome::Skipped("every AWS call needs a region".into()),
-                )
-                .map_err(Into::into);
+            return report.check(
+                "the rest",
+                Outcome::Skipped("every AWS call needs a region".into()),
+            );
         }
     };
 
@@ -140,18 +147,19 @@ async fn diagnose(
                     fix: "give llama AWS credentials: `aws configure`, AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
                 },
             )?;
-            return report
-                .check(
-                    "the rest",
-                    Outcome::Skipped("every AWS call needs credentials".into()),
-                )
-                .map_err(Into::into);
+            return report.check(
+                "the rest",
+                Outcome::Skipped("every AWS call needs credentials".into()),
+            );
         }
     }
 
-    check_stack(config, &sdk, report).await?;
-    check_bucket(config, &sdk, report).await?;
-    check_repository(config, &sdk, report).await?;
+    let stack = config.stack();
+    let (stack_outcome, config_outcome) = check_stack(config, &sdk, &stack).await;
+    report.check(&format!("stack {stack}"), stack_outcome)?;
+    report.check("config", config_outcome)?;
+    report.check("bucket", check_bucket(config, &sdk).await)?;
+    report.check("repository", check_repository(config, &sdk).await)?;
     // llamacc's function is the one a build needs; invoke and xargs name theirs.
     let llamacc = crate::llamacc::remote_function();
     let mut functions = vec![llamacc];
@@ -161,94 +169,76 @@ async fn diagnose(
         }
     }
     for name in &functions {
-        check_function(config, &sdk, name, report).await?;
+        report.check(
+            &format!("function {name}"),
+            check_function(config, &sdk, name).await,
+        )?;
     }
     report.check("compiler", compiler())?;
     Ok(())
 }
 
+/// The stack (exists, settled, this llama's template) and the config against its resources.
 async fn check_stack(
     config: &Config,
     sdk: &aws_config::SdkConfig,
-    report: &mut Report<'_>,
-) -> anyhow::Result<()> {
+    stack: &str,
+) -> (Outcome, Outcome) {
     let cfn = aws_sdk_cloudformation::Client::new(sdk);
-    let stack = config.stack();
-    let name = format!("stack {stack}");
-    let current = match bootstrap::describe(&cfn, &stack).await {
+    let current = match bootstrap::describe(&cfn, stack).await {
         Ok(Some(s)) => s,
         Ok(None) => {
-            report.check(
-                &name,
-                Outcome::Problem {
-                    what: format!("does not exist in {}", aws_setup::region_of(sdk)),
-                    fix: "llama bootstrap".into(),
-                },
-            )?;
-            return report
-                .check(
-                    "config",
-                    Outcome::Skipped("there is no stack to compare it with".into()),
-                )
-                .map_err(Into::into);
+            return (
+                Outcome::problem(
+                    format!("does not exist in {}", aws_setup::region_of(sdk)),
+                    "llama bootstrap",
+                ),
+                Outcome::Skipped("there is no stack to compare it with".into()),
+            );
         }
         Err(e) => {
-            return report
-                .check(
-                    &name,
-                    Outcome::Problem {
-                        what: format!("{e:#}"),
-                        fix: "check the AWS credentials' cloudformation:DescribeStacks permission"
-                            .into(),
-                    },
-                )
-                .map_err(Into::into);
+            return (
+                Outcome::problem(
+                    format!("{e:#}"),
+                    "check the credentials' cloudformation:DescribeStacks permission",
+                ),
+                Outcome::Skipped("the stack could not be read".into()),
+            );
         }
     };
-    if !bootstrap::is_stable_ok(&current) {
-        report.check(
-            &name,
-            Outcome::Problem {
-                what: format!("is in state {}", bootstrap::status_of(&current)),
-                fix: "llama bootstrap (it waits for, or repairs, the stack)".into(),
-            },
-        )?;
+    let status = bootstrap::status_of(&current);
+    let stack_outcome = if !bootstrap::is_stable_ok(&current) {
+        Outcome::problem(
+            format!("is in state {status}"),
+            "llama bootstrap (it waits for, or repairs, the stack)",
+        )
     } else {
-        let template = cfn.get_template().stack_name(&stack).send().await;
-        let body = template.as_ref().ok().and_then(|t| t.template_body());
-        report.check(
-            &name,
-            match body {
-                Some(body) if body.trim() == bootstrap::TEMPLATE.trim() => {
-                    Outcome::Ok(format!("{}, current template", bootstrap::status_of(&current)))
-                }
-                Some(_) => Outcome::Problem {
-                    what: "its template differs from this llama's (made by another version, or edited)".into(),
-                    fix: "llama bootstrap (it updates the stack through a change set)".into(),
-                },
-                None => Outcome::Ok(format!(
-                    "{} (template not readable: {})",
-                    bootstrap::status_of(&current),
-                    template.err().map(|e| sdk_error(&e)).unwrap_or_default()
-                )),
-            },
-        )?;
-    }
-    let outputs = match bootstrap::settings_from_stack(&cfn, &stack, &current).await {
-        Ok(o) => o,
-        Err(e) => {
-            return report
-                .check(
-                    "config",
-                    Outcome::Problem {
-                        what: format!("{e:#}"),
-                        fix: "llama bootstrap".into(),
-                    },
-                )
-                .map_err(Into::into);
+        let template = cfn.get_template().stack_name(stack).send().await;
+        match template.as_ref().map(|t| t.template_body()) {
+            Ok(Some(body)) if body.trim() == bootstrap::TEMPLATE.trim() => {
+                Outcome::Ok(format!("{status}, current template"))
+            }
+            Ok(Some(_)) => Outcome::problem(
+                "its template differs from this llama's (made by another version, or edited)",
+                "llama bootstrap (it updates the stack through a change set)",
+            ),
+            Ok(None) => Outcome::Ok(format!("{status} (CloudFormation returned no template)")),
+            Err(e) => Outcome::Ok(format!(
+                "{status} (template not readable: {})",
+                sdk_error(e)
+            )),
         }
     };
-    let wrong: Vec<String> = outputs
+    let settings = match bootstrap::settings_from_stack(&cfn, stack, &current).await {
+        Ok(settings) => settings,
+        Err(e) => {
+            return (
+                stack_outcome,
+                Outcome::problem(format!("{e:#}"), "llama bootstrap"),
+            );
+        }
+    };
+    let wrong: Vec<String> = settings
         .iter()
         .filter_map(|(key, wanted)| {
             let have = config
@@ -259,102 +249,66 @@ async fn check_stack(
             (have != *wanted).then(|| format!("{key} is {have:?}, the stack says {wanted:?}"))
         })
         .collect();
-    report.check(
-        "config",
-        if wrong.is_empty() {
-            Outcome::Ok(format!("matches stack {stack}"))
-        } else {
-            Outcome::Problem {
-                what: wrong.join("; "),
-                fix: "llama bootstrap (it writes the stack's settings to the config file; an LLAMA_* variable still overrides them)".into(),
-            }
-        },
-    )?;
-    Ok(())
+    let config_outcome = if wrong.is_empty() {
+        Outcome::Ok(format!("matches stack {stack}"))
+    } else {
+        Outcome::problem(
+            wrong.join("; "),
+            "llama bootstrap (it writes the stack's settings to the config file; an LLAMA_* \
+             variable still overrides them)",
+        )
+    };
+    (stack_outcome, config_outcome)
 }
 
-async fn check_bucket(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-    report: &mut Report<'_>,
-) -> anyhow::Result<()> {
+/// The bucket of `object_store` answers.
+async fn check_bucket(config: &Config, sdk: &aws_config::SdkConfig) -> Outcome {
     let url = config.object_store();
+    if url.trim().is_empty() {
+        return Outcome::Skipped("object_store is not set".into());
+    }
     let location: llama_exec::ObjectStoreUrl = match url.trim().parse() {
         Ok(l) => l,
-        Err(_) if url.trim().is_empty() => {
-            return report
-                .check("bucket", Outcome::Skipped("object_store is not set".into()))
-                .map_err(Into::into);
-        }
-        Err(e) => {
-            return report
-                .check(
-                    "bucket",
-                    Outcome::Problem {
-                        what: format!("object_store {url:?}: {e}"),
-                        fix: "llama bootstrap".into(),
-                    },
-                )
-                .map_err(Into::into);
-        }
+        Err(e) => return Outcome::problem(format!("object_store {url:?}: {e}"), "llama bootstrap"),
     };
     let s3 = llama_exec::s3_client(sdk);
-    let outcome = match s3.head_bucket().bucket(&location.bucket).send().await {
+    match s3.head_bucket().bucket(&location.bucket).send().await {
         Ok(_) => Outcome::Ok(format!("s3://{} is reachable", location.bucket)),
-        Err(e) => Outcome::Problem {
-            what: format!("s3://{}: {}", location.bucket, sdk_error(&e)),
-            fix: "llama bootstrap (if the bucket was deleted, it is recreated; if access is denied, the credentials need s3:ListBucket on it)".into(),
-        },
-    };
-    report.check("bucket", outcome).map_err(Into::into)
+        Err(e) => Outcome::problem(
+            format!("s3://{}: {}", location.bucket, sdk_error(&e)),
+            "llama bootstrap (if the bucket was deleted, it is recreated; if access is denied, \
+             the credentials need s3:ListBucket on it)",
+        ),
+    }
 }
 
-async fn check_repository(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-    report: &mut Report<'_>,
-) -> anyhow::Result<()> {
+/// The ECR repository of `image_repository` exists (other registries are not checked).
+async fn check_repository(config: &Config, sdk: &aws_config::SdkConfig) -> Outcome {
     let repository = config.image_repository();
     let Some((registry, name)) = repository.split_once('/') else {
-        return report
-            .check(
-                "repository",
-                Outcome::Skipped("image_repository is not set".into()),
-            )
-            .map_err(Into::into);
+        return Outcome::Skipped("image_repository is not set".into());
     };
     if !registry.contains(".dkr.ecr.") {
-        return report
-            .check(
-                "repository",
-                Outcome::Ok(format!("{repository} (not ECR: not checked)")),
-            )
-            .map_err(Into::into);
+        return Outcome::Ok(format!("{repository} (not ECR: not checked)"));
     }
     let ecr = aws_sdk_ecr::Client::new(sdk);
-    let outcome = match ecr
+    match ecr
         .describe_repositories()
         .repository_names(name)
         .send()
         .await
     {
         Ok(_) => Outcome::Ok(repository.clone()),
-        Err(e) => Outcome::Problem {
-            what: format!("{repository}: {}", sdk_error(&e)),
-            fix: "llama bootstrap".into(),
-        },
-    };
-    report.check("repository", outcome).map_err(Into::into)
+        Err(e) => Outcome::problem(
+            format!("{repository}: {}", sdk_error(&e)),
+            "llama bootstrap",
+        ),
+    }
 }
 
-async fn check_function(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-    name: &str,
-    report: &mut Report<'_>,
-) -> anyhow::Result<()> {
+/// The function exists, is active, and is an image with this version of llama-runtime.
+async fn check_function(config: &Config, sdk: &aws_config::SdkConfig, name: &str) -> Outcome {
     let lambda = aws_sdk_lambda::Client::new(sdk);
-    let label = format!("function {name}");
     let ours = env!("CARGO_PKG_VERSION");
     let rebuild = format!(
         "llama update-function --base {} {name}",
@@ -363,81 +317,64 @@ async fn check_function(
     let function = match lambda.get_function().function_name(name).send().await {
         Ok(f) => f,
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
-            return report
-                .check(
-                    &label,
-                    Outcome::Problem {
-                        what: format!("does not exist in {}", aws_setup::region_of(sdk)),
-                        fix: format!("llama update-function --create {name}"),
-                    },
-                )
-                .map_err(Into::into);
+            return Outcome::problem(
+                format!("does not exist in {}", aws_setup::region_of(sdk)),
+                format!("llama update-function --create {name}"),
+            );
         }
         Err(e) => {
-            return report
-                .check(
-                    &label,
-                    Outcome::Problem {
-                        what: sdk_error(&e),
-                        fix: "check the credentials' lambda:GetFunction permission".into(),
-                    },
-                )
-                .map_err(Into::into);
+            return Outcome::problem(
+                sdk_error(&e),
+                "check the credentials' lambda:GetFunction permission",
+            );
         }
     };
     let Some(conf) = function.configuration() else {
-        return report
-            .check(
-                &label,
-                Outcome::Problem {
-                    what: "Lambda returned no configuration".into(),
-                    fix: rebuild,
-                },
-            )
-            .map_err(Into::into);
+        return Outcome::problem("Lambda returned no configuration", rebuild);
     };
     let image = function.code().and_then(|c| c.image_uri()).unwrap_or("");
     let state = conf.state().map(|s| s.as_str()).unwrap_or("Active");
-    let outcome = if conf.package_type().map(|p| p.as_str()) != Some("Image") {
-        Outcome::Problem {
-            what: "is not an image function (the original llama made zip functions?)".into(),
-            fix: format!("delete it and run llama update-function --create {name}"),
-        }
-    } else if !matches!(state, "Active" | "Inactive") {
-        Outcome::Problem {
-            what: format!(
-                "is {state}{}",
-                conf.state_reason()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ),
-            fix: rebuild.clone(),
-        }
-    } else {
-        match conf.description().and_then(|d| d.strip_prefix(DESCRIPTION_PREFIX)) {
-            None => Outcome::Problem {
-                what: "its image was not made by llama update-function, so the llama-runtime in it is unknown".into(),
-                fix: rebuild.clone(),
-            },
-            Some(version) if version != ours => Outcome::Problem {
-                what: format!("runs llama-runtime {version}, and this llama is {ours}"),
-                fix: rebuild.clone(),
-            },
-            Some(version) => {
-                let role = config.execution_role();
-                let mut detail = format!(
-                    "{state}, llama-runtime {version}, {} MB, {} s, image {image}",
-                    conf.memory_size().unwrap_or_default(),
-                    conf.timeout().unwrap_or_default()
-                );
-                if !role.is_empty() && conf.role() != Some(role.as_str()) {
-                    detail.push_str(&format!(" (runs as {}, not execution_role)", conf.role().unwrap_or("?")));
-                }
-                Outcome::Ok(detail)
+    if conf.package_type().map(|p| p.as_str()) != Some("Image") {
+        return Outcome::problem(
+            "is not an image function (the original llama made zip functions?)",
+            format!("delete it and run llama update-function --create {name}"),
+        );
+    }
+    if !matches!(state, "Active" | "Inactive") {
+        let reason = conf
+            .state_reason()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        return Outcome::problem(format!("is {state}{reason}"), rebuild);
+    }
+    match conf
+        .description()
+        .and_then(|d| d.strip_prefix(DESCRIPTION_PREFIX))
+    {
+        None => Outcome::problem(
+            "its image was not made by llama update-function, so the llama-runtime in it is unknown",
+            rebuild,
+        ),
+        Some(version) if version != ours => Outcome::problem(
+            format!("runs llama-runtime {version}, and this llama is {ours}"),
+            rebuild,
+        ),
+        Some(version) => {
+            let role = config.execution_role();
+            let mut detail = format!(
+                "{state}, llama-runtime {version}, {} MB, {} s, image {image}",
+                conf.memory_size().unwrap_or_default(),
+                conf.timeout().unwrap_or_default()
+            );
+            if !role.is_empty() && conf.role() != Some(role.as_str()) {
+                detail.push_str(&format!(
+                    " (runs as {}, not execution_role)",
+                    conf.role().unwrap_or("?")
+                ));
             }
+            Outcome::Ok(detail)
         }
-    };
-    report.check(&label, outcome).map_err(Into::into)
+    }
 }
 
 /// What a remote compile runs: llamacc ships this machine's compiler with each compile.

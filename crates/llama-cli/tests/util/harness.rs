@@ -644,32 +644,35 @@ const REAPI_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Panics saying how to install it.
 pub fn buildgrid_python() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let venv = tools_dir().join(format!("buildgrid-{BUILDGRID_VERSION}"));
-        let python = venv.join("bin/python");
-        assert!(
-            python.is_file() && venv.join("bin/bgd").is_file(),
-            "BuildGrid {BUILDGRID_VERSION} not found (looked for the venv {}): {INSTALL_HINT}",
-            venv.display()
-        );
-        let out = Command::new(&python)
-            .args([
-                "-c",
-                "import importlib.metadata as m; print(m.version('buildgrid'))",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("running {} failed: {e}: {INSTALL_HINT}", python.display()));
-        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert_eq!(
-            version,
-            BUILDGRID_VERSION,
-            "{} has buildgrid {version:?} ({}), but the tests are pinned to {BUILDGRID_VERSION}: \
-             {INSTALL_HINT}",
-            venv.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        python
-    })
+    BIN.get_or_init(|| pinned_venv_python("buildgrid", BUILDGRID_VERSION, "bgd"))
+}
+
+/// The Python of the venv `$LLAMA_TEST_TOOLS/PACKAGE-VERSION`, after checking that it has
+/// `program` and PACKAGE at exactly VERSION. Panics saying how to install it.
+fn pinned_venv_python(package: &str, version: &str, program: &str) -> PathBuf {
+    let venv = tools_dir().join(format!("{package}-{version}"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file() && venv.join("bin").join(program).is_file(),
+        "{package} {version} not found (looked for the venv {}): {INSTALL_HINT}",
+        venv.display()
+    );
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            &format!("import importlib.metadata as m; print(m.version({package:?}))"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("running {} failed: {e}: {INSTALL_HINT}", python.display()));
+    let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        found,
+        version,
+        "{} has {package} {found:?} ({}), but the tests are pinned to {version}: {INSTALL_HINT}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    python
 }
 
 /// `bgd`, BuildGrid's command line, from the same venv.
@@ -1293,32 +1296,7 @@ pub const DOCKER_REGISTRY_VERSION: &str = "2.8.2";
 /// how to install it.
 pub fn moto_python() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let venv = tools_dir().join(format!("moto-{MOTO_VERSION}"));
-        let python = venv.join("bin/python");
-        assert!(
-            python.is_file() && venv.join("bin/moto_server").is_file(),
-            "moto {MOTO_VERSION} not found (looked for the venv {}): {INSTALL_HINT}",
-            venv.display()
-        );
-        let out = Command::new(&python)
-            .args([
-                "-c",
-                "import importlib.metadata as m; print(m.version('moto'))",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("running {} failed: {e}: {INSTALL_HINT}", python.display()));
-        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert_eq!(
-            version,
-            MOTO_VERSION,
-            "{} has moto {version:?} ({}), but the tests are pinned to {MOTO_VERSION}: \
-             {INSTALL_HINT}",
-            venv.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        python
-    })
+    BIN.get_or_init(|| pinned_venv_python("moto", MOTO_VERSION, "moto_server"))
 }
 
 /// `moto_server`, from the same venv (it has no `--version`: the venv's is checked).
