@@ -390,6 +390,19 @@ fn update_function_adds_the_runtime_to_a_base_image_and_points_the_function_at_i
         "{text}"
     );
 
+    // An image already pushed, by tag (Go-style flags, as the original took them): the
+    // function gets its digest.
+    let tagged = format!("{repository}:fn");
+    let out = with_registry(&[
+        "update-function",
+        "-create",
+        &format!("-tag={tagged}"),
+        "fn2",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let (uri, ..) = function_in_moto(&account, "fn2");
+    assert_eq!(uri, format!("{repository}@{}", image.digest));
+
     // A second call updates it: a newer runtime and more memory.
     let newer = account.world.dir.path().join("llama-runtime");
     let mut bytes = runtime.clone();
