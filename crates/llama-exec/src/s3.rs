@@ -919,13 +919,28 @@ struct KnownPresent {
     file: Option<(PathBuf, Mutex<Option<std::fs::File>>)>,
 }
 
+/// How long the known-present file is trusted before it starts afresh: well inside the
+/// expiry `llama bootstrap` gives the bucket's blobs (30 days by default), so what it names
+/// has seldom expired, and the file stays bounded. Starting afresh costs one HEAD per blob.
+const KNOWN_PRESENT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The known-present file's first line: `# since UNIX_SECONDS`.
+const KNOWN_PRESENT_SINCE: &str = "# since ";
+
 impl KnownPresent {
     async fn load(path: Option<PathBuf>) -> KnownPresent {
         let mut set = HashSet::new();
         if let Some(path) = &path {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             match tokio::fs::read_to_string(path).await {
-                Ok(text) => set.extend(text.lines().filter_map(parse_hex_line)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(text) if is_fresh(&text, now) => {
+                    set.extend(text.lines().filter_map(parse_hex_line))
+                }
+                Ok(_) => start_afresh(path, now).await,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => start_afresh(path, now).await,
                 Err(e) => tracing::debug!("known-present set {}: {e}", path.display()),
             }
         }
@@ -964,6 +979,34 @@ impl KnownPresent {
         {
             tracing::debug!("known-present set {}: {e}", path.display());
         }
+    }
+}
+
+/// Whether the known-present file `text` began less than [`KNOWN_PRESENT_MAX_AGE`] before
+/// `now` (a file without its first line predates the limit, and is not).
+fn is_fresh(text: &str, now: u64) -> bool {
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix(KNOWN_PRESENT_SINCE))
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .is_some_and(|since| now.saturating_sub(since) <= KNOWN_PRESENT_MAX_AGE.as_secs())
+}
+
+/// Replaces the known-present file with an empty one that starts `now`, in one rename:
+/// another process still appending to the old one loses only what it learned (HEADs later).
+async fn start_afresh(path: &Path, now: u64) {
+    let fresh = path.with_extension(format!("new.{}", std::process::id()));
+    let result = async {
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::write(&fresh, format!("{KNOWN_PRESENT_SINCE}{now}\n")).await?;
+        tokio::fs::rename(&fresh, path).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("known-present set {}: {e}", path.display());
+        let _ = tokio::fs::remove_file(&fresh).await;
     }
 }
 
@@ -1046,7 +1089,38 @@ mod tests {
         second.forget(&a);
         assert!(!second.contains(&a));
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(text.lines().count(), 3, "a header and two blobs: {text}");
+        assert!(text.starts_with(KNOWN_PRESENT_SINCE), "{text}");
+    }
+
+    #[tokio::test]
+    async fn known_present_set_starts_afresh_when_old_or_headerless() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("present");
+        let a = Digest::of_bytes(b"a");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let eight_days_ago = now - 8 * 24 * 3600;
+        for stale in [
+            format!("{KNOWN_PRESENT_SINCE}{eight_days_ago}\n{}\n", a.hex()),
+            format!("{}\n", a.hex()),
+        ] {
+            std::fs::write(&path, stale).unwrap();
+            let loaded = KnownPresent::load(Some(path.clone())).await;
+            assert!(!loaded.contains(&a));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(is_fresh(&text, now), "{text}");
+        }
+        let one_day_ago = now - 24 * 3600;
+        std::fs::write(
+            &path,
+            format!("{KNOWN_PRESENT_SINCE}{one_day_ago}\n{}\n", a.hex()),
+        )
+        .unwrap();
+        assert!(KnownPresent::load(Some(path.clone())).await.contains(&a));
     }
 
     #[test]
