@@ -498,7 +498,7 @@ impl ReapiExecutor {
         if tls {
             let mut config = ClientTlsConfig::new().with_native_roots();
             if let Some(ca) = &self.config.tls_ca {
-                let pem = std::fs::read(ca).map_err(|e| {
+                let pem = tokio::fs::read(ca).await.map_err(|e| {
                     self.err(format!(
                         "reading the CA certificates of reapi_ca, {}: {e}",
                         ca.display()
@@ -507,13 +507,17 @@ impl ReapiExecutor {
                 config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
             }
             if let Some((cert, key)) = &self.config.tls_client_cert {
-                let read = |key: &str, p: &PathBuf| {
-                    std::fs::read(p)
-                        .map_err(|e| self.err(format!("reading {key}, {}: {e}", p.display())))
+                let read = |key: &'static str, p: &PathBuf| {
+                    let p = p.clone();
+                    async move {
+                        tokio::fs::read(&p)
+                            .await
+                            .map_err(|e| self.err(format!("reading {key}, {}: {e}", p.display())))
+                    }
                 };
                 config = config.identity(tonic::transport::Identity::from_pem(
-                    read("reapi_client_cert", cert)?,
-                    read("reapi_client_key", key)?,
+                    read("reapi_client_cert", cert).await?,
+                    read("reapi_client_key", key).await?,
                 ));
             }
             ep = ep.tls_config(config).map_err(|e| {
