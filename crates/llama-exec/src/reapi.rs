@@ -603,6 +603,27 @@ impl ReapiExecutor {
             .max_decoding_message_size(64 << 20)
     }
 
+    /// One unary CAS call, retried: each attempt gets a fresh client and `message` with the
+    /// connection's headers.
+    async fn cas_call<M, R, F, Fut>(
+        &self,
+        conn: &Conn,
+        what: &str,
+        message: M,
+        call: F,
+    ) -> Result<R, ExecError>
+    where
+        M: Clone,
+        F: Fn(ContentAddressableStorageClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Rpc<tonic::Response<R>>>,
+    {
+        self.retrying(what, || {
+            call(self.cas(conn), self.request(conn, message.clone()))
+        })
+        .await
+        .map(tonic::Response::into_inner)
+    }
+
     fn function_of<'a>(&'a self, action: &'a PreparedAction) -> &'a str {
         action
             .platform_property(FUNCTION_PROPERTY)
@@ -843,23 +864,14 @@ impl ReapiExecutor {
     ) -> Result<Vec<Digest>, ExecError> {
         let mut missing = Vec::new();
         for chunk in digests.chunks(FIND_MISSING_CHUNK) {
+            let request = reapi::FindMissingBlobsRequest {
+                instance_name: self.config.instance.clone(),
+                blob_digests: chunk.iter().map(Digest::to_proto).collect(),
+                digest_function: SHA256,
+            };
             let got = self
-                .retrying("FindMissingBlobs", || {
-                    let mut client = self.cas(conn);
-                    let request = self.request(
-                        conn,
-                        reapi::FindMissingBlobsRequest {
-                            instance_name: self.config.instance.clone(),
-                            blob_digests: chunk.iter().map(Digest::to_proto).collect(),
-                            digest_function: SHA256,
-                        },
-                    );
-                    async move {
-                        client
-                            .find_missing_blobs(request)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                .cas_call(conn, "FindMissingBlobs", request, |mut c, r| async move {
+                    c.find_missing_blobs(r).await
                 })
                 .await?;
             for d in &got.missing_blob_digests {
@@ -877,23 +889,14 @@ impl ReapiExecutor {
         requests: Vec<reapi::batch_update_blobs_request::Request>,
     ) -> Result<(), ExecError> {
         let bytes: u64 = requests.iter().map(|r| r.data.len() as u64).sum();
+        let request = reapi::BatchUpdateBlobsRequest {
+            instance_name: self.config.instance.clone(),
+            requests,
+            digest_function: SHA256,
+        };
         let got = self
-            .retrying("BatchUpdateBlobs", || {
-                let mut client = self.cas(conn);
-                let request = self.request(
-                    conn,
-                    reapi::BatchUpdateBlobsRequest {
-                        instance_name: self.config.instance.clone(),
-                        requests: requests.clone(),
-                        digest_function: SHA256,
-                    },
-                );
-                async move {
-                    client
-                        .batch_update_blobs(request)
-                        .await
-                        .map(|r| r.into_inner())
-                }
+            .cas_call(conn, "BatchUpdateBlobs", request, |mut c, r| async move {
+                c.batch_update_blobs(r).await
             })
             .await?;
         for response in got.responses {
@@ -1117,24 +1120,17 @@ impl ReapiExecutor {
 
     async fn batch_read(&self, conn: &Conn, digests: Vec<Digest>) -> Result<(), ExecError> {
         let got = self
-            .retrying("BatchReadBlobs", || {
-                let mut client = self.cas(conn);
-                let request = self.request(
-                    conn,
-                    reapi::BatchReadBlobsRequest {
-                        instance_name: self.config.instance.clone(),
-                        digests: digests.iter().map(Digest::to_proto).collect(),
-                        digest_function: SHA256,
-                        ..Default::default()
-                    },
-                );
-                async move {
-                    client
-                        .batch_read_blobs(request)
-                        .await
-                        .map(|r| r.into_inner())
-                }
-            })
+            .cas_call(
+                conn,
+                "BatchReadBlobs",
+                reapi::BatchReadBlobsRequest {
+                    instance_name: self.config.instance.clone(),
+                    digests: digests.iter().map(Digest::to_proto).collect(),
+                    digest_function: SHA256,
+                    ..Default::default()
+                },
+                |mut c, r| async move { c.batch_read_blobs(r).await },
+            )
             .await?;
         let store = self.store.clone();
         let endpoint = self.endpoint().to_string();
