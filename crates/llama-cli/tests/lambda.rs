@@ -136,18 +136,12 @@ fn clear_aws(cmd: &mut Command) {
 
 /// The original's invoke example: `llama invoke -f INPUT -o OUTPUT gcc sh -c 'sha256sum
 /// INPUT > OUTPUT'`, with `_` as the function.
-const INVOKE_EXAMPLE: &[&str] = &[
-    "invoke",
-    "-logs",
-    "-f",
-    "INPUT",
-    "-o",
-    "OUTPUT",
-    "_",
-    "sh",
-    "-c",
-    "sha256sum INPUT > OUTPUT",
-];
+/// The original's invoke example on `function`.
+pub(crate) fn invoke_example(function: &str) -> Vec<&str> {
+    let mut args = vec!["invoke", "-logs", "-f", "INPUT", "-o", "OUTPUT", function];
+    args.extend(["sh", "-c", "sha256sum INPUT > OUTPUT"]);
+    args
+}
 
 #[test]
 fn the_originals_invoke_example_then_the_s3_action_cache() {
@@ -157,14 +151,14 @@ fn the_originals_invoke_example_then_the_s3_action_cache() {
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
 
     // Locally, for reference.
-    let local = w.run(INVOKE_EXAMPLE);
+    let local = w.run(&invoke_example("_"));
     assert!(local.status.success(), "{}", stderr(&local));
     assert_eq!(fs::read_to_string(w.path("OUTPUT")).unwrap(), expected);
     fs::remove_file(w.path("OUTPUT")).unwrap();
 
     // On Lambda, with a store of its own: one invocation.
     let started = Instant::now();
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("_"));
     cloud.client(&mut cmd);
     cmd.env("LLAMA_DIR", w.dir.path().join("lambda-store-1"));
     let out = cmd.output().expect("llama");
@@ -184,7 +178,7 @@ fn the_originals_invoke_example_then_the_s3_action_cache() {
     // A fresh local store (another machine): served from the S3 action cache, no invocation.
     fs::remove_file(w.path("OUTPUT")).unwrap();
     let started = Instant::now();
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("_"));
     cloud.client(&mut cmd);
     cmd.env("LLAMA_DIR", w.dir.path().join("lambda-store-2"));
     let out = cmd.output().expect("llama");
@@ -233,6 +227,21 @@ pub(crate) fn xargs_inputs(w: &World, n: usize) -> String {
 }
 
 /// The files under `out/`, sorted, with their contents.
+/// The xargs job over `n` fresh inputs, run on this machine: the input lines, the run, and
+/// the outputs it wrote (removed again, for a remote run to write them).
+pub(crate) fn xargs_locally(
+    w: &World,
+    n: usize,
+) -> (String, std::process::Output, Vec<(String, String)>) {
+    let lines = xargs_inputs(w, n);
+    let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
+    assert!(local.status.success(), "{}", stderr(&local));
+    let written = outputs(w);
+    assert_eq!(written.len(), n);
+    fs::remove_dir_all(w.path("out")).expect("remove out/");
+    (lines, local, written)
+}
+
 pub(crate) fn outputs(w: &World) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = fs::read_dir(w.path("out"))
         .expect("out/")
@@ -252,13 +261,7 @@ pub(crate) fn outputs(w: &World) -> Vec<(String, String)> {
 fn xargs_over_50_jobs_matches_local_then_is_all_cached() {
     let cloud = Cloud::start(4);
     let w = World::new();
-    let lines = xargs_inputs(&w, 50);
-
-    let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
-    assert!(local.status.success(), "{}", stderr(&local));
-    let local_outputs = outputs(&w);
-    assert_eq!(local_outputs.len(), 50);
-    fs::remove_dir_all(w.path("out")).unwrap();
+    let (lines, local, local_outputs) = xargs_locally(&w, 50);
 
     let started = Instant::now();
     let mut cmd = w.llama(XARGS_JOB);

@@ -571,18 +571,7 @@ fn real_aws() {
     };
     let w = World::new();
     w.write("INPUT", b"hello\n");
-    let mut cmd = w.llama(&[
-        "invoke",
-        "-logs",
-        "-f",
-        "INPUT",
-        "-o",
-        "OUTPUT",
-        &function,
-        "sh",
-        "-c",
-        "sha256sum INPUT > OUTPUT",
-    ]);
+    let mut cmd = w.llama(&crate::lambda::invoke_example(&function));
     aws(&mut cmd);
     let out = cmd.output().expect("llama invoke");
     assert!(out.status.success(), "{}", stderr(&out));

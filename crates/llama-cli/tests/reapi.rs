@@ -6,7 +6,7 @@ use std::fs;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::lambda::{XARGS_JOB, outputs, xargs_inputs};
+use crate::lambda::{XARGS_JOB, invoke_example, outputs, xargs_locally};
 use crate::lambda_cc::{build_small, counter, fell_back_once, small_project, stats, stop_daemon};
 use crate::util::harness::{ReapiServer, ReapiTls};
 use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
@@ -23,21 +23,6 @@ fn executions(server: &ReapiServer) -> usize {
     server.worker_log().matches(": OK exit ").count()
 }
 
-/// The original's invoke example: `llama invoke -f INPUT -o OUTPUT FUNCTION sh -c 'sha256sum
-/// INPUT > OUTPUT'`.
-const INVOKE_EXAMPLE: &[&str] = &[
-    "invoke",
-    "-logs",
-    "-f",
-    "INPUT",
-    "-o",
-    "OUTPUT",
-    "gcc",
-    "sh",
-    "-c",
-    "sha256sum INPUT > OUTPUT",
-];
-
 #[test]
 fn the_originals_invoke_example_then_the_remote_action_cache() {
     let server = ReapiServer::start(1);
@@ -47,7 +32,7 @@ fn the_originals_invoke_example_then_the_remote_action_cache() {
 
     // On BuildGrid, with a store of its own: one execution.
     let started = Instant::now();
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     client(&server, &mut cmd);
     cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store-1"));
     let out = cmd.output().expect("llama");
@@ -61,7 +46,7 @@ fn the_originals_invoke_example_then_the_remote_action_cache() {
     // A fresh local store (another machine): served from BuildGrid's action cache.
     fs::remove_file(w.path("OUTPUT")).unwrap();
     let started = Instant::now();
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     client(&server, &mut cmd);
     cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store-2"));
     let out = cmd.output().expect("llama");
@@ -82,9 +67,7 @@ fn the_originals_invoke_example_then_the_remote_action_cache() {
 
     // Another function is another cache key (llama-function travels in the Action's salt,
     // not in the platform BuildGrid would reject).
-    let mut other = INVOKE_EXAMPLE.to_vec();
-    other[6] = "clang";
-    let mut cmd = w.llama(&other);
+    let mut cmd = w.llama(&invoke_example("clang"));
     client(&server, &mut cmd);
     cmd.env("LLAMA_DIR", w.dir.path().join("reapi-store-2"));
     let out = cmd.output().expect("llama");
@@ -110,13 +93,7 @@ fn stdin_is_refused_with_a_clear_error() {
 fn xargs_of_10_jobs_matches_local() {
     let server = ReapiServer::start(2);
     let w = World::new();
-    let lines = xargs_inputs(&w, 10);
-
-    let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
-    assert!(local.status.success(), "{}", stderr(&local));
-    let local_outputs = outputs(&w);
-    assert_eq!(local_outputs.len(), 10);
-    fs::remove_dir_all(w.path("out")).unwrap();
+    let (lines, local, local_outputs) = xargs_locally(&w, 10);
 
     let started = Instant::now();
     let mut cmd = w.llama(XARGS_JOB);
@@ -144,7 +121,7 @@ fn an_unreachable_server_is_named_with_what_to_do() {
         .local_addr()
         .unwrap()
         .port();
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     cmd.env("LLAMA_BACKEND", "reapi")
         .env("LLAMA_REAPI_ENDPOINT", format!("grpc://127.0.0.1:{port}"));
     let started = Instant::now();
@@ -158,7 +135,7 @@ fn an_unreachable_server_is_named_with_what_to_do() {
     eprintln!("gave up after {:?}", started.elapsed());
 
     // No endpoint at all says how to set one.
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     cmd.env("LLAMA_BACKEND", "reapi");
     let out = cmd.output().expect("llama");
     assert!(!out.status.success());
@@ -204,7 +181,7 @@ fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
 fn the_server_killed_mid_run_the_jobs_still_complete_said_once() {
     let mut server = ReapiServer::start(4);
     let w = World::new();
-    let lines = xargs_inputs(&w, 10);
+    let (lines, local, local_outputs) = xargs_locally(&w, 10);
     let job: Vec<&str> = XARGS_JOB
         .iter()
         .map(|a| {
@@ -215,10 +192,6 @@ fn the_server_killed_mid_run_the_jobs_still_complete_said_once() {
             }
         })
         .collect();
-    let local = run_with_stdin(w.llama(XARGS_JOB), &lines);
-    assert!(local.status.success(), "{}", stderr(&local));
-    let local_outputs = outputs(&w);
-    fs::remove_dir_all(w.path("out")).unwrap();
 
     let mut cmd = w.llama(&job);
     client(&server, &mut cmd);
@@ -248,7 +221,7 @@ fn a_rejected_platform_property_is_named() {
     let server = ReapiServer::start(1);
     let w = World::new();
     w.write("INPUT", b"hello\n");
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     client(&server, &mut cmd);
     cmd.env(
         "LLAMA_REAPI_PLATFORM",
@@ -264,7 +237,7 @@ fn a_rejected_platform_property_is_named() {
     assert_eq!(executions(&server), 0, "{}", server.log());
 
     // Accepted properties of the function run.
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     client(&server, &mut cmd);
     cmd.env("LLAMA_REAPI_PLATFORM", "gcc: OSFamily=linux, ISA=x86-64");
     let out = cmd.output().expect("llama");
@@ -578,7 +551,7 @@ fn grpcs_with_reapi_ca_works_without_it_the_failure_names_the_key() {
     w.write("INPUT", b"hello\n");
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
 
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     tls_client(&server, &mut cmd);
     cmd.env("LLAMA_REAPI_CA", pki.path("ca.pem"));
     let out = cmd.output().expect("llama");
@@ -588,7 +561,7 @@ fn grpcs_with_reapi_ca_works_without_it_the_failure_names_the_key() {
 
     // The system's roots do not know the test CA; nor does another CA.
     for ca in [None, Some(pki.path("other-ca.pem"))] {
-        let mut cmd = w.llama(INVOKE_EXAMPLE);
+        let mut cmd = w.llama(&invoke_example("gcc"));
         tls_client(&server, &mut cmd);
         // A store of its own: the local action cache would answer without the server.
         cmd.env(
@@ -611,7 +584,7 @@ fn grpcs_with_reapi_ca_works_without_it_the_failure_names_the_key() {
 
     // A CA file that is not there is named, with its key, before any connection.
     let missing = pki.path("no-such-ca.pem");
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     tls_client(&server, &mut cmd);
     cmd.env("LLAMA_REAPI_CA", &missing);
     let out = cmd.output().expect("llama");
@@ -630,7 +603,7 @@ fn grpcs_with_mtls_the_client_certificate_works_and_its_absence_is_named() {
     let w = World::new();
     w.write("INPUT", b"hello\n");
 
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     tls_client(&server, &mut cmd);
     cmd.env("LLAMA_REAPI_CA", pki.path("ca.pem"));
     let out = cmd.output().expect("llama");
@@ -643,7 +616,7 @@ fn grpcs_with_mtls_the_client_certificate_works_and_its_absence_is_named() {
     eprintln!("without a client certificate: {err}");
     assert_eq!(executions(&server), 0, "{}", server.log());
 
-    let mut cmd = w.llama(INVOKE_EXAMPLE);
+    let mut cmd = w.llama(&invoke_example("gcc"));
     tls_client(&server, &mut cmd);
     cmd.env("LLAMA_REAPI_CA", pki.path("ca.pem"))
         .env("LLAMA_REAPI_CLIENT_CERT", pki.path("client.pem"))
@@ -712,7 +685,7 @@ fn reapi_cache_switches_read_off_executes_again_write_off_caches_nothing() {
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
     // Each run with a store of its own (another machine): the local action cache stays out.
     let run = |n: usize, settings: &[(&str, &str)]| {
-        let mut cmd = w.llama(INVOKE_EXAMPLE);
+        let mut cmd = w.llama(&invoke_example("gcc"));
         client(&server, &mut cmd);
         cmd.env("LLAMA_DIR", w.dir.path().join(format!("store-{n}")));
         for (k, v) in settings {

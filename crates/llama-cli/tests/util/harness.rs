@@ -303,6 +303,38 @@ fn wait_for_within<T>(what: &str, limit: Duration, mut ready: impl FnMut() -> Op
     }
 }
 
+/// Starts `name` on a port picked here, `command(port)` building it, logging to
+/// `log_dir/NAME.ATTEMPT.log`; returns it and the port once it listens. Another process may
+/// take the port first: the server then exits, `port_taken` recognises that from its exit
+/// status and output, and the next attempt takes another port.
+fn spawn_on_free_port(
+    name: &str,
+    log_dir: &Path,
+    mut command: impl FnMut(u16) -> Command,
+    port_taken: impl Fn(std::process::ExitStatus, &str) -> bool,
+) -> (Server, u16) {
+    for attempt in 1..=5 {
+        let port = free_port();
+        let log = log_dir.join(format!("{name}.{attempt}.log"));
+        let mut server = Server::spawn(name, command(port), &log);
+        let listening = wait_for(&format!("{name} to listen"), || {
+            if let Some(status) = server.exited() {
+                return Some(Err(status));
+            }
+            listens_on(server.pid(), port).then_some(Ok(()))
+        });
+        match listening {
+            Ok(()) => return (server, port),
+            Err(status) if attempt < 5 && port_taken(status, &server.log()) => continue,
+            Err(status) => panic!(
+                "{name} exited ({status}) while starting on port {port}; its output:\n{}",
+                server.log()
+            ),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -558,40 +590,23 @@ impl LambdaEmulator {
         .expect("write Cargo.toml");
         fs::write(dir.path().join("main.rs"), "fn main() {}\n").expect("write main.rs");
 
-        // The port is picked here, and another process may take it first: cargo-lambda then
-        // exits (with status 0, silently), and the next attempt takes another port.
-        for attempt in 1..=5 {
-            let port = free_port();
-            let mut cmd = Command::new(bin);
-            cmd.args(["lambda", "watch", "--only-lambda-apis"])
-                .args(["--invoke-address", "127.0.0.1"])
-                .args(["--invoke-port", &port.to_string()])
-                .args(["--timeout", &seconds.to_string()])
-                .current_dir(dir.path());
-            for (key, _) in std::env::vars_os() {
-                let key_str = key.to_string_lossy();
-                if key_str.starts_with("AWS_") || key_str.starts_with("CARGO_LAMBDA") {
-                    cmd.env_remove(&key);
-                }
-            }
-            let log = dir.path().join(format!("cargo-lambda.{attempt}.log"));
-            let mut server = Server::spawn("cargo-lambda", cmd, &log);
-            let listening = wait_for("cargo-lambda to listen", || {
-                if let Some(status) = server.exited() {
-                    return Some(Err(status));
-                }
-                listens_on(server.pid(), port).then_some(Ok(()))
-            });
-            match listening {
-                Ok(()) => return LambdaEmulator { server, dir, port },
-                Err(status) if status.success() && attempt < 5 => continue,
-                Err(status) => panic!(
-                    "cargo-lambda exited ({status}) while starting on port {port}; its output:\n{}",
-                    server.log()
-                ),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+        // cargo-lambda exits with status 0, silently, when its port was taken.
+        let (server, port) = spawn_on_free_port(
+            "cargo-lambda",
+            dir.path(),
+            |port| {
+                let mut cmd = Command::new(bin);
+                cmd.args(["lambda", "watch", "--only-lambda-apis"])
+                    .args(["--invoke-address", "127.0.0.1"])
+                    .args(["--invoke-port", &port.to_string()])
+                    .args(["--timeout", &seconds.to_string()])
+                    .current_dir(dir.path());
+                remove_env_starting_with(&mut cmd, &["AWS_", "CARGO_LAMBDA"]);
+                cmd
+            },
+            |status, _| status.success(),
+        );
+        LambdaEmulator { server, dir, port }
     }
 
     /// `http://127.0.0.1:PORT`: the value for `AWS_ENDPOINT_URL_LAMBDA`. Invoke with
@@ -1378,36 +1393,23 @@ impl MotoServer {
     pub fn start() -> MotoServer {
         let bin = moto_server();
         let dir = tempfile::tempdir().expect("tempdir");
-        // The port is picked here; when another process takes it first, moto_server exits
-        // ("Address already in use") and the next attempt takes another port.
-        for attempt in 1..=5 {
-            let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .current_dir(dir.path())
-                .env("PYTHONUNBUFFERED", "1");
-            // MOTO_ACCOUNT_ID and friends would change what the tests see.
-            remove_env_starting_with(&mut cmd, &["AWS_", "MOTO_"]);
-            let log = dir.path().join(format!("moto.{attempt}.log"));
-            let mut server = Server::spawn("moto_server", cmd, &log);
-            let listening = wait_for("moto_server to listen", || {
-                if server.exited().is_some() {
-                    return Some(false);
-                }
-                listens_on(server.pid(), port).then_some(true)
-            });
-            if listening {
-                let moto = MotoServer { server, dir, port };
-                moto.disable_lambda_docker();
-                return moto;
-            }
-            let text = server.log();
-            if attempt < 5 && text.contains("Address already in use") {
-                continue;
-            }
-            panic!("moto_server exited while starting on port {port}; its output:\n{text}");
-        }
-        unreachable!("the last attempt returns or panics")
+        let (server, port) = spawn_on_free_port(
+            "moto_server",
+            dir.path(),
+            |port| {
+                let mut cmd = Command::new(&bin);
+                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .current_dir(dir.path())
+                    .env("PYTHONUNBUFFERED", "1");
+                // MOTO_ACCOUNT_ID and friends would change what the tests see.
+                remove_env_starting_with(&mut cmd, &["AWS_", "MOTO_"]);
+                cmd
+            },
+            |_, output| output.contains("Address already in use"),
+        );
+        let moto = MotoServer { server, dir, port };
+        moto.disable_lambda_docker();
+        moto
     }
 
     /// Without this, creating a function works but invoking it fails with 500 (moto would
@@ -1543,33 +1545,20 @@ impl OciRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("mkdir storage");
-        // The port is picked here; when another process takes it first, the registry exits
-        // ("bind: address already in use") and the next attempt takes another port.
-        for attempt in 1..=5 {
-            let port = free_port();
-            let config = dir.path().join("config.yml");
-            fs::write(&config, registry_config(port, &storage)).expect("write config.yml");
-            let mut cmd = Command::new(bin);
-            cmd.arg("serve").arg(&config).current_dir(dir.path());
-            remove_env_starting_with(&mut cmd, &["REGISTRY_"]);
-            let log = dir.path().join(format!("registry.{attempt}.log"));
-            let mut server = Server::spawn("docker-registry", cmd, &log);
-            let listening = wait_for("docker-registry to listen", || {
-                if server.exited().is_some() {
-                    return Some(false);
-                }
-                listens_on(server.pid(), port).then_some(true)
-            });
-            if listening {
-                return OciRegistry { server, dir, port };
-            }
-            let text = server.log();
-            if attempt < 5 && text.contains("address already in use") {
-                continue;
-            }
-            panic!("docker-registry exited while starting on port {port}; its output:\n{text}");
-        }
-        unreachable!("the last attempt returns or panics")
+        let config = dir.path().join("config.yml");
+        let (server, port) = spawn_on_free_port(
+            "docker-registry",
+            dir.path(),
+            |port| {
+                fs::write(&config, registry_config(port, &storage)).expect("write config.yml");
+                let mut cmd = Command::new(bin);
+                cmd.arg("serve").arg(&config).current_dir(dir.path());
+                remove_env_starting_with(&mut cmd, &["REGISTRY_"]);
+                cmd
+            },
+            |_, output| output.contains("address already in use"),
+        );
+        OciRegistry { server, dir, port }
     }
 
     /// `127.0.0.1:PORT`: the registry part of an image reference.
