@@ -72,6 +72,6 @@ pub use crate::{
     manifest::{Entry, Manifest},
     service::{CompileReply, CompileRequest, CompileService, resolve_compiler},
     settings::{Settings, truthy},
-    stats::{Outcome, Stats, StatsSnapshot},
+    stats::{Outcome, Stats, StatsSnapshot, TrustReason},
     sysdirs::SystemDirs,
 };

@@ -14,10 +14,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use llama_core::{
     ActionSpec, Digest, HashCache, Hasher, RecordKind, Store, TreeBuilder, protobuf, reapi,
@@ -31,7 +32,7 @@ use crate::identity::{IdentityCache, env_path};
 use crate::manifest::{Entry, Manifest};
 use crate::scan::{ContentScan, contains, scan};
 use crate::settings::Settings;
-use crate::stats::{Outcome, Stats, StatsSnapshot};
+use crate::stats::{Outcome, Stats, StatsSnapshot, TrustReason};
 use crate::sysdirs::SystemDirs;
 use crate::toolchain::Toolchain;
 
@@ -385,7 +386,8 @@ impl CompileService {
             Verdict::Local(reason) => return Err(Fallback::Local(reason.name())),
         };
         let prekey = self.prekey(req, args, &identity.digest, &compilation)?;
-        let outputs = output_mappings(&req.cwd, &compilation);
+        let (outputs, through_symlink) = output_mappings(&req.cwd, &compilation)
+            .map_err(|r| Fallback::Local(r.name().into()))?;
 
         // 3. The manifest: an earlier compile whose inputs are unchanged.
         let manifest = self.manifest(&prekey)?;
@@ -432,22 +434,33 @@ impl CompileService {
         // 4. Compile remotely when there is a remote executor...
         let mut fell_back = None;
         let mut unsuitable = None;
-        let remote = self.remote.as_ref().filter(|_| {
-            let mut down = self
-                .remote_down_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            match *down {
-                Some(until) if Instant::now() < until => {
-                    fell_back = Some("the remote backend failed moments ago".to_string());
-                    false
+        // The remote compiler sees neither the user's symlinks nor the user's $PWD: an output
+        // reached through `sym/..`, or a logical directory the objects name, stays here.
+        if self.remote.is_some() && through_symlink {
+            unsuitable = Some(TrustReason::DotDotThroughSymlink.name().to_string());
+        } else if self.remote.is_some() && compile_dir(req) != req.cwd {
+            unsuitable = Some(TrustReason::LogicalDirectory.name().to_string());
+        }
+        let remote = self
+            .remote
+            .as_ref()
+            .filter(|_| unsuitable.is_none())
+            .filter(|_| {
+                let mut down = self
+                    .remote_down_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                match *down {
+                    Some(until) if Instant::now() < until => {
+                        fell_back = Some("the remote backend failed moments ago".to_string());
+                        false
+                    }
+                    _ => {
+                        *down = None;
+                        true
+                    }
                 }
-                _ => {
-                    *down = None;
-                    true
-                }
-            }
-        });
+            });
         if let Some(engine) = remote {
             let compiled = self
                 .remote_compile(
@@ -628,6 +641,14 @@ impl CompileService {
         h.update(&[u8::from(req.cxx)]);
         h.update(req.cwd.as_os_str().as_encoded_bytes());
         h.update(b"\0");
+        // The directory the compiler names in its output ($PWD when that is the working
+        // directory reached through a symlink): objects with -g record it.
+        let dir = compile_dir(req);
+        if dir != req.cwd {
+            h.update(b"pwd\0");
+            h.update(dir.as_os_str().as_encoded_bytes());
+            h.update(b"\0");
+        }
         for a in args {
             h.update(a.as_encoded_bytes());
             h.update(b"\0");
@@ -662,6 +683,31 @@ impl CompileService {
             h.update(digest.hash_bytes());
         }
         Ok(h.finish())
+    }
+
+    /// The digest of an input the compiler read, if it can be trusted to be what the
+    /// compiler read: `None` when its mtime or ctime is at or after `started` (at the file
+    /// system's granularity), before or after hashing. ccache's "include file too new".
+    fn trusted_digest(&self, path: &Path, started: SystemTime) -> Result<Option<Digest>, CcError> {
+        let meta = fs::metadata(path).map_err(|e| CcError::input(path, e))?;
+        if !meta.is_file() {
+            return Err(CcError::input(path, "not a regular file"));
+        }
+        if too_new(&meta, started) {
+            return Ok(None);
+        }
+        let digest = self
+            .hash_cache
+            .digest(path, &meta)
+            .map_err(|e| CcError::input(path, e))?;
+        // A write while hashing moves the stamps past the start as well.
+        let after = fs::metadata(path).map_err(|e| CcError::input(path, e))?;
+        if too_new(&after, started)
+            || (after.ctime(), after.ctime_nsec()) != (meta.ctime(), meta.ctime_nsec())
+        {
+            return Ok(None);
+        }
+        Ok(Some(digest))
     }
 
     fn digest_of(&self, path: &Path) -> Result<Digest, CcError> {
@@ -768,7 +814,15 @@ impl CompileService {
         let cwd = &req.cwd;
         let listed = c.depfile.as_ref().map(|d| d.kind);
         let gathered = match self
-            .gather_inputs(req, driver, identity, c, depfile, listed)
+            .gather_inputs(
+                req,
+                driver,
+                identity,
+                c,
+                depfile,
+                listed,
+                Gather::InPlace { started: times.0 },
+            )
             .await?
         {
             Ok(g) => g,
@@ -782,7 +836,10 @@ impl CompileService {
             system,
             ..
         } = gathered;
-        let outputs = output_mappings(cwd, c);
+        let outputs = match output_mappings(cwd, c) {
+            Ok((outputs, _)) => outputs,
+            Err(reason) => return Ok(Some(reason.name().into())),
+        };
         let mut spec = ActionSpec {
             arguments: std::iter::once(driver.to_string_lossy().into_owned())
                 .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
@@ -798,6 +855,13 @@ impl CompileService {
         if let Some(sys) = system {
             spec.platform
                 .push(("llama-system-headers".into(), hex(&sys)));
+        }
+        // Two compiles that differ only in $PWD write different objects: the action's key
+        // must tell them apart, or one would overwrite the other's cached result.
+        let dir = compile_dir(req);
+        if dir != req.cwd {
+            spec.platform
+                .push(("llama-pwd".into(), dir.to_string_lossy().into_owned()));
         }
         // Which files were absent and which present decides the result as much as the
         // content of the inputs (`__has_include`), so it is part of the action's key.
@@ -888,6 +952,7 @@ impl CompileService {
     /// `__has_include` found, and, when the depfile left system headers out
     /// (`listed` = -MMD), the fingerprint of their directories. `Ok(Err(reason))`: the
     /// compile cannot be cached.
+    #[allow(clippy::too_many_arguments)]
     async fn gather_inputs(
         &self,
         req: &CompileRequest,
@@ -896,14 +961,33 @@ impl CompileService {
         c: &Compilation,
         depfile: Option<&Path>,
         listed: Option<DepKind>,
+        mode: Gather,
     ) -> Result<Result<GatheredInputs, String>, CcError> {
         let cwd = &req.cwd;
+        // A name the remote compiler looks up through a symlink it does not have cannot be
+        // shipped; here the kernel's answer is the file the compiler read.
+        let physical = |p: &Path| -> Result<PathBuf, String> {
+            let lexical = normalize(p);
+            let real = resolve(p).unwrap_or_else(|| lexical.clone());
+            match mode {
+                Gather::Remote if real != lexical => {
+                    Err(TrustReason::DotDotThroughSymlink.name().into())
+                }
+                _ => Ok(real),
+            }
+        };
         let mut inputs: Vec<PathBuf> = match depfile {
             Some(path) => match fs::read_to_string(path) {
-                Ok(text) => crate::depfile::prerequisites(&text)
-                    .into_iter()
-                    .map(|p| normalize(&cwd.join(p)))
-                    .collect(),
+                Ok(text) => {
+                    let listed: Result<Vec<PathBuf>, String> = crate::depfile::prerequisites(&text)
+                        .into_iter()
+                        .map(|p| physical(&cwd.join(p)))
+                        .collect();
+                    match listed {
+                        Ok(listed) => listed,
+                        Err(reason) => return Ok(Err(reason)),
+                    }
+                }
                 Err(_) => return Ok(Err("no depfile written".into())),
             },
             None => {
@@ -916,11 +1000,17 @@ impl CompileService {
                         return Ok(Err("assembler .include".into()));
                     }
                 }
-                vec![normalize(&source)]
+                match physical(&source) {
+                    Ok(source) => vec![source],
+                    Err(reason) => return Ok(Err(reason)),
+                }
             }
         };
         for f in c.forced_includes.iter().chain(c.file_inputs.iter()) {
-            inputs.push(normalize(&cwd.join(f)));
+            match physical(&cwd.join(f)) {
+                Ok(p) => inputs.push(p),
+                Err(reason) => return Ok(Err(reason)),
+            }
         }
         inputs.sort();
         inputs.dedup();
@@ -929,7 +1019,17 @@ impl CompileService {
         let mut tree = TreeBuilder::new();
         let mut tested_names: Vec<String> = Vec::new();
         for path in &inputs {
-            let digest = self.digest_of(path)?;
+            let digest = match mode {
+                Gather::InPlace { started } => match self.trusted_digest(path, started)? {
+                    Some(digest) => digest,
+                    None => {
+                        tracing::debug!("{}: changed while compiling", path.display());
+                        return Ok(Err(TrustReason::InputTooNew.name().into()));
+                    }
+                },
+                // What is hashed is what is shipped: the remote compiler reads these bytes.
+                Gather::Remote => self.digest_of(path)?,
+            };
             let scan = self.scan(path, &digest);
             if let Some(reason) = scan.uncacheable {
                 return Ok(Err(reason.into()));
@@ -979,7 +1079,7 @@ impl CompileService {
                         .quote
                         .iter()
                         .chain(c.includes.bracket.iter())
-                        .map(|d| normalize(&cwd.join(d))),
+                        .map(|d| physical_dir(&cwd.join(d))),
                 )
                 .chain(system)
                 .collect();
@@ -1028,18 +1128,87 @@ impl CompileService {
 
 /// The outputs a compile writes: object (or assembly), the depfile the user asked for, and
 /// extra outputs such as the `.dwo` of `-gsplit-dwarf`. Remote names are root-relative.
-fn output_mappings(cwd: &Path, c: &Compilation) -> Vec<OutputMapping> {
-    std::iter::once(&c.output)
+/// Each is where the kernel puts it (`sym/../x.o` lands beside `sym`'s target), and the
+/// flag says whether any of them differs from its lexical reading.
+fn output_mappings(cwd: &Path, c: &Compilation) -> Result<(Vec<OutputMapping>, bool), TrustReason> {
+    let mut through_symlink = false;
+    let mut mappings = Vec::new();
+    for p in std::iter::once(&c.output)
         .chain(c.depfile.iter().map(|d| &d.path))
         .chain(c.extra_outputs.iter())
-        .map(|p| {
-            let local = normalize(&cwd.join(p));
-            OutputMapping {
-                remote: root_relative(&local),
-                local,
-            }
-        })
-        .collect()
+    {
+        let path = cwd.join(p);
+        let local = resolve(&path).ok_or(TrustReason::UnresolvableOutput)?;
+        through_symlink |= local != normalize(&path);
+        mappings.push(OutputMapping {
+            remote: root_relative(&local),
+            local,
+        });
+    }
+    Ok((mappings, through_symlink))
+}
+
+/// How [`CompileService::gather_inputs`] treats what it finds.
+#[derive(Clone, Copy)]
+enum Gather {
+    /// The compiler ran here from `started`: an input changed since is not trusted.
+    InPlace { started: SystemTime },
+    /// The inputs are hashed to be shipped: every name must mean the same remotely.
+    Remote,
+}
+
+/// The directory gcc and clang name as the compile's own (`DW_AT_comp_dir`, the
+/// `-fdebug-prefix-map` base): `$PWD` when it is absolute and is the working directory
+/// (libiberty's `getpwd`, LLVM's `current_path`), else the working directory.
+fn compile_dir(req: &CompileRequest) -> PathBuf {
+    let pwd = req
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PWD")
+        .map(|(_, v)| PathBuf::from(v));
+    match pwd {
+        Some(pwd) if pwd.is_absolute() && pwd != req.cwd && same_dir(&pwd, &req.cwd) => pwd,
+        _ => req.cwd.clone(),
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Stamps this close before the compile's start are not trusted either: the kernel stamps
+/// files from a clock that lags the one `SystemTime::now` reads by up to a tick (1–10 ms).
+const CLOCK_TICK: Duration = Duration::from_millis(20);
+
+/// Whether a file's mtime or ctime is at or after `started`, at the granularity its file
+/// system keeps: stamps without nanoseconds (whole seconds, or FAT's two) are compared a
+/// whole two seconds wide, and "equal" counts as too new.
+fn too_new(meta: &fs::Metadata, started: SystemTime) -> bool {
+    let start = started.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let coarse = meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0;
+    let window = if coarse {
+        Duration::from_secs(2)
+    } else {
+        CLOCK_TICK
+    };
+    let threshold = start.saturating_sub(window);
+    [
+        (meta.mtime(), meta.mtime_nsec()),
+        (meta.ctime(), meta.ctime_nsec()),
+    ]
+    .into_iter()
+    .any(|(secs, nanos)| {
+        // A stamp before 1970 is older than any compile.
+        let Ok(secs) = u64::try_from(secs) else {
+            return false;
+        };
+        let stamp = Duration::new(secs, u32::try_from(nanos).unwrap_or(0).min(999_999_999));
+        stamp >= threshold
+    })
 }
 
 /// The client's variables among [`OUTPUT_ENV`]: the environment of a compile's action.
@@ -1057,21 +1226,27 @@ fn output_env(req: &CompileRequest) -> Vec<(String, String)> {
 
 /// The depfile's name among the compile's outputs (root-relative), if it writes one.
 fn depfile_remote(cwd: &Path, c: &Compilation) -> Option<String> {
-    c.depfile
-        .as_ref()
-        .map(|d| root_relative(&normalize(&cwd.join(&d.path))))
+    c.depfile.as_ref().map(|d| {
+        let path = cwd.join(&d.path);
+        root_relative(&resolve(&path).unwrap_or_else(|| normalize(&path)))
+    })
 }
 
 /// Paths that, had they existed, the compiler would have read before one of `inputs`: the
 /// same relative name in every include directory searched before the one it was found in.
 fn absent_candidates(cwd: &Path, c: &Compilation, inputs: &[PathBuf]) -> Vec<String> {
-    let source_dir = normalize(&cwd.join(&c.source))
+    let source_dir = physical_dir(&cwd.join(&c.source))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| cwd.to_path_buf());
     let chain: Vec<PathBuf> = std::iter::once(source_dir)
-        .chain(c.includes.quote.iter().map(|d| normalize(&cwd.join(d))))
-        .chain(c.includes.bracket.iter().map(|d| normalize(&cwd.join(d))))
+        .chain(c.includes.quote.iter().map(|d| physical_dir(&cwd.join(d))))
+        .chain(
+            c.includes
+                .bracket
+                .iter()
+                .map(|d| physical_dir(&cwd.join(d))),
+        )
         .collect();
     let mut absent = Vec::new();
     for input in inputs {
@@ -1149,6 +1324,36 @@ fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// `path` (absolute) with `.` and `..` taken out as the kernel takes them out: `..` after a
+/// symlink leads to the parent of the symlink's target, not back to where the name was
+/// spelled. Only a `..` that leaves a symlink touches the file system; `None` when such a
+/// symlink does not resolve (the kernel would fail the lookup too).
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for comp in path.components() {
+        match comp {
+            Component::ParentDir => {
+                let is_link = fs::symlink_metadata(&out)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(false);
+                if is_link {
+                    out = fs::canonicalize(&out).ok()?;
+                }
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Some(out)
+}
+
+/// A directory as [`resolve`] finds it, or as spelled when it does not exist (then nothing
+/// is found in it either way).
+fn physical_dir(path: &Path) -> PathBuf {
+    resolve(path).unwrap_or_else(|| normalize(path))
 }
 
 /// An absolute path as a path relative to the root of an input tree.

@@ -29,6 +29,36 @@ pub enum Outcome {
     RemoteError,
 }
 
+/// Why the daemon itself (not the argument parser) kept a compile out of the cache: each is
+/// counted under its [`TrustReason::name`] among the reasons `llama stats` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustReason {
+    /// An input's mtime or ctime was at or after the moment the compiler started: what the
+    /// compiler read may not be what was hashed, so the result is delivered, not recorded.
+    InputTooNew,
+    /// An output path or a command-line input steps out of a symlinked directory with `..`:
+    /// the kernel resolves it where a lexical reading would not, so the compiler runs
+    /// directly.
+    DotDotThroughSymlink,
+    /// An output path names a directory that does not exist: the compiler reports it.
+    UnresolvableOutput,
+    /// `$PWD` names the working directory through a symlink, and the compiler writes that
+    /// name into objects: a remote compiler cannot, so the compile stays here.
+    LogicalDirectory,
+}
+
+impl TrustReason {
+    /// The stable name counted in `llama stats` (`reasons` of `--json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TrustReason::InputTooNew => "input-too-new",
+            TrustReason::DotDotThroughSymlink => "dotdot-through-symlink",
+            TrustReason::UnresolvableOutput => "unresolvable-output",
+            TrustReason::LogicalDirectory => "logical-directory",
+        }
+    }
+}
+
 /// Each counter: (name in `llama stats --json`, description in `llama stats`).
 const COUNTERS: &[(Outcome, &str, &str)] = &[
     (Outcome::Hit, "hits", "served from the cache"),
@@ -225,5 +255,19 @@ mod tests {
         assert_eq!(snap.compiles, 2);
         assert_eq!(snap.get("hits"), 1);
         assert!(snap.report().contains("link"));
+    }
+
+    #[test]
+    fn trust_reasons_have_distinct_names() {
+        let all = [
+            TrustReason::InputTooNew,
+            TrustReason::DotDotThroughSymlink,
+            TrustReason::UnresolvableOutput,
+            TrustReason::LogicalDirectory,
+        ];
+        let mut names: Vec<_> = all.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
     }
 }

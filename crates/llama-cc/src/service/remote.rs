@@ -152,6 +152,7 @@ impl CompileService {
                 c,
                 depfile.as_deref(),
                 Some(DepKind::AllHeaders),
+                super::Gather::Remote,
             )
             .await;
         drop(depfile);
