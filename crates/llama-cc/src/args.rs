@@ -378,10 +378,15 @@ pub enum LocalReason {
     UnknownLanguage(String),
     /// `-o -`: the output goes to standard output.
     StdoutOutput,
+    /// `-o ""`: gcc refuses an empty output name, and llamacc leaves it to say so.
+    EmptyOutput,
     /// An `@file` that cannot be read (as spelled); the compiler reports it.
     ResponseFileUnreadable(PathBuf),
     /// `@file`s nested too deep, likely one that names itself (the innermost, as spelled).
     ResponseFileTooDeep(PathBuf),
+    /// `@file`s that expand past what any compile needs (more files read than gcc allows,
+    /// or more arguments than llamacc holds): the file (or argument) where it stopped.
+    ResponseFileTooLarge(PathBuf),
 }
 
 impl LocalReason {
@@ -398,8 +403,10 @@ impl LocalReason {
             LocalReason::StdinSource => "stdin-source".into(),
             LocalReason::UnknownLanguage(_) => "unknown-language".into(),
             LocalReason::StdoutOutput => "stdout-output".into(),
+            LocalReason::EmptyOutput => "empty-output".into(),
             LocalReason::ResponseFileUnreadable(_) => "response-file-unreadable".into(),
             LocalReason::ResponseFileTooDeep(_) => "response-file-too-deep".into(),
+            LocalReason::ResponseFileTooLarge(_) => "response-file-too-large".into(),
         }
     }
 }
@@ -427,12 +434,20 @@ impl fmt::Display for LocalReason {
                 write!(f, "language `{name}` is not cached")
             }
             LocalReason::StdoutOutput => write!(f, "the output goes to standard output"),
+            LocalReason::EmptyOutput => write!(f, "the output name given with -o is empty"),
             LocalReason::ResponseFileUnreadable(path) => {
                 write!(f, "cannot read response file `{}`", path.display())
             }
             LocalReason::ResponseFileTooDeep(path) => {
                 write!(f, "response files nested too deep at `{}`", path.display())
             }
+            LocalReason::ResponseFileTooLarge(path) => write!(
+                f,
+                "response files expand past {} files or {} arguments at `{}`",
+                crate::response_file::MAX_FILES,
+                crate::response_file::MAX_WORDS,
+                path.display()
+            ),
         }
     }
 }
@@ -794,6 +809,10 @@ impl State {
         };
         if output.as_os_str() == "-" {
             return Err(LocalReason::StdoutOutput);
+        }
+        // Cached, an empty name would make the working directory itself the output.
+        if output.as_os_str().is_empty() {
+            return Err(LocalReason::EmptyOutput);
         }
 
         let mut extra_outputs = Vec::new();

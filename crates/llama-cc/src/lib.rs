@@ -52,6 +52,8 @@ mod error;
 mod flags;
 mod identity;
 mod manifest;
+#[cfg(test)]
+mod props;
 mod remote_args;
 mod response_file;
 mod scan;

@@ -17,13 +17,22 @@ use crate::args::LocalReason;
 /// then fail, so any limit that real builds never reach will do.
 const MAX_DEPTH: usize = 32;
 
+/// How many `@file`s one command line may read in all, as gcc's `expandargv` allows: files
+/// that name each other twice over would otherwise be read 2^depth times.
+pub(crate) const MAX_FILES: usize = 2_000;
+
+/// How many arguments the expansion may grow to: far past any real compile, far short of
+/// exhausting memory.
+pub(crate) const MAX_WORDS: usize = 1 << 20;
+
 /// `args` with every `@file` replaced by the arguments the file holds.
 ///
 /// An `@file` that cannot be read is left in place by the compilers, which then fail on
 /// it; llamacc runs them directly so that they do.
 pub(crate) fn expand(args: &[OsString], cwd: &Path) -> Result<Vec<OsString>, LocalReason> {
     let mut out = Vec::with_capacity(args.len());
-    expand_into(args, cwd, 0, &mut out)?;
+    let mut files_read = 0;
+    expand_into(args, cwd, 0, &mut files_read, &mut out)?;
     Ok(out)
 }
 
@@ -31,10 +40,14 @@ fn expand_into(
     args: &[OsString],
     cwd: &Path,
     depth: usize,
+    files_read: &mut usize,
     out: &mut Vec<OsString>,
 ) -> Result<(), LocalReason> {
     for arg in args {
         let Some(name) = arg.as_bytes().strip_prefix(b"@") else {
+            if out.len() == MAX_WORDS {
+                return Err(LocalReason::ResponseFileTooLarge(PathBuf::from(arg)));
+            }
             out.push(arg.clone());
             continue;
         };
@@ -42,11 +55,15 @@ fn expand_into(
         if depth == MAX_DEPTH {
             return Err(LocalReason::ResponseFileTooDeep(name));
         }
+        if *files_read == MAX_FILES {
+            return Err(LocalReason::ResponseFileTooLarge(name));
+        }
+        *files_read += 1;
         let contents = match std::fs::read(cwd.join(&name)) {
             Ok(contents) => contents,
             Err(_) => return Err(LocalReason::ResponseFileUnreadable(name)),
         };
-        expand_into(&split(&contents), cwd, depth + 1, out)?;
+        expand_into(&split(&contents), cwd, depth + 1, files_read, out)?;
     }
     Ok(())
 }
