@@ -387,13 +387,18 @@ proptest! {
                 text.push_str(&format!("\n{}:\n", escape_make(n)));
             }
         }
-        let mut want: Vec<PathBuf> = Vec::new();
+        // Deduplicated as written: `a/` and `a` are one `Path` but two words.
+        let mut want: Vec<&String> = Vec::new();
         for n in &names {
-            if !want.contains(&PathBuf::from(n)) {
-                want.push(PathBuf::from(n));
+            if !want.contains(&n) {
+                want.push(n);
             }
         }
-        prop_assert_eq!(prerequisites(&text), want);
+        let got: Vec<String> = prerequisites(&text)
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        prop_assert_eq!(got.iter().collect::<Vec<_>>(), want);
         prop_assert_eq!(rewrap_gcc(&text), text);
     }
 }

@@ -438,7 +438,7 @@ impl CompileService {
         // reached through `sym/..`, or a logical directory the objects name, stays here.
         if self.remote.is_some() && through_symlink {
             unsuitable = Some(TrustReason::DotDotThroughSymlink.name().to_string());
-        } else if self.remote.is_some() && compile_dir(req) != req.cwd {
+        } else if self.remote.is_some() && logical_dir(req).is_some() {
             unsuitable = Some(TrustReason::LogicalDirectory.name().to_string());
         }
         let remote = self
@@ -643,10 +643,9 @@ impl CompileService {
         h.update(b"\0");
         // The directory the compiler names in its output ($PWD when that is the working
         // directory reached through a symlink): objects with -g record it.
-        let dir = compile_dir(req);
-        if dir != req.cwd {
+        if let Some(dir) = logical_dir(req) {
             h.update(b"pwd\0");
-            h.update(dir.as_os_str().as_encoded_bytes());
+            h.update(dir.as_encoded_bytes());
             h.update(b"\0");
         }
         for a in args {
@@ -858,8 +857,7 @@ impl CompileService {
         }
         // Two compiles that differ only in $PWD write different objects: the action's key
         // must tell them apart, or one would overwrite the other's cached result.
-        let dir = compile_dir(req);
-        if dir != req.cwd {
+        if let Some(dir) = logical_dir(req) {
             spec.platform
                 .push(("llama-pwd".into(), dir.to_string_lossy().into_owned()));
         }
@@ -1158,19 +1156,16 @@ enum Gather {
 }
 
 /// The directory gcc and clang name as the compile's own (`DW_AT_comp_dir`, the
-/// `-fdebug-prefix-map` base): `$PWD` when it is absolute and is the working directory
-/// (libiberty's `getpwd`, LLVM's `current_path`), else the working directory.
-fn compile_dir(req: &CompileRequest) -> PathBuf {
-    let pwd = req
-        .env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PWD")
-        .map(|(_, v)| PathBuf::from(v));
-    match pwd {
-        Some(pwd) if pwd.is_absolute() && pwd != req.cwd && same_dir(&pwd, &req.cwd) => pwd,
-        _ => req.cwd.clone(),
-    }
+/// `-fdebug-prefix-map` base) when it is not the working directory as the client's getcwd
+/// spelled it: `$PWD`, byte for byte, when it is absolute and is the working directory
+/// (libiberty's `getpwd`, LLVM's `current_path`). `None`: the compiler uses the working
+/// directory.
+fn logical_dir(req: &CompileRequest) -> Option<&OsStr> {
+    let (_, pwd) = req.env.iter().rev().find(|(k, _)| k == "PWD")?;
+    let path = Path::new(pwd);
+    // Compared as bytes: `/src/` names the same directory as `/src` but is written as is.
+    (path.is_absolute() && pwd.as_os_str() != req.cwd.as_os_str() && same_dir(path, &req.cwd))
+        .then_some(pwd.as_os_str())
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -1188,20 +1183,26 @@ const CLOCK_TICK: Duration = Duration::from_millis(20);
 /// system keeps: stamps without nanoseconds (whole seconds, or FAT's two) are compared a
 /// whole two seconds wide, and "equal" counts as too new.
 fn too_new(meta: &fs::Metadata, started: SystemTime) -> bool {
+    stamps_too_new(
+        [
+            (meta.mtime(), meta.mtime_nsec()),
+            (meta.ctime(), meta.ctime_nsec()),
+        ],
+        started,
+    )
+}
+
+/// [`too_new`] on (seconds, nanoseconds) stamps: mtime, then ctime.
+fn stamps_too_new(stamps: [(i64, i64); 2], started: SystemTime) -> bool {
     let start = started.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let coarse = meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0;
+    let coarse = stamps.iter().all(|(_, nanos)| *nanos == 0);
     let window = if coarse {
         Duration::from_secs(2)
     } else {
         CLOCK_TICK
     };
     let threshold = start.saturating_sub(window);
-    [
-        (meta.mtime(), meta.mtime_nsec()),
-        (meta.ctime(), meta.ctime_nsec()),
-    ]
-    .into_iter()
-    .any(|(secs, nanos)| {
+    stamps.into_iter().any(|(secs, nanos)| {
         // A stamp before 1970 is older than any compile.
         let Ok(secs) = u64::try_from(secs) else {
             return false;
@@ -1386,5 +1387,56 @@ fn describe(outcome: Outcome, reason: Option<&str>) -> String {
     match reason {
         Some(r) => format!("{}: {r}", outcome.description()),
         None => outcome.description().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, nanos: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+
+    #[test]
+    fn stamps_are_compared_at_the_file_systems_granularity() {
+        let started = at(1_000, 500_000_000);
+        // Nanosecond stamps: after, equal and within the clock's tick are too new.
+        for stamp in [(1_001, 1), (1_000, 500_000_000), (1_000, 490_000_000)] {
+            assert!(stamps_too_new([stamp, (900, 1)], started), "{stamp:?}");
+            assert!(stamps_too_new([(900, 1), stamp], started), "{stamp:?}");
+        }
+        assert!(!stamps_too_new([(1_000, 400_000_000), (999, 1)], started));
+        // Whole seconds: the second the compile started in and the one before it are not
+        // distinguishable from it; older ones are.
+        assert!(stamps_too_new([(1_000, 0), (1_000, 0)], started));
+        assert!(stamps_too_new([(999, 0), (999, 0)], started));
+        assert!(!stamps_too_new([(997, 0), (997, 0)], started));
+        // Before 1970: never too new.
+        assert!(!stamps_too_new([(-5, 0), (-5, 0)], started));
+    }
+
+    #[test]
+    fn resolve_follows_the_kernel_through_symlinks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = fs::canonicalize(dir.path()).expect("canonical temp dir");
+        fs::create_dir_all(root.join("sub/dir")).expect("create sub/dir");
+        std::os::unix::fs::symlink("sub/dir", root.join("sym")).expect("symlink");
+        assert_eq!(
+            resolve(&root.join("sym/../x.o")),
+            Some(root.join("sub/x.o"))
+        );
+        assert_eq!(
+            resolve(&root.join("sub/dir/../x.o")),
+            Some(root.join("sub/x.o"))
+        );
+        assert_eq!(resolve(&root.join("./a/./b")), Some(root.join("a/b")));
+        // Without `..` nothing is looked up, existing or not.
+        assert_eq!(
+            resolve(&root.join("no/such/x.o")),
+            Some(root.join("no/such/x.o"))
+        );
+        std::os::unix::fs::symlink("nowhere", root.join("dangling")).expect("symlink");
+        assert_eq!(resolve(&root.join("dangling/../x.o")), None);
     }
 }
