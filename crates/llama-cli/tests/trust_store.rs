@@ -146,6 +146,61 @@ fn r12_a_cache_smaller_than_one_actions_inputs_still_runs() {
     );
 }
 
+// See: issue 12, defect 4
+#[test]
+fn r12_an_action_cache_entry_with_a_2_pow_50_tree_is_a_miss_not_a_crash() {
+    let w = World::new();
+    w.write("in.txt", b"tree input\n");
+    let args = [
+        "invoke",
+        "-f",
+        "in.txt",
+        "-o",
+        "outdir",
+        "fn",
+        "sh",
+        "-c",
+        "mkdir -p outdir/sub && cp in.txt outdir/sub/copy",
+    ];
+    ok("first invoke", &w.run(&args));
+    // Make the cached result name its output tree with a size of 2^50 bytes, as a corrupt
+    // or hostile cache would.
+    let store = Store::open(w.store(), u64::MAX).expect("open store");
+    let entries = files_under(&w.store().join("ac"));
+    assert_eq!(entries.len(), 1, "one cached result: {entries:?}");
+    let name = entries[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let key = Digest::from_parts(hex32(name), 0);
+    let mut result = store
+        .get_action_result(&key)
+        .expect("read ac")
+        .expect("cached result");
+    let tree = result.output_directories[0]
+        .tree_digest
+        .as_mut()
+        .expect("tree digest");
+    tree.size_bytes = 1 << 50;
+    store.put_action_result(&key, &result).expect("write ac");
+    fs::remove_dir_all(w.path("outdir")).expect("rm outdir");
+
+    let again = w.run(&args);
+    ok("invoke over the hostile entry", &again);
+    let copy = fs::read(w.path("outdir/sub/copy")).expect("output rebuilt");
+    assert_eq!(copy, b"tree input\n");
+}
+
+/// The 32 bytes a 64-digit hex name spells.
+fn hex32(name: &str) -> [u8; 32] {
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(name.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)
+            .expect("a store entry is named by a hex digest");
+    }
+    hash
+}
+
 // ---------------------------------------------------------------------------------------
 // Crash consistency
 
@@ -376,12 +431,7 @@ fn crash_consistency_200_kills_then_verify_and_rebuild() {
     let (mut hits, mut misses) = (0, 0);
     for entry in files_under(&root.join("ac")) {
         let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let mut hash = [0u8; 32];
-        for (i, byte) in hash.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(name.get(2 * i..2 * i + 2).unwrap_or("zz"), 16)
-                .expect("an action-cache entry is named by a hex digest");
-        }
-        let key = Digest::from_parts(hash, 0);
+        let key = Digest::from_parts(hex32(name), 0);
         match llama_exec::cached_result(&store, &key).expect("read ac entry") {
             Some(result) => {
                 hits += 1;
