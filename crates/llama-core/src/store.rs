@@ -567,11 +567,10 @@ impl Store {
             };
             match self.verify(&digest) {
                 Ok(()) => report.blobs_ok += 1,
-                Err(StoreError::Corrupt { .. } | StoreError::Missing { .. }) => {
-                    // Missing here means "not the size it was a moment ago": damaged too.
-                    let _ = fs::remove_file(&path);
-                    report.blobs_removed += 1;
-                }
+                // verify removed it already.
+                Err(StoreError::Corrupt { .. }) => report.blobs_removed += 1,
+                // Evicted or replaced since the walk: nothing left to check.
+                Err(StoreError::Missing { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
