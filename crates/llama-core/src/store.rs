@@ -197,6 +197,8 @@ pub struct Store {
     /// when entries in use keep the store over its limit, walking it on every write would
     /// free nothing.
     evict_floor: Arc<AtomicU64>,
+    /// How long a used entry is safe from eviction (see "Eviction and readers").
+    grace: Duration,
 }
 
 /// What [`Store::verify_all`] found.
@@ -224,6 +226,7 @@ impl Store {
             limit,
             size_file: Default::default(),
             evict_floor: Default::default(),
+            grace: EVICTION_GRACE,
         };
         for sub in ["cas", "ac", "tmp", "work"] {
             let dir = store.root.join(sub);
@@ -239,6 +242,22 @@ impl Store {
             .map_err(|e| store.classify("write to", &store.root.join("tmp"), e))?;
         drop(probe);
         Ok(store)
+    }
+
+    /// The same store with another eviction grace period than [`EVICTION_GRACE`]: shorter
+    /// for a store only one process at a time uses (a Lambda container's `/tmp`, where
+    /// going over the limit for long can fill the disk), never shorter than the longest gap
+    /// between checking a blob and opening it. Every process sharing a store should use the
+    /// same value.
+    pub fn with_eviction_grace(mut self, grace: Duration) -> Store {
+        self.grace = grace;
+        self
+    }
+
+    /// Uses older than this refresh an entry's age: coarse enough that hot entries are not
+    /// rewritten on every read, fine enough to keep most of the grace period.
+    fn touch_after(&self) -> Duration {
+        TOUCH_GRANULARITY.min(self.grace / 4)
     }
 
     /// The store's root directory.
@@ -266,7 +285,7 @@ impl Store {
     /// caller uses it (see "Eviction and readers"). A digest whose size differs from the
     /// stored blob's is absent: the blob under that hash stays, it is the digest that is wrong.
     pub fn contains(&self, digest: &Digest) -> bool {
-        is_empty_blob(digest) || refresh(&self.blob_path(digest), Some(digest.size()))
+        is_empty_blob(digest) || refresh(&self.blob_path(digest), digest.size(), self.touch_after())
     }
 
     /// Stores an in-memory blob and returns its digest.
@@ -454,7 +473,9 @@ impl Store {
             let _ = fs::remove_file(&path);
             return Ok(None);
         }
-        touch(&path);
+        if let Ok(f) = File::open(&path) {
+            touch_file(&f, self.touch_after());
+        }
         Ok(Some(data[32..].to_vec()))
     }
 
@@ -533,18 +554,18 @@ impl Store {
         let target = self.limit / 100 * EVICT_TARGET_PERCENT;
         let mut freed = 0u64;
         for (mtime, size, path) in entries {
-            if total - freed <= target || is_young(mtime, now) {
+            if total - freed <= target || is_young(mtime, now, self.grace) {
                 // Sorted oldest first: everything after this is young too.
                 break;
             }
-            if remove_if_old(&path, now) {
+            if remove_if_old(&path, now, self.grace) {
                 freed += size;
             }
         }
         let remaining = total - freed;
         self.update_size(|_| remaining)?;
         let floor = if remaining > target {
-            warn_too_small_once(&self.root, self.limit, remaining);
+            warn_too_small_once(&self.root, self.limit, remaining, self.grace);
             remaining.saturating_add(self.limit - target)
         } else {
             0
@@ -607,7 +628,7 @@ impl Store {
                         dir: self.root.clone(),
                     });
                 }
-                touch_file(&f);
+                touch_file(&f, self.touch_after());
                 Ok(f)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::Missing {
@@ -666,7 +687,7 @@ impl Store {
         match tmp.persist_noclobber(&dest) {
             Ok(_) => self.account(digest.size()),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                if refresh(&dest, Some(digest.size())) {
+                if refresh(&dest, digest.size(), self.touch_after()) {
                     return Ok(());
                 }
                 // The blob there has the wrong size: torn by a crash of the machine (blobs
@@ -695,7 +716,7 @@ impl Store {
         match linked {
             Ok(()) => self.account(digest.size()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if refresh(&dest, Some(digest.size())) {
+                if refresh(&dest, digest.size(), self.touch_after()) {
                     return Ok(());
                 }
                 // A torn blob of the wrong size: replace it atomically, through a staged link.
@@ -815,42 +836,37 @@ fn open_new(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
-/// Refreshes an entry's modification time (its LRU age), at most once a minute.
-fn touch(path: &Path) {
-    if let Ok(f) = File::open(path) {
-        touch_file(&f);
-    }
-}
-
-fn touch_file(file: &File) {
+/// Refreshes an entry's modification time (its LRU age) when older than `after`.
+fn touch_file(file: &File, after: Duration) {
     let now = SystemTime::now();
     let stale = file
         .metadata()
         .and_then(|m| m.modified())
-        .map(|m| now.duration_since(m).unwrap_or_default() > TOUCH_GRANULARITY)
+        .map(|m| now.duration_since(m).unwrap_or_default() > after)
         .unwrap_or(false);
     if stale {
         let _ = file.set_modified(now);
     }
 }
 
-/// Refreshes the blob at `path` if it is present with `size` (any size when `None`), and
-/// says whether it is. The refresh happens under a shared flock, after checking that the
-/// name still leads to the opened inode, so it cannot interleave with [`remove_if_old`].
-fn refresh(path: &Path, size: Option<u64>) -> bool {
+/// Refreshes the blob at `path` (when older than `after`) if it is present with `size`,
+/// and says whether it is. The refresh happens under a shared flock, after checking that
+/// the name still leads to the opened inode, so it cannot interleave with
+/// [`remove_if_old`].
+fn refresh(path: &Path, size: u64, after: Duration) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
     };
     let Ok(meta) = file.metadata() else {
         return false;
     };
-    if size.is_some_and(|s| s != meta.len()) {
+    if size != meta.len() {
         return false;
     }
     let now = SystemTime::now();
     let fresh = meta
         .modified()
-        .is_ok_and(|m| now.duration_since(m).unwrap_or_default() <= TOUCH_GRANULARITY);
+        .is_ok_and(|m| now.duration_since(m).unwrap_or_default() <= after);
     if fresh {
         // Young enough that no evictor takes it within the grace period.
         return true;
@@ -869,7 +885,7 @@ fn refresh(path: &Path, size: Option<u64>) -> bool {
 
 /// Removes the entry at `path` if it is still older than the grace period, checked under an
 /// exclusive flock (see [`refresh`]). A reader holding the lock makes this a skip.
-fn remove_if_old(path: &Path, now: SystemTime) -> bool {
+fn remove_if_old(path: &Path, now: SystemTime, grace: Duration) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
     };
@@ -877,7 +893,7 @@ fn remove_if_old(path: &Path, now: SystemTime) -> bool {
         return false;
     }
     let removed = file.metadata().is_ok_and(|meta| {
-        let old = meta.modified().is_ok_and(|m| !is_young(m, now));
+        let old = meta.modified().is_ok_and(|m| !is_young(m, now, grace));
         let same = fs::symlink_metadata(path)
             .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
         old && same && fs::remove_file(path).is_ok()
@@ -886,18 +902,18 @@ fn remove_if_old(path: &Path, now: SystemTime) -> bool {
     removed
 }
 
-fn is_young(mtime: SystemTime, now: SystemTime) -> bool {
-    now.duration_since(mtime).unwrap_or_default() < EVICTION_GRACE
+fn is_young(mtime: SystemTime, now: SystemTime, grace: Duration) -> bool {
+    now.duration_since(mtime).unwrap_or_default() < grace
 }
 
 /// Says once per process that entries in use keep the store over `cache_size`.
-fn warn_too_small_once(root: &Path, limit: u64, remaining: u64) {
+fn warn_too_small_once(root: &Path, limit: u64, remaining: u64, grace: Duration) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
-            "cache_size (LLAMA_CACHE_SIZE) is {limit} bytes, but the entries of {} used in the last {} minutes take {remaining}: the store stays over its limit until they age; raise cache_size to keep more results",
+            "cache_size (LLAMA_CACHE_SIZE) is {limit} bytes, but the entries of {} used in the last {} seconds take {remaining}: the store stays over its limit until they age; raise cache_size to keep more results",
             root.display(),
-            EVICTION_GRACE.as_secs() / 60,
+            grace.as_secs(),
         );
     }
 }
@@ -1143,6 +1159,16 @@ mod tests {
             age < TOUCH_GRANULARITY,
             "contains left the blob {age:?} old"
         );
+    }
+
+    #[test]
+    fn a_shorter_grace_lets_eviction_take_recent_entries() {
+        let (_d, s) = store(1000);
+        let s = s.with_eviction_grace(Duration::from_secs(20));
+        let d = s.put_bytes(&[9u8; 800]).unwrap();
+        age(&s, &d, 30);
+        s.put_bytes(&[8u8; 800]).unwrap();
+        assert!(!s.blob_path(&d).exists(), "30 s old is past a 20 s grace");
     }
 
     #[test]
