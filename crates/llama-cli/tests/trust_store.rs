@@ -491,20 +491,24 @@ fn crash_consistency_200_kills_then_verify_and_rebuild() {
 // ---------------------------------------------------------------------------------------
 // Load
 
-/// How many llamacc processes the load test starts at once: 256 by default;
-/// `LLAMA_TEST_LOAD_PROCESSES` sets another number.
+/// How many llamacc processes the load test starts at once. 64 by default, so the default
+/// run stays short on 2 busy cores; the 256 is the opt-in tier:
+/// `LLAMA_TEST_LOAD_PROCESSES=256 cargo test -p llama-cli --test tests trust_store::load`
+/// (22 s on 2 idle cores, 54 s on 2 shared ones).
 fn load_processes() -> usize {
     std::env::var("LLAMA_TEST_LOAD_PROCESSES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(64)
 }
 
 #[test]
 fn load_concurrent_llamacc_on_an_evicting_store() {
     let n = load_processes();
     let started = Instant::now();
-    let cache = "256KiB";
+    // About two thirds of what the objects take: every write passes the limit.
+    let cache = format!("{n}KiB");
+    let cache = cache.as_str();
     let w = World::new();
     let units = c_project(&w, n, 11);
     reference_objects(&w, &units);
