@@ -7,9 +7,14 @@
 //! stamps. Entries whose ctime is that recent are therefore used but not recorded (git's
 //! "racy" rule).
 //!
-//! Persisted as an append-only file of fixed-size records, which many processes can append
-//! to at once; a later record for the same key wins. The file is rewritten compactly when it
+//! Persisted as an append-only file of framed records, which many processes can append to
+//! at once; a later record for the same key wins. The file is rewritten compactly when it
 //! has grown well past the number of live entries.
+//!
+//! Each record carries its own marker and checksum (`LLHR`, 72 bytes of key and digest, the
+//! first 4 bytes of their SHA-256). An append torn by a crash or a full disk leaves a partial
+//! record; the loader skips whatever does not check out and resynchronises on the next
+//! marker, so the records appended after it are still read.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -19,10 +24,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sha2::{Digest as _, Sha256};
+
 use crate::digest::Digest;
 
-const MAGIC: &[u8; 8] = b"LLHASH01";
-const RECORD_LEN: usize = 8 * 5 + 32;
+/// The file's header. Version 01 had unframed records, which one torn append misaligned.
+const MAGIC: &[u8; 8] = b"LLHASH02";
+/// Starts every record.
+const RECORD_MARK: &[u8; 4] = b"LLHR";
+/// Key and digest.
+const PAYLOAD_LEN: usize = 8 * 5 + 32;
+const CHECKSUM_LEN: usize = 4;
+const RECORD_LEN: usize = RECORD_MARK.len() + PAYLOAD_LEN + CHECKSUM_LEN;
 
 /// A file modified more recently than this is hashed but not remembered (see module docs).
 const RACY_WINDOW: Duration = Duration::from_secs(2);
@@ -58,7 +71,10 @@ impl StatKey {
         now_ns - self.ctime_ns.max(self.mtime_ns) < RACY_WINDOW.as_nanos() as i64
     }
 
+    /// Appends one framed record.
     fn encode(&self, digest: &Digest, out: &mut Vec<u8>) {
+        out.extend_from_slice(RECORD_MARK);
+        let start = out.len();
         for v in [
             self.dev,
             self.ino,
@@ -69,6 +85,19 @@ impl StatKey {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(digest.hash_bytes());
+        let sum = Sha256::digest(&out[start..]);
+        out.extend_from_slice(&sum[..CHECKSUM_LEN]);
+    }
+
+    /// The record at the start of `data`, if one is whole and checks out.
+    fn decode_framed(data: &[u8]) -> Option<(StatKey, Digest)> {
+        let rec = data.get(..RECORD_LEN)?;
+        let (mark, rest) = rec.split_at(RECORD_MARK.len());
+        let (payload, sum) = rest.split_at(PAYLOAD_LEN);
+        if mark != RECORD_MARK || Sha256::digest(payload)[..CHECKSUM_LEN] != *sum {
+            return None;
+        }
+        StatKey::decode(payload)
     }
 
     fn decode(rec: &[u8]) -> Option<(StatKey, Digest)> {
@@ -126,11 +155,17 @@ impl HashCache {
             let readable = file.read_to_end(&mut data).is_ok() && data.starts_with(MAGIC);
             state.needs_rewrite = !readable;
             if readable {
-                for rec in data[MAGIC.len()..].chunks_exact(RECORD_LEN) {
-                    if let Some((key, digest)) = StatKey::decode(rec) {
-                        state.entries.insert(key, digest);
-                        state.records_on_disk += 1;
-                    }
+                let (records, damaged) = read_records(&data[MAGIC.len()..]);
+                for (key, digest) in records {
+                    state.entries.insert(key, digest);
+                    state.records_on_disk += 1;
+                }
+                if damaged > 0 {
+                    tracing::debug!(
+                        damaged,
+                        "skipped damaged bytes in hash cache {}",
+                        path.display()
+                    );
                 }
             }
         }
@@ -218,6 +253,30 @@ impl HashCache {
     }
 }
 
+/// Every record that checks out in `data`, and how many bytes were skipped around damage.
+/// After a bad record the scan moves on byte by byte to the next marker: a torn record is
+/// shorter than [`RECORD_LEN`], so the record after it starts inside what a fixed stride
+/// would take for it.
+fn read_records(data: &[u8]) -> (Vec<(StatKey, Digest)>, usize) {
+    let mut records = Vec::with_capacity(data.len() / RECORD_LEN);
+    let mut skipped = 0;
+    let mut at = 0;
+    while at < data.len() {
+        if let Some(record) = StatKey::decode_framed(&data[at..]) {
+            records.push(record);
+            at += RECORD_LEN;
+            continue;
+        }
+        let next = data[at + 1..]
+            .windows(RECORD_MARK.len())
+            .position(|w| w == RECORD_MARK)
+            .map_or(data.len(), |p| at + 1 + p);
+        skipped += next - at;
+        at = next;
+    }
+    (records, skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +335,105 @@ mod tests {
         fs::write(&db, b"garbage").unwrap();
         let cache = HashCache::load(&db);
         assert_eq!(cache.counts(), (0, 0));
+    }
+
+    fn aged_file(dir: &Path, name: &str, content: &[u8]) -> (PathBuf, fs::Metadata) {
+        let file = dir.join(name);
+        fs::write(&file, content).unwrap();
+        age(&file);
+        (file.clone(), fs::metadata(&file).unwrap())
+    }
+
+    // See: issue 12, defect 11e
+    #[test]
+    fn r12_a_torn_append_does_not_hide_later_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_meta) = aged_file(dir.path(), "a", b"first");
+        let (b, b_meta) = aged_file(dir.path(), "b", b"second");
+        let (c, c_meta) = aged_file(dir.path(), "c", b"third");
+        std::thread::sleep(RACY_WINDOW + Duration::from_millis(100));
+        let db = dir.path().join("hashcache");
+
+        let first = HashCache::load(&db);
+        first.digest(&a, &a_meta).unwrap();
+        first.digest(&b, &b_meta).unwrap();
+        first.save().unwrap();
+        // A crash in the middle of appending b's record.
+        let len = fs::metadata(&db).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_len(len - RECORD_LEN as u64 / 2)
+            .unwrap();
+        // Another process appends after the torn record.
+        let second = HashCache::load(&db);
+        second.digest(&c, &c_meta).unwrap();
+        second.save().unwrap();
+
+        let loaded = HashCache::load(&db);
+        assert_eq!(
+            loaded.digest(&c, &c_meta).unwrap(),
+            Digest::of_bytes(b"third")
+        );
+        assert_eq!(
+            loaded.digest(&a, &a_meta).unwrap(),
+            Digest::of_bytes(b"first")
+        );
+        assert_eq!(
+            loaded.counts(),
+            (2, 0),
+            "records after the torn one were lost"
+        );
+        // The torn record is a miss that costs a re-hash, never a wrong digest.
+        assert_eq!(
+            loaded.digest(&b, &b_meta).unwrap(),
+            Digest::of_bytes(b"second")
+        );
+    }
+
+    #[test]
+    fn garbage_between_records_is_skipped() {
+        let key = StatKey {
+            dev: 1,
+            ino: 2,
+            size: 5,
+            mtime_ns: 3,
+            ctime_ns: 4,
+        };
+        let digest = Digest::of_bytes(b"hello");
+        let mut data = b"LLHRjunk".to_vec();
+        key.encode(&digest, &mut data);
+        data.extend_from_slice(b"LL");
+        key.encode(&digest, &mut data);
+        let (records, skipped) = read_records(&data);
+        assert_eq!(records, vec![(key, digest), (key, digest)]);
+        assert_eq!(skipped, 10);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+        /// Whatever the bytes, loading never panics and never yields a record that was not
+        /// written whole.
+        #[test]
+        fn any_damage_yields_only_written_records(
+            cut in 0usize..(3 * RECORD_LEN),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let keys: Vec<StatKey> = (0..3u64)
+                .map(|i| StatKey { dev: i, ino: i, size: i, mtime_ns: 0, ctime_ns: 0 })
+                .collect();
+            let mut data = Vec::new();
+            for k in &keys {
+                k.encode(&Digest::from_parts([7; 32], k.size), &mut data);
+            }
+            data.truncate(cut);
+            data.extend_from_slice(&noise);
+            let (records, _) = read_records(&data);
+            for (k, d) in records {
+                proptest::prop_assert!(keys.contains(&k));
+                proptest::prop_assert_eq!(d, Digest::from_parts([7; 32], k.size));
+            }
+        }
     }
 }

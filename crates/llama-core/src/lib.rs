@@ -48,7 +48,10 @@ pub use crate::{
     config::{Backend, Config, ConfigError, FunctionPlatform, Source},
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,
-    store::{RecordKind, Store, StoreError},
+    store::{
+        EVICTION_GRACE, MAX_IN_MEMORY_BLOB, RecordKind, Store, StoreError, TOUCH_GRANULARITY,
+        VerifyReport,
+    },
     tree::{BlobSource, InputTree, TreeBuilder, TreeError, normalize_remote, remote_components},
 };
 
