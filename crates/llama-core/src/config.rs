@@ -1168,10 +1168,8 @@ mod tests {
     #[test]
     fn r12_credentials_are_masked_wherever_a_value_is_shown() {
         let token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2VuLXZhbHVl";
-        let shown = mask_secret(
-            "reapi_headers",
-            &format!("authorization: Bearer {token}; x-buildbuddy-api-key: k3y"),
-        );
+        let headers = format!("authorization: Bearer {token}; x-buildbuddy-api-key: k3y");
+        let shown = mask_secret("reapi_headers", &headers);
         assert_eq!(
             shown,
             "authorization: Bearer <redacted, 45 bytes>; x-buildbuddy-api-key: <redacted, 3 bytes>"
