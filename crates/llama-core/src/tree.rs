@@ -583,7 +583,7 @@ mod tests {
         }
         assert_eq!(encode_name("caf\u{e9}".as_bytes()), "caf\u{e9}");
         // A NUL that is not an escape, an escaped ASCII or UTF-8 byte, upper case digits.
-        for bad in ["a\0", "a\0e", "\041", "\0c3\0a9", "\0E9", "\0zz"] {
+        for bad in ["a\0", "a\0e", "\x0041", "\0c3\0a9", "\0E9", "\0zz"] {
             assert!(decode_name(bad).is_err(), "{bad:?} must be refused");
         }
         assert_eq!(display_name("n\0e9"), "n\\xe9");
