@@ -1829,10 +1829,36 @@ mod tests {
 
     use proptest::strategy::Strategy as _;
 
-    // 1000 cases, each a parse and two renders of at most 4 arguments: a second or two.
+    /// One directory of inputs for every case (files are only read): `x`, `n\xe9`,
+    /// `sub/x` and `sub/n\xe8`.
+    fn property_dir() -> &'static Path {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| {
+            use std::os::unix::ffi::OsStrExt;
+            let dir = dir_with(&[("x", "x"), ("sub/x", "sx")]);
+            let exact = |name: &[u8]| std::ffi::OsStr::from_bytes(name).to_os_string();
+            let write = |path: PathBuf, data: &[u8]| {
+                if let Err(e) = std::fs::write(&path, data) {
+                    panic!("write {path:?}: {e}");
+                }
+            };
+            write(dir.path().join(exact(b"n\xe9")), b"e9");
+            write(dir.path().join("sub").join(exact(b"n\xe8")), b"e8");
+            dir
+        })
+        .path()
+    }
+
+    /// How far the property cases got: cases run, parsed, rendered, declared a file.
+    static REACHED: [std::sync::atomic::AtomicUsize; 4] =
+        [const { std::sync::atomic::AtomicUsize::new(0) }; 4];
+
+    const PROPERTY_CASES: u32 = 1000;
+
+    // 1000 cases, each a parse and two renders of at most 4 arguments: a few seconds.
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 1000,
+            cases: PROPERTY_CASES,
             failure_persistence: None,
             ..proptest::prelude::ProptestConfig::default()
         })]
@@ -1848,20 +1874,26 @@ mod tests {
             idx in 0usize..1000,
         ) {
             use proptest::prelude::*;
-            let dir = dir_with(&[("x", "x"), ("sub/x", "sx")]);
-            let exact = |name: &[u8]| std::ffi::OsStr::from_bytes(name).to_os_string();
-            use std::os::unix::ffi::OsStrExt;
-            std::fs::write(dir.path().join(exact(b"n\xe9")), b"e9").unwrap();
-            std::fs::write(dir.path().join("sub").join(exact(b"n\xe8")), b"e8").unwrap();
+            use std::sync::atomic::Ordering::Relaxed;
+            let dir = property_dir();
+            let case = REACHED[0].fetch_add(1, Relaxed) + 1;
+            if case == PROPERTY_CASES as usize {
+                // The last case (no shrinking happens unless one failed): the vocabulary must
+                // keep reaching renders that declare files, or the properties prove nothing.
+                let [_, parsed, rendered, with_files] = REACHED.each_ref().map(|c| c.load(Relaxed));
+                eprintln!("template properties: {case} cases, {parsed} parsed, {rendered} rendered, {with_files} declared files");
+                prop_assert!(with_files >= 50, "only {with_files} of {case} cases declared files");
+            }
             let Ok(templates) = ArgTemplates::parse(&args) else {
                 return Ok(());
             };
+            REACHED[1].fetch_add(1, Relaxed);
             let job = JobContext {
                 line: llama_core::encode_name(&line).into_owned(),
                 idx,
             };
-            let first = templates.render_in(&job, dir.path());
-            let second = templates.render_in(&job, dir.path());
+            let first = templates.render_in(&job, dir);
+            let second = templates.render_in(&job, dir);
             match (&first, &second) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
                 (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
@@ -1870,6 +1902,10 @@ mod tests {
             let Ok(rendered) = first else {
                 return Ok(());
             };
+            REACHED[2].fetch_add(1, Relaxed);
+            if !rendered.inputs.is_empty() || !rendered.outputs.is_empty() {
+                REACHED[3].fetch_add(1, Relaxed);
+            }
             let remotes = rendered
                 .inputs
                 .iter()
@@ -1891,8 +1927,8 @@ mod tests {
                 })
                 .chain(rendered.outputs.iter().map(|o| &o.local));
             for local in locals {
-                let inside = local.strip_prefix(dir.path());
-                prop_assert!(inside.is_ok(), "{local:?} is outside {:?}", dir.path());
+                let inside = local.strip_prefix(dir);
+                prop_assert!(inside.is_ok(), "{local:?} is outside {dir:?}");
                 prop_assert!(
                     inside.is_ok_and(|rel| rel.components().all(|c| matches!(c, std::path::Component::Normal(_)))),
                     "{local:?} climbs or is absolute"

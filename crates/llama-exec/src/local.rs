@@ -364,6 +364,7 @@ impl Slot {
             _ => (126, "cannot execute"),
         };
         let path = self.stream_path("stderr");
+        let program = llama_core::display_name(program);
         fs::write(&path, format!("llama: {program}: {what} ({err})\n"))
             .map_err(|error| ExecError::Scratch { path, error })?;
         Ok(Termination::Exited(code))
