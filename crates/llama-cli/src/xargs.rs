@@ -438,8 +438,11 @@ fn print_job(shared: &Shared, done: &Done, logs: bool) -> anyhow::Result<()> {
                     done.who()
                 )?;
             } else if !delivered.missing.is_empty() {
-                let names: Vec<String> =
-                    delivered.missing.iter().map(|m| m.remote.clone()).collect();
+                let names: Vec<String> = delivered
+                    .missing
+                    .iter()
+                    .map(|m| display_name(&m.remote))
+                    .collect();
                 writeln!(
                     err,
                     "llama xargs: {}: the command succeeded but did not produce {}; nothing was written",
