@@ -1,8 +1,10 @@
-//! `llama config`: the effective settings and where each came from.
+//! `llama config`: the effective settings and where each came from, credentials masked
+//! (see [`llama_core::mask_secret`]): this output ends up in terminals, bug reports and CI
+//! logs.
 
 use std::io::Write;
 
-use llama_core::Config;
+use llama_core::{Config, mask_secret};
 
 use crate::cli::ConfigArgs;
 
@@ -10,7 +12,11 @@ use crate::cli::ConfigArgs;
 pub fn run(config: &Config, args: &ConfigArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if args.shell {
         for (name, value, _, _, _) in config.entries() {
-            writeln!(out, "llama_{name}={}", shell_quote(&value))?;
+            writeln!(
+                out,
+                "llama_{name}={}",
+                shell_quote(&mask_secret(name, &value))
+            )?;
         }
         return Ok(0);
     }
@@ -26,7 +32,7 @@ pub fn run(config: &Config, args: &ConfigArgs, out: &mut dyn Write) -> anyhow::R
         writeln!(
             out,
             "{name:width$} = {:<30} # from {source}; ${env}: {help}",
-            quote(&value)
+            quote(&mask_secret(name, &value))
         )?;
     }
     Ok(0)

@@ -164,7 +164,10 @@ fn status(program: &str, delivered: &Delivered) -> anyhow::Result<i32> {
         let names: Vec<String> = delivered
             .missing
             .iter()
-            .map(|m| format!("{} (remote {})", m.local.display(), m.remote))
+            .map(|m| {
+                let remote = llama_core::display_name(&m.remote);
+                format!("{} (remote {remote})", m.local.display())
+            })
             .collect();
         if termination.success() {
             bail!(

@@ -21,6 +21,17 @@
 //! refused. Go's built-in functions (`printf`, `index`, `len`, `eq`, ...)
 //! work as usual: `{{.O (printf "optimized/%s" .Line)}}`.
 //!
+//! # Input lines that are not UTF-8
+//!
+//! Go templates work on strings, file names and input lines are bytes. A line that is not
+//! UTF-8 reaches the template in llama's lossless escaped form (each byte that is not part
+//! of valid UTF-8 as NUL and two hex digits, see [`llama_core::encode_name`]), so `.Line`,
+//! `printf`, `.I`, `.O` and `.AsFile` carry the exact bytes through: the local paths of
+//! inputs and outputs, `.AsFile` content and the command's arguments are decoded back to
+//! those bytes. Functions that look inside a string (`len`, `slice`, `index`, `js`, ...)
+//! see the escaped form. A rendered argument or path holding a NUL that is not such an
+//! escape is refused, since no argument or file name can hold NUL.
+//!
 //! Everything that can be checked before a job runs is checked by
 //! [`ArgTemplates::parse`]: syntax, block structure, unknown functions,
 //! variables, fields and templates, and literal paths such as `{{.O "/abs"}}`.
@@ -112,7 +123,8 @@ impl fmt::Debug for ArgTemplates {
 /// The per-job values visible to templates.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobContext {
-    /// `.Line`: the job's input line, without its trailing newline.
+    /// `.Line`: the job's input line, without its trailing newline, in llama's escaped form
+    /// where it is not UTF-8 ([`llama_core::encode_name`]).
     pub line: String,
     /// `.Idx`: the job's 0-based position in the input.
     pub idx: usize,
@@ -291,6 +303,10 @@ pub enum ErrorKind {
     /// content and a local file named `llama/tmp.0`).
     #[error("two different inputs use the remote path {0:?}")]
     InputConflict(String),
+    /// A rendered argument, path or `.AsFile` text holding a NUL that is not llama's escape
+    /// of a byte (see the module documentation).
+    #[error("{0}")]
+    BadEscape(#[from] llama_core::BadEscape),
     /// Any other error while evaluating the template.
     #[error("{0}")]
     Exec(String),
@@ -435,7 +451,14 @@ impl ArgTemplates {
                 continue;
             };
             match template.execute_template_to_string(MAIN, &data) {
-                Ok(out) => rendered_args.push(out),
+                Ok(out) => {
+                    // The executor decodes each argument to its bytes; refuse here what it
+                    // could not, naming the argument.
+                    if let Err(bad) = llama_core::decode_name(&out) {
+                        return Err(TemplateError::new(index, &arg.text, None, bad.into()));
+                    }
+                    rendered_args.push(out)
+                }
                 Err(err) => {
                     let kind = lock(&state)
                         .failure
@@ -1023,6 +1046,8 @@ impl JobFiles {
             return self.add_bytes(arg);
         }
         let remote = clean_path(name, arg)?;
+        // Checked before anything is recorded, so a bad name leaves no half-declared file.
+        llama_core::decode_name(&remote)?;
         if matches!(method, Method::Input | Method::InputOutput) {
             self.add_local_input(&remote)?;
         }
@@ -1030,7 +1055,7 @@ impl JobFiles {
             && self.output_remotes.insert(remote.clone())
         {
             self.outputs.push(OutputFile {
-                local: self.dir.join(&remote),
+                local: self.dir.join(llama_core::decode_os(&remote)?),
                 remote: remote.clone(),
             });
         }
@@ -1044,7 +1069,7 @@ impl JobFiles {
                 _ => Err(ErrorKind::InputConflict(remote.to_string())),
             };
         }
-        let local = self.dir.join(remote);
+        let local = self.dir.join(llama_core::decode_os(remote)?);
         match std::fs::metadata(&local) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => return Err(ErrorKind::InputNotFile(local)),
@@ -1076,7 +1101,7 @@ impl JobFiles {
             }
             n += 1;
         };
-        let mut data = text.as_bytes().to_vec();
+        let mut data = llama_core::decode_name(text)?.into_owned();
         if !data.ends_with(b"\n") {
             data.push(b'\n');
         }
@@ -1734,5 +1759,234 @@ mod tests {
                 assert_eq!(r.outputs.len(), 1);
             }
         });
+    }
+
+    /// Pieces template text is built from: the methods, `printf`, fields, braces, quotes and
+    /// paths that try to escape, so random sequences hit both valid and broken templates.
+    const VOCABULARY: &[&str] = &[
+        "{{.Line}}",
+        "{{.Idx}}",
+        "{{.I .Line}}",
+        "{{.O .Line}}",
+        "{{.IO .Line}}",
+        "{{.Input .Line}}",
+        "{{.Output (printf \"out/%s\" .Line)}}",
+        "{{.O (printf \"%s/../x\" .Line)}}",
+        "{{.O (printf \"/%s\" .Line)}}",
+        "{{.I \"x\"}}",
+        "{{.IO \"x\"}}",
+        "{{.O \"../x\"}}",
+        "{{.O \"/abs\"}}",
+        "{{.O \"a//./b\"}}",
+        "{{.AsFile .Line}}",
+        "{{.AsFile \"\\x00zz\"}}",
+        "{{printf \"%s-%d\" .Line .Idx}}",
+        "{{printf \"%q\" .Line}}",
+        "{{printf \"%x\" .Line}}",
+        "{{.O (printf \"%.3s\" .Line)}}",
+        "{{if .Line}}",
+        "{{else}}",
+        "{{end}}",
+        "{{range .Line}}",
+        "{{with .Line}}",
+        "{{len .Line}}",
+        "{{.O (slice .Line 1)}}",
+        "{{",
+        "}}",
+        "{",
+        "}",
+        "\"",
+        "'",
+        "`",
+        "(",
+        ")",
+        " ",
+        "|",
+        ".",
+        "..",
+        "/",
+        "x",
+        "$",
+        "\u{e9}",
+        "\\",
+    ];
+
+    /// Input lines: arbitrary bytes (odd ones included), and names that exist, climb or
+    /// are absolute.
+    fn line_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..12),
+            Just(b"x".to_vec()),
+            Just(b"n\xe9".to_vec()),
+            Just(b"sub/n\xe8".to_vec()),
+            Just(b"../x".to_vec()),
+            Just(b"/etc/passwd".to_vec()),
+            Just(b"..".to_vec()),
+            Just(b"a\0b".to_vec()),
+        ]
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    /// One directory of inputs for every case (files are only read): `x`, `n\xe9`,
+    /// `sub/x` and `sub/n\xe8`.
+    fn property_dir() -> &'static Path {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| {
+            use std::os::unix::ffi::OsStrExt;
+            let dir = dir_with(&[("x", "x"), ("sub/x", "sx")]);
+            let exact = |name: &[u8]| std::ffi::OsStr::from_bytes(name).to_os_string();
+            let write = |path: PathBuf, data: &[u8]| {
+                if let Err(e) = std::fs::write(&path, data) {
+                    panic!("write {path:?}: {e}");
+                }
+            };
+            write(dir.path().join(exact(b"n\xe9")), b"e9");
+            write(dir.path().join("sub").join(exact(b"n\xe8")), b"e8");
+            dir
+        })
+        .path()
+    }
+
+    /// How far the property cases got: cases run, parsed, rendered, declared a file.
+    static REACHED: [std::sync::atomic::AtomicUsize; 4] =
+        [const { std::sync::atomic::AtomicUsize::new(0) }; 4];
+
+    const PROPERTY_CASES: u32 = 1000;
+
+    // 1000 cases, each a parse and two renders of at most 4 arguments: a few seconds.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: PROPERTY_CASES,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn templates_never_panic_stay_inside_and_render_deterministically(
+            args in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(VOCABULARY), 0..6)
+                    .prop_map(|pieces| pieces.concat()),
+                1..4,
+            ),
+            line in line_bytes(),
+            idx in 0usize..1000,
+        ) {
+            use proptest::prelude::*;
+            use std::sync::atomic::Ordering::Relaxed;
+            let dir = property_dir();
+            let case = REACHED[0].fetch_add(1, Relaxed) + 1;
+            if case == PROPERTY_CASES as usize {
+                // The last case (no shrinking happens unless one failed): the vocabulary must
+                // keep reaching renders that declare files, or the properties prove nothing.
+                let [_, parsed, rendered, with_files] = REACHED.each_ref().map(|c| c.load(Relaxed));
+                eprintln!("template properties: {case} cases, {parsed} parsed, {rendered} rendered, {with_files} declared files");
+                prop_assert!(with_files >= 50, "only {with_files} of {case} cases declared files");
+            }
+            let Ok(templates) = ArgTemplates::parse(&args) else {
+                return Ok(());
+            };
+            REACHED[1].fetch_add(1, Relaxed);
+            let job = JobContext {
+                line: llama_core::encode_name(&line).into_owned(),
+                idx,
+            };
+            let first = templates.render_in(&job, dir);
+            let second = templates.render_in(&job, dir);
+            match (&first, &second) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                _ => prop_assert!(false, "one render failed, the other did not: {first:?} {second:?}"),
+            }
+            let Ok(rendered) = first else {
+                return Ok(());
+            };
+            REACHED[2].fetch_add(1, Relaxed);
+            if !rendered.inputs.is_empty() || !rendered.outputs.is_empty() {
+                REACHED[3].fetch_add(1, Relaxed);
+            }
+            let remotes = rendered
+                .inputs
+                .iter()
+                .map(InputFile::remote)
+                .chain(rendered.outputs.iter().map(|o| o.remote.as_str()));
+            for remote in remotes {
+                let parts = llama_core::remote_components(remote);
+                prop_assert!(parts.is_ok(), "remote path {remote:?} fails the tree's checks");
+                let normal = llama_core::normalize_remote(remote).ok();
+                prop_assert_eq!(normal.as_deref(), Some(remote));
+                prop_assert!(llama_core::decode_name(remote).is_ok(), "{remote:?}");
+            }
+            let locals = rendered
+                .inputs
+                .iter()
+                .filter_map(|i| match i {
+                    InputFile::Local { local, .. } => Some(local),
+                    InputFile::Bytes { .. } => None,
+                })
+                .chain(rendered.outputs.iter().map(|o| &o.local));
+            for local in locals {
+                let inside = local.strip_prefix(dir);
+                prop_assert!(inside.is_ok(), "{local:?} is outside {dir:?}");
+                prop_assert!(
+                    inside.is_ok_and(|rel| rel.components().all(|c| matches!(c, std::path::Component::Normal(_)))),
+                    "{local:?} climbs or is absolute"
+                );
+            }
+            for arg in &rendered.args {
+                prop_assert!(llama_core::decode_name(arg).is_ok(), "{arg:?}");
+            }
+        }
+    }
+
+    // See: issue 12, defect 11b
+    #[test]
+    fn r12_non_utf8_lines_name_their_files_exactly() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = dir_with(&[]);
+        let name = std::ffi::OsStr::from_bytes(b"n\xe9");
+        std::fs::write(dir.path().join(name), b"e9").unwrap();
+        let t = parse_ok(&[
+            "{{.Line}}",
+            "{{.I .Line}}",
+            "{{.O (printf \"%s.out\" .Line)}}",
+            "{{.AsFile .Line}}",
+        ]);
+        let line = llama_core::encode_name(b"n\xe9").into_owned();
+        let r = render_in(&t, &job(&line, 0), dir.path());
+        let decoded: Vec<Vec<u8>> = r
+            .args
+            .iter()
+            .map(|a| llama_core::decode_name(a).unwrap().into_owned())
+            .collect();
+        assert_eq!(
+            decoded,
+            [&b"n\xe9"[..], b"n\xe9", b"n\xe9.out", b"llama/tmp.1"]
+        );
+        assert_eq!(
+            r.inputs[0],
+            InputFile::Local {
+                local: dir.path().join(name),
+                remote: line.clone()
+            }
+        );
+        assert_eq!(
+            r.inputs[1],
+            InputFile::Bytes {
+                data: b"n\xe9\n".to_vec(),
+                remote: "llama/tmp.1".into()
+            }
+        );
+        assert_eq!(
+            r.outputs[0].local.as_os_str().as_bytes(),
+            [dir.path().as_os_str().as_bytes(), b"/n\xe9.out"].concat()
+        );
+        // A NUL that is not an escape cannot reach a command or a file name.
+        let bad = parse_ok(&["{{printf \"a\\x00\"}}"]).render_in(&job("", 0), dir.path());
+        assert!(matches!(
+            bad.map_err(|e| e.kind),
+            Err(ErrorKind::BadEscape(_))
+        ));
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use llama_core::{ActionSpec, Digest, FUNCTION_PROPERTY, PreparedAction, TreeBuilder};
+use llama_core::{
+    ActionSpec, Digest, FUNCTION_PROPERTY, PreparedAction, TreeBuilder, display_name,
+};
 use llama_exec::{CachePolicy, Delivered, OutputMapping};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -112,7 +114,7 @@ impl Done {
     }
 
     fn who(&self) -> String {
-        format!("job {} (line {:?})", self.idx, self.line)
+        format!("job {} (line {:?})", self.idx, display_name(&self.line))
     }
 }
 
@@ -185,7 +187,7 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
                 w,
                 "{}\t{}\t{}\t{:.3}\t{}",
                 done.idx,
-                done.line.replace('\t', "\\t"),
+                display_name(&done.line).replace('\t', "\\t"),
                 done.exit_status(),
                 done.seconds,
                 done.cached()
@@ -306,7 +308,8 @@ fn read_lines() -> mpsc::Receiver<io::Result<String>> {
                     if buf.last() == Some(&b'\n') {
                         buf.pop();
                     }
-                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    // Escaped, not lossy: a line that is not UTF-8 must name its file exactly.
+                    let line = llama_core::encode_name(&buf).into_owned();
                     if tx.blocking_send(Ok(line)).is_err() {
                         return;
                     }
@@ -347,7 +350,7 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> JobEnd {
                 tracing::warn!(
                     "job {} (line {:?}): {e}; retry {attempt} of {}",
                     job.idx,
-                    job.line,
+                    display_name(&job.line),
                     shared.retries
                 );
                 tokio::time::sleep(backoff(attempt)).await;
@@ -421,7 +424,7 @@ fn print_job(shared: &Shared, done: &Done, logs: bool) -> anyhow::Result<()> {
             if logs {
                 crate::replay::print_log(
                     &mut err,
-                    &format!("job {} (line {:?})", done.idx, done.line),
+                    &done.who(),
                     shared.ctx.engine.executor_name(),
                     action,
                     &delivered.finished,
@@ -435,8 +438,11 @@ fn print_job(shared: &Shared, done: &Done, logs: bool) -> anyhow::Result<()> {
                     done.who()
                 )?;
             } else if !delivered.missing.is_empty() {
-                let names: Vec<String> =
-                    delivered.missing.iter().map(|m| m.remote.clone()).collect();
+                let names: Vec<String> = delivered
+                    .missing
+                    .iter()
+                    .map(|m| display_name(&m.remote))
+                    .collect();
                 writeln!(
                     err,
                     "llama xargs: {}: the command succeeded but did not produce {}; nothing was written",

@@ -422,7 +422,8 @@ impl Config {
         };
         (spec.check)(value).map_err(|expected| ConfigError::BadValue {
             key: spec.name,
-            value: value.to_string(),
+            // The error is printed: a mistyped credential must not be.
+            value: mask_secret(spec.name, value).into_owned(),
             origin: source.clone(),
             expected,
         })?;
@@ -751,13 +752,78 @@ fn parse_platforms(text: &str) -> Result<Vec<FunctionPlatform>, String> {
     Ok(out)
 }
 
+/// Words in a setting's name that say its value is a credential.
+const SECRET_WORDS: &[&str] = &[
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "credential",
+    "api_key",
+];
+
+/// A setting's value as `llama config` (and its error messages) may show it: credentials
+/// replaced by their length. Every header value of `reapi_headers` is masked (keeping an
+/// auth scheme such as `Bearer`), as is a setting whose name says it holds a secret, and
+/// the password of a `scheme://user:password@host` URL in any setting. Where the value
+/// came from is shown as before.
+pub fn mask_secret<'a>(key: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
+    use std::borrow::Cow;
+    let redacted = |v: &str| format!("<redacted, {} bytes>", v.len());
+    if value.is_empty() {
+        return Cow::Borrowed(value);
+    }
+    let lower = key.to_ascii_lowercase();
+    if SECRET_WORDS.iter().any(|w| lower.contains(w)) {
+        return Cow::Owned(redacted(value));
+    }
+    if key == "reapi_headers" {
+        let Ok(headers) = parse_headers(value) else {
+            return Cow::Owned(redacted(value));
+        };
+        let shown: Vec<String> = headers
+            .iter()
+            .map(|(name, v)| match v.split_once(' ') {
+                // `Bearer TOKEN`, `Basic B64`: the scheme says which credential is in use.
+                Some((scheme, rest))
+                    if !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphabetic()) =>
+                {
+                    format!("{name}: {scheme} {}", redacted(rest.trim_start()))
+                }
+                _ => format!("{name}: {}", redacted(v)),
+            })
+            .collect();
+        return Cow::Owned(shown.join("; "));
+    }
+    // scheme://user:password@host...
+    if let Some(scheme_end) = value.find("://") {
+        let rest = &value[scheme_end + 3..];
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            let end = scheme_end + 3 + at;
+            return Cow::Owned(format!(
+                "{}{}{}",
+                &value[..start],
+                redacted(&value[start..end]),
+                &value[end..]
+            ));
+        }
+    }
+    Cow::Borrowed(value)
+}
+
 /// Parses `name: value; name2: value2` (gRPC metadata: names lowercased, printable ASCII).
 fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for item in text.split(';').map(str::trim).filter(|i| !i.is_empty()) {
         let Some((name, value)) = item.split_once(':') else {
+            // The item is not echoed: it may well be a bare token.
             return Err(format!(
-                "headers as `name: value; name2: value2` ({item:?} has no `:`)"
+                "headers as `name: value; name2: value2` (header {} has no `:`)",
+                out.len() + 1
             ));
         };
         let name = name.trim().to_ascii_lowercase();
@@ -1096,5 +1162,35 @@ mod tests {
             (key.check)(&(key.default)()).unwrap_or_else(|e| panic!("{}: {e}", key.name));
             assert_eq!(key.env, format!("LLAMA_{}", key.name.to_uppercase()));
         }
+    }
+
+    // See: issue 12, defect 11d
+    #[test]
+    fn r12_credentials_are_masked_wherever_a_value_is_shown() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2VuLXZhbHVl";
+        let headers = format!("authorization: Bearer {token}; x-buildbuddy-api-key: k3y");
+        let shown = mask_secret("reapi_headers", &headers);
+        assert_eq!(
+            shown,
+            "authorization: Bearer <redacted, 45 bytes>; x-buildbuddy-api-key: <redacted, 3 bytes>"
+        );
+        assert_eq!(
+            mask_secret("reapi_endpoint", "grpcs://me:pw@host:1/x"),
+            "grpcs://me:<redacted, 2 bytes>@host:1/x"
+        );
+        assert_eq!(mask_secret("some_token", "abc"), "<redacted, 3 bytes>");
+        assert_eq!(mask_secret("jobs", "8"), "8");
+        assert_eq!(mask_secret("reapi_headers", ""), "");
+        // A mistyped header (no `:`) is refused without echoing it.
+        let mut c = Config::load_from(Path::new("/nonexistent/llama.toml"), |_| None).unwrap();
+        let err = c
+            .set(
+                "reapi_headers",
+                &format!("Bearer {token}"),
+                Source::Flag("x".into()),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains(token), "{err}");
     }
 }

@@ -45,14 +45,18 @@ mod tree;
 
 pub use crate::{
     action::{ActionSpec, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY, canonical_platform},
-    config::{Backend, Config, ConfigError, FunctionPlatform, Source},
+    config::{Backend, Config, ConfigError, FunctionPlatform, Source, mask_secret},
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,
     store::{
         EVICTION_GRACE, MAX_IN_MEMORY_BLOB, RecordKind, Store, StoreError, TOUCH_GRANULARITY,
         VerifyReport,
     },
-    tree::{BlobSource, InputTree, TreeBuilder, TreeError, normalize_remote, remote_components},
+    tree::{
+        BadEscape, BlobSource, InputTree, NAME_ESCAPE, TreeBuilder, TreeError, decode_name,
+        decode_os, display_name, encode_name, encode_os, escaped_name_in, normalize_remote,
+        remote_components,
+    },
 };
 
 /// The REAPI v2 messages llama uses as its model, re-exported for the other crates.

@@ -1,10 +1,25 @@
 //! Input trees: local files and directories mapped to remote paths, encoded as REAPI
 //! `Directory` messages with canonical (sorted) contents, so the same inputs always give the
 //! same root digest.
+//!
+//! # Names that are not UTF-8
+//!
+//! REAPI names, arguments and paths are protobuf `string`s, but a Unix file name is any
+//! bytes but `/` and NUL. llama keeps such names exact by carrying them in an escaped form:
+//! each byte that is not part of valid UTF-8 becomes NUL followed by its two lowercase hex
+//! digits (`n\xe9` → `"n\0e9"`). NUL can appear in no file name and no argument, so the
+//! escape never collides with a real name, valid UTF-8 is left as it is (keys of ordinary
+//! actions do not change), and [`decode_name`] gives back the exact bytes. The local
+//! executor (and llama's own Lambda runtime) decode at the file system and at `exec`; a
+//! REAPI server cannot, so an action holding an escaped name is refused before it is sent
+//! ([`escaped_name_in`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +71,136 @@ pub enum TreeError {
         "two different inputs map to remote path {0:?}; give one of them another LOCAL:REMOTE name"
     )]
     Conflict(String),
+}
+
+/// Marks an escaped byte of a name that is not UTF-8; see the module documentation.
+pub const NAME_ESCAPE: char = '\0';
+
+/// A string that is not the escaped form of any name (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} holds a NUL that is not llama's escape of a byte (NUL and two lowercase hex digits of a byte that is not UTF-8); no file name or argument can hold NUL"
+)]
+pub struct BadEscape(pub String);
+
+/// Escapes the bytes of a name (or argument, or input line) into a string: valid UTF-8 as it
+/// is, every other byte as NUL and two hex digits. Lossless: [`decode_name`] inverts it.
+pub fn encode_name(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push(NAME_ESCAPE);
+            out.push_str(&format!("{b:02x}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`encode_name`] of an `OsStr` (a file name, a path, an argument).
+pub fn encode_os(name: &OsStr) -> Cow<'_, str> {
+    encode_name(name.as_bytes())
+}
+
+/// The exact bytes an [`encode_name`]d string stands for. Refuses any NUL that is not an
+/// escape [`encode_name`] would write (so two strings never decode to one name).
+pub fn decode_name(s: &str) -> Result<Cow<'_, [u8]>, BadEscape> {
+    if !s.contains(NAME_ESCAPE) {
+        return Ok(Cow::Borrowed(s.as_bytes()));
+    }
+    let bad = || BadEscape(s.to_string());
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == 0 {
+            let [hi, lo, ..] = tail else {
+                return Err(bad());
+            };
+            let digit = |d: u8| match d {
+                b'0'..=b'9' => Some(d - b'0'),
+                b'a'..=b'f' => Some(d - b'a' + 10),
+                _ => None,
+            };
+            let (Some(hi), Some(lo)) = (digit(*hi), digit(*lo)) else {
+                return Err(bad());
+            };
+            out.push(hi << 4 | lo);
+            rest = &tail[2..];
+        } else {
+            out.push(b);
+            rest = tail;
+        }
+    }
+    // Canonical form only: an escaped byte that is part of valid UTF-8 (or ASCII) would give
+    // a second spelling of one name.
+    if encode_name(&out) != s {
+        return Err(bad());
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// [`decode_name`] as an `OsString`, ready for the file system or `exec`.
+pub fn decode_os(s: &str) -> Result<OsString, BadEscape> {
+    Ok(OsString::from_vec(decode_name(s)?.into_owned()))
+}
+
+/// A name for messages: escaped bytes shown as `\xNN`, the rest as it is.
+pub fn display_name(s: &str) -> String {
+    match decode_name(s) {
+        Ok(bytes) => bytes.utf8_chunks().fold(String::new(), |mut out, chunk| {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+            out
+        }),
+        Err(_) => s.escape_debug().to_string(),
+    }
+}
+
+/// The first name in `command` or `tree` (an argument, an output path, a file, directory or
+/// symlink of the input tree, with its path) that only exists in escaped form, for an
+/// executor that must send names as they are (REAPI).
+pub fn escaped_name_in(command: &reapi::Command, tree: &InputTree) -> Option<String> {
+    let escaped = |s: &str| s.contains(NAME_ESCAPE);
+    if let Some(arg) = command.arguments.iter().find(|a| escaped(a)) {
+        return Some(format!("argument {}", display_name(arg)));
+    }
+    if let Some(path) = command.output_paths.iter().find(|p| escaped(p)) {
+        return Some(format!("output {}", display_name(path)));
+    }
+    fn walk(tree: &InputTree, digest: &Digest, prefix: &str, depth: usize) -> Option<String> {
+        // The tree is ours and acyclic; the bound only keeps a corrupt one from recursing forever.
+        if depth > 4096 {
+            return None;
+        }
+        let dir = reapi::Directory::decode(&tree.directories.get(digest)?[..]).ok()?;
+        let path = |name: &str| display_name(&format!("{prefix}{name}"));
+        for f in &dir.files {
+            if f.name.contains(NAME_ESCAPE) {
+                return Some(format!("input file {}", path(&f.name)));
+            }
+        }
+        for l in &dir.symlinks {
+            if l.name.contains(NAME_ESCAPE) || l.target.contains(NAME_ESCAPE) {
+                return Some(format!("input symlink {}", path(&l.name)));
+            }
+        }
+        for d in &dir.directories {
+            if d.name.contains(NAME_ESCAPE) {
+                return Some(format!("input directory {}", path(&d.name)));
+            }
+            let child = Digest::from_field(d.digest.as_ref()).ok()?;
+            if let Some(found) = walk(tree, &child, &format!("{prefix}{}/", d.name), depth + 1) {
+                return Some(found);
+            }
+        }
+        None
+    }
+    walk(tree, &tree.root, "", 0)
 }
 
 /// Splits a remote path into its components, refusing anything that could leave the
@@ -252,7 +397,7 @@ fn node_for(hash_cache: &HashCache, local: &Path, meta: &fs::Metadata) -> Result
         })
     } else if ft.is_symlink() {
         let target = fs::read_link(local).map_err(unreadable)?;
-        Ok(Node::Symlink(target.to_string_lossy().into_owned()))
+        Ok(Node::Symlink(encode_os(target.as_os_str()).into_owned()))
     } else if ft.is_dir() {
         let mut children = BTreeMap::new();
         for entry in fs::read_dir(local).map_err(unreadable)? {
@@ -262,7 +407,8 @@ fn node_for(hash_cache: &HashCache, local: &Path, meta: &fs::Metadata) -> Result
                 path: path.clone(),
                 error,
             })?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            // Escaped, never lossy: `n\xe9` and `n\xe8` stay two names.
+            let name = encode_os(&entry.file_name()).into_owned();
             children.insert(name, node_for(hash_cache, &path, &meta)?);
         }
         Ok(Node::Dir(children))
@@ -398,5 +544,48 @@ mod tests {
             .add_path(&cache, &dir.path().join("nope"), "nope")
             .unwrap_err();
         assert!(matches!(missing, TreeError::Missing(_)));
+    }
+
+    // See: issue 12, defect 11b
+    #[test]
+    fn r12_non_utf8_names_stay_distinct_in_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        fs::create_dir(&d).unwrap();
+        let e9 = d.join(OsStr::from_bytes(b"n\xe9"));
+        let e8 = d.join(OsStr::from_bytes(b"n\xe8"));
+        fs::write(&e9, b"e9").unwrap();
+        fs::write(&e8, b"e8").unwrap();
+        let mut t = TreeBuilder::new();
+        t.add_path(&HashCache::in_memory(), &d, "d").unwrap();
+        let tree = t.build();
+        let root = reapi::Directory::decode(&tree.directories[&tree.root][..]).unwrap();
+        let sub = Digest::from_field(root.directories[0].digest.as_ref()).unwrap();
+        let sub = reapi::Directory::decode(&tree.directories[&sub][..]).unwrap();
+        let names: Vec<&str> = sub.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["n\0e8", "n\0e9"], "two names, each exact");
+        assert_eq!(tree.files.len(), 2, "two contents");
+        let found = escaped_name_in(&reapi::Command::default(), &tree).unwrap();
+        assert_eq!(found, "input file d/n\\xe8");
+    }
+
+    #[test]
+    fn escaped_names_round_trip_and_only_canonically() {
+        for bytes in [
+            &b"plain"[..],
+            b"n\xe9",
+            b"\xff\xfe/\xc3",
+            "caf\u{e9}".as_bytes(),
+            b"",
+        ] {
+            let enc = encode_name(bytes);
+            assert_eq!(decode_name(&enc).unwrap(), bytes, "{enc:?}");
+        }
+        assert_eq!(encode_name("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        // A NUL that is not an escape, an escaped ASCII or UTF-8 byte, upper case digits.
+        for bad in ["a\0", "a\0e", "\x0041", "\0c3\0a9", "\0E9", "\0zz"] {
+            assert!(decode_name(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(display_name("n\0e9"), "n\\xe9");
     }
 }

@@ -66,7 +66,9 @@ fn populate_directory(
     }
     for link in &dir.symlinks {
         let path = checked_join(dest, &link.name)?;
-        std::os::unix::fs::symlink(&link.target, &path).map_err(scratch(&path))?;
+        let target = llama_core::decode_os(&link.target)
+            .map_err(|e| ExecError::InvalidAction(format!("symlink {}: {e}", path.display())))?;
+        std::os::unix::fs::symlink(&target, &path).map_err(scratch(&path))?;
     }
     for sub in &dir.directories {
         let path = checked_join(dest, &sub.name)?;
@@ -77,13 +79,16 @@ fn populate_directory(
     Ok(())
 }
 
-/// A child name must be one plain path component: anything else could write outside.
+/// A child name must be one plain path component: anything else could write outside. A
+/// name that is not UTF-8 arrives escaped and is created with its exact bytes.
 fn checked_join(dir: &Path, name: &str) -> Result<std::path::PathBuf, ExecError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         return Err(ExecError::InvalidAction(format!(
             "directory entry {name:?} is not a plain file name"
         )));
     }
+    let name = llama_core::decode_os(name)
+        .map_err(|e| ExecError::InvalidAction(format!("directory entry: {e}")))?;
     Ok(dir.join(name))
 }
 

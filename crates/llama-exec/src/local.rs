@@ -247,7 +247,7 @@ impl Slot {
         populate_tree(store, &action.input, &action.input.root, &root)?;
         let workdir = root.join(&action.command.working_directory);
         for output in &action.command.output_paths {
-            if let Some(parent) = workdir.join(output).parent() {
+            if let Some(parent) = workdir.join(output_path(output)?).parent() {
                 fs::create_dir_all(parent).map_err(|error| ExecError::Scratch {
                     path: parent.to_path_buf(),
                     error,
@@ -283,6 +283,13 @@ impl Slot {
                 "the command has no arguments".into(),
             ));
         };
+        // Arguments that are not UTF-8 arrive escaped; the command gets their exact bytes.
+        let decoded = |arg: &String| {
+            llama_core::decode_os(arg)
+                .map_err(|e| ExecError::InvalidAction(format!("command argument: {e}")))
+        };
+        let program_bytes = decoded(program)?;
+        let args = args.iter().map(decoded).collect::<Result<Vec<_>, _>>()?;
         let stdout_path = self.stream_path("stdout");
         let stderr_path = self.stream_path("stderr");
         let stdout = File::create(&stdout_path).map_err(scratch_err(stdout_path.clone()))?;
@@ -301,15 +308,15 @@ impl Slot {
             .map(|v| std::ffi::OsStr::new(v.value.as_str()));
         // Resolving the program here, against the action's own PATH, lets std spawn with
         // posix_spawn rather than fork: std must fork to search a PATH other than ours.
-        let Some(resolved) = find_program(program.as_ref(), path_env, &cwd) else {
+        let Some(resolved) = find_program(&program_bytes, path_env, &cwd) else {
             return self.spawn_failure(
                 program,
                 &io::Error::new(io::ErrorKind::NotFound, "not found in the action's PATH"),
             );
         };
         let mut cmd = tokio::process::Command::new(resolved);
-        cmd.arg0(program)
-            .args(args)
+        cmd.arg0(&program_bytes)
+            .args(&args)
             .env_clear()
             .envs(
                 command
@@ -357,6 +364,7 @@ impl Slot {
             _ => (126, "cannot execute"),
         };
         let path = self.stream_path("stderr");
+        let program = llama_core::display_name(program);
         fs::write(&path, format!("llama: {program}: {what} ({err})\n"))
             .map_err(|error| ExecError::Scratch { path, error })?;
         Ok(Termination::Exited(code))
@@ -377,7 +385,7 @@ impl Slot {
         };
         let workdir = self.root().join(&command.working_directory);
         for output in &command.output_paths {
-            let path = workdir.join(output);
+            let path = workdir.join(output_path(output)?);
             let meta = match fs::symlink_metadata(&path) {
                 Ok(meta) => meta,
                 // Not produced: absent from the result, as REAPI specifies.
@@ -392,7 +400,7 @@ impl Slot {
                 })?;
                 result.output_symlinks.push(reapi::OutputSymlink {
                     path: output.clone(),
-                    target: target.to_string_lossy().into_owned(),
+                    target: llama_core::encode_os(target.as_os_str()).into_owned(),
                     node_properties: None,
                 });
             } else if ft.is_dir() {
@@ -528,14 +536,15 @@ fn collect_dir(
     let mut out = reapi::Directory::default();
     for entry in entries {
         let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
+        // Escaped, never lossy: two names that are not UTF-8 must not become one.
+        let name = llama_core::encode_os(&entry.file_name()).into_owned();
         let meta = fs::symlink_metadata(&path).map_err(err(&path))?;
         let ft = meta.file_type();
         if ft.is_symlink() {
             let target = fs::read_link(&path).map_err(err(&path))?;
             out.symlinks.push(reapi::SymlinkNode {
                 name,
-                target: target.to_string_lossy().into_owned(),
+                target: llama_core::encode_os(target.as_os_str()).into_owned(),
                 node_properties: None,
             });
         } else if ft.is_dir() {
@@ -556,6 +565,11 @@ fn collect_dir(
         }
     }
     Ok(out)
+}
+
+/// An output path as the file system knows it: exact bytes where it arrived escaped.
+fn output_path(output: &str) -> Result<std::ffi::OsString, ExecError> {
+    llama_core::decode_os(output).map_err(|e| ExecError::InvalidAction(format!("output path: {e}")))
 }
 
 /// Kills a child's process group when dropped.

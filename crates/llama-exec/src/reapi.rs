@@ -1313,6 +1313,13 @@ impl Executor for ReapiExecutor {
     }
 
     async fn execute(&self, action: &PreparedAction) -> Result<ExecOutcome, ExecError> {
+        // REAPI names are protobuf strings: a name that is not UTF-8 cannot be sent as it is,
+        // and sending llama's escape would make the server create a different name.
+        if let Some(name) = llama_core::escaped_name_in(&action.command, &action.input) {
+            return Err(ExecError::InvalidAction(format!(
+                "{name} is not UTF-8, and a REAPI server only takes UTF-8 names; rename it, or run this with backend = local (LLAMA_BACKEND=local)"
+            )));
+        }
         let conn = self.conn().await?;
         self.run(conn, action).await
     }
