@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use llama_core::{
-    ActionSpec, Digest, HashCache, Hasher, RecordKind, Store, TreeBuilder, protobuf, reapi,
+    ActionSpec, Digest, HashCache, Hasher, RecordKind, Store, TreeBuilder, encode_os, protobuf,
+    reapi,
 };
 use llama_exec::{Engine, HostCommand, OutputMapping, Termination, cached_result, run_host};
 use tokio::sync::Semaphore;
@@ -840,14 +841,14 @@ impl CompileService {
             Err(reason) => return Ok(Some(reason.name().into())),
         };
         let mut spec = ActionSpec {
-            arguments: std::iter::once(driver.to_string_lossy().into_owned())
-                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+            arguments: std::iter::once(encode_os(driver.as_os_str()).into_owned())
+                .chain(args.iter().map(|a| encode_os(a).into_owned()))
                 .collect(),
             env: output_env(req),
             output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
             platform: vec![
                 ("llama-compiler".into(), identity.hex()),
-                ("llama-cwd".into(), cwd.to_string_lossy().into_owned()),
+                ("llama-cwd".into(), encode_os(cwd.as_os_str()).into_owned()),
             ],
             ..Default::default()
         };
@@ -859,7 +860,7 @@ impl CompileService {
         // must tell them apart, or one would overwrite the other's cached result.
         if let Some(dir) = logical_dir(req) {
             spec.platform
-                .push(("llama-pwd".into(), dir.to_string_lossy().into_owned()));
+                .push(("llama-pwd".into(), encode_os(&dir).into_owned()));
         }
         // Which files were absent and which present decides the result as much as the
         // content of the inputs (`__has_include`), so it is part of the action's key.
@@ -1034,7 +1035,7 @@ impl CompileService {
             }
             tested_names.extend(scan.has_include.iter().cloned());
             hashed.push((
-                path.to_string_lossy().into_owned(),
+                encode_os(path.as_os_str()).into_owned(),
                 *digest.hash_bytes(),
                 digest.size(),
             ));
@@ -1085,8 +1086,9 @@ impl CompileService {
             dirs.dedup();
             for name in &tested_names {
                 for dir in &dirs {
-                    let candidate = dir.join(name).to_string_lossy().into_owned();
-                    if fs::metadata(&candidate).is_ok() {
+                    let path = dir.join(name);
+                    let candidate = encode_os(path.as_os_str()).into_owned();
+                    if fs::metadata(&path).is_ok() {
                         present.push(candidate);
                     } else {
                         absent.push(candidate);
@@ -1220,7 +1222,7 @@ fn output_env(req: &CompileRequest) -> Vec<(String, String)> {
             req.env
                 .iter()
                 .find(|(k, _)| k == *var)
-                .map(|(_, v)| (var.to_string(), v.to_string_lossy().into_owned()))
+                .map(|(_, v)| (var.to_string(), encode_os(v).into_owned()))
         })
         .collect()
 }
@@ -1260,7 +1262,7 @@ fn absent_candidates(cwd: &Path, c: &Compilation, inputs: &[PathBuf]) -> Vec<Str
         for earlier in &chain[..found_at] {
             let candidate = earlier.join(rel);
             if fs::symlink_metadata(&candidate).is_err() {
-                absent.push(candidate.to_string_lossy().into_owned());
+                absent.push(encode_os(candidate.as_os_str()).into_owned());
             }
         }
     }
@@ -1359,7 +1361,9 @@ fn physical_dir(path: &Path) -> PathBuf {
 
 /// An absolute path as a path relative to the root of an input tree.
 fn root_relative(path: &Path) -> String {
-    path.to_string_lossy().trim_start_matches('/').to_string()
+    encode_os(path.as_os_str())
+        .trim_start_matches('/')
+        .to_string()
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

@@ -299,3 +299,44 @@ async fn r12_pwd_through_symlink_names_the_logical_directory() {
         assert_eq!(cached, round >= reference.len(), "round {round}, PWD={pwd}");
     }
 }
+
+// See: issue 12, defect 11 (names kept as bytes): two compiles that differ only in a
+// non-UTF-8 byte of an argument are two actions, not one cached result for both.
+#[tokio::test(flavor = "multi_thread")]
+async fn r12_arguments_differing_in_non_utf8_bytes_are_different_keys() {
+    use std::os::unix::ffi::OsStringExt;
+    let (_dir, root) = scratch();
+    write(&root.join("x.c"), "const char v[] = V;\n");
+    settle();
+    let svc = service(&root);
+    for (round, byte) in [(0, 0xe9u8), (1, 0xe8u8), (2, 0xe9u8)] {
+        let define = OsString::from_vec([b"-DV=\"".as_slice(), &[byte], b"\""].concat());
+        let args: Vec<OsString> = ["-c", "x.c", "-o", "x.o"]
+            .iter()
+            .map(OsString::from)
+            .chain(std::iter::once(define))
+            .collect();
+        let reply = svc
+            .compile(CompileRequest {
+                cxx: false,
+                args,
+                cwd: root.clone(),
+                env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+                umask: 0o022,
+            })
+            .await;
+        let CompileReply::Done {
+            exit_code, cached, ..
+        } = reply
+        else {
+            panic!("round {round}: ran locally")
+        };
+        assert_eq!(exit_code, 0, "round {round}");
+        // The third round repeats the first: only it may be served from the cache.
+        assert_eq!(cached, round == 2, "round {round}: cached = {cached}");
+        assert!(
+            contains(&read(&root.join("x.o")), &[byte, 0]),
+            "round {round}: x.o lacks the byte {byte:#x} its -D gave"
+        );
+    }
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use llama_core::{ActionSpec, FUNCTION_PROPERTY, Store};
+use llama_core::{ActionSpec, FUNCTION_PROPERTY, Store, encode_os};
 use llama_exec::{Engine, HostCommand, OutputMapping, Termination, deliver_outputs, run_host};
 
 use super::{
@@ -349,7 +349,7 @@ impl CompileService {
             format!("{ROOT_PLACEHOLDER}{}", req.cwd.display()),
         ];
         arguments.extend(toolchain.command_prefix());
-        arguments.extend(rebased.iter().map(|a| a.to_string_lossy().into_owned()));
+        arguments.extend(rebased.iter().map(|a| encode_os(a).into_owned()));
         let mut env = super::output_env(req);
         env.push(("PATH".into(), "/usr/bin:/bin".into()));
         ActionSpec {
