@@ -35,7 +35,7 @@ impl Message for Response {
 }
 
 /// What a client asks.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Compile (or tell how to).
     Compile(CompileMsg),
@@ -51,7 +51,7 @@ pub enum Request {
 
 /// One compile, as the client saw it. Paths and arguments are raw bytes: they need not be
 /// UTF-8.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompileMsg {
     pub cxx: bool,
     pub args: Vec<Vec<u8>>,
@@ -61,7 +61,7 @@ pub struct CompileMsg {
 }
 
 /// What the daemon answers.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     /// The compile is done: print and exit with the code.
     Done {
@@ -261,6 +261,13 @@ mod tests {
         };
         assert_eq!(msg.args[1], vec![0xff, 0xfe]);
         assert!(read_frame::<Request>(&mut &b"HTTP/1.1 200"[..]).is_err());
+    }
+
+    #[test]
+    fn the_watch_sees_a_large_allocation() {
+        let (v, largest) = largest_allocation(|| Vec::<u8>::with_capacity(3 << 20));
+        assert!(v.capacity() >= 3 << 20);
+        assert!(largest >= 3 << 20, "{largest}");
     }
 
     #[test]
