@@ -382,8 +382,9 @@ fn r12_an_idle_connection_delays_neither_stop_nor_the_next_compile() {
     half.write_all(b"LLMA").expect("half a header");
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
-    let mut stop = w
+    let stop = w
         .llama(&["daemon", "stop"])
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("llama daemon stop");
     std::thread::sleep(Duration::from_millis(300));
