@@ -795,3 +795,59 @@ pub fn status(config: &Config) -> anyhow::Result<i32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn only_a_private_directory_of_ones_own_is_accepted() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let fresh = base.path().join("fresh");
+        ensure_private_dir(&fresh).expect("made private");
+        let mode = fs::symlink_metadata(&fresh).expect("lstat").mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Made before, and private: accepted again.
+        ensure_private_dir(&fresh).expect("still private");
+
+        let open = base.path().join("open");
+        fs::create_dir(&open).expect("mkdir");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = ensure_private_dir(&open).expect_err("readable by others");
+        assert!(matches!(err.problem, DirProblem::Mode(0o755)), "{err}");
+        assert!(
+            err.to_string().contains(&open.display().to_string()),
+            "{err}"
+        );
+
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).expect("symlink");
+        let err = ensure_private_dir(&link).expect_err("a link");
+        assert!(
+            matches!(err.problem, DirProblem::NotADirectory("symbolic link")),
+            "{err}"
+        );
+
+        let file = base.path().join("file");
+        fs::write(&file, b"").expect("write");
+        let err = ensure_private_dir(&file).expect_err("a file");
+        assert!(
+            matches!(err.problem, DirProblem::NotADirectory("file")),
+            "{err}"
+        );
+
+        if uid() == 0 {
+            let theirs = base.path().join("theirs");
+            fs::create_dir(&theirs).expect("mkdir");
+            fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).expect("chmod");
+            std::os::unix::fs::chown(&theirs, Some(65534), None).expect("chown");
+            let err = ensure_private_dir(&theirs).expect_err("another user's");
+            assert!(
+                matches!(err.problem, DirProblem::Owner { owner: 65534, .. }),
+                "{err}"
+            );
+        }
+    }
+}
