@@ -1,6 +1,7 @@
 //! The per-user daemon behind llamacc: one per store directory, found through a Unix
-//! socket (mode 0600) in that directory, kept single by a lock, exiting after an idle
-//! timeout. It holds what makes compiles cheap across processes: the hash cache, the
+//! socket (mode 0600) in that directory (or, when that path is too long, in a private
+//! runtime directory checked to be this user's alone), kept single by a lock, exiting after
+//! an idle timeout. Connections that send nothing for a few seconds are dropped. It holds what makes compiles cheap across processes: the hash cache, the
 //! manifests, compiler identities, and the bound on concurrent compiles.
 
 use std::fs::{self, File};

@@ -144,9 +144,12 @@ fn first_warning_for(paths: &DaemonPaths) -> bool {
     let key = llama_core::Digest::of_bytes(paths.dir.as_os_str().as_bytes());
     let name = format!("warned-{}", &key.hex()[..16]);
     let runtime = daemon::private_runtime_dir().ok();
-    let store = std::fs::create_dir_all(&paths.dir)
-        .ok()
-        .map(|()| paths.dir.clone());
+    // Made only when the runtime directory is refused: the user chose this directory.
+    let store = std::iter::once(()).filter_map(|()| {
+        std::fs::create_dir_all(&paths.dir)
+            .ok()
+            .map(|()| paths.dir.clone())
+    });
     for dir in runtime.into_iter().chain(store) {
         if let Ok(first) = claim_marker(&dir.join(&name)) {
             return first;
