@@ -47,6 +47,7 @@ assert_eq!(LocalReason::TooHard("-save-temps").name(), "too-hard:-save-temps");
 #![deny(missing_docs)]
 
 mod args;
+mod compile_env;
 mod depfile;
 mod error;
 mod flags;
@@ -68,6 +69,7 @@ pub use crate::{
         Compilation, DepFile, DepKind, DepTarget, Driver, Family, IncludeSearch, Language,
         LocalReason, Mode, Verdict, parse,
     },
+    compile_env::needed_by_compile,
     depfile::prerequisites,
     error::CcError,
     identity::{Identity, IdentityCache},

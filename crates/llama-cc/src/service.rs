@@ -43,7 +43,7 @@ use remote::{NotRemote, deliver_compile};
 
 /// Environment variables that can change what the compiler writes (objects, depfiles or
 /// diagnostics), and so are part of the key.
-const OUTPUT_ENV: &[&str] = &[
+pub(crate) const OUTPUT_ENV: &[&str] = &[
     "CPATH",
     "CPLUS_INCLUDE_PATH",
     "C_INCLUDE_PATH",
@@ -66,7 +66,7 @@ const OUTPUT_ENV: &[&str] = &[
 const REMOTE_PAUSE: Duration = Duration::from_secs(30);
 
 /// Environment variables that make the compiler write files llamacc does not know about.
-const UNCACHEABLE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
+pub(crate) const UNCACHEABLE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
 
 /// One compile, as the client saw it.
 #[derive(Debug, Clone)]

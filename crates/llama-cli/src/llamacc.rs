@@ -49,15 +49,19 @@ pub fn main() -> ExitCode {
         cxx,
         args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
         cwd: cwd.into_os_string().into_vec(),
-        env: env
-            .iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            .collect(),
+        env: compile_env(&env),
         umask: current_umask(),
     });
-    // Twice: a daemon that is missing, stale or killed mid-compile is replaced once.
-    let mut last_error = None;
-    for _ in 0..2 {
+    // Twice: a daemon that is missing, stale or killed mid-compile is replaced once. No
+    // safe place for its socket: no daemon at all (whoever listens there is not ours).
+    let mut last_error = paths.socket.as_ref().err().map(|e| {
+        format!(
+            "no safe place for the llama daemon's socket (LLAMA_DIR {} is too long to hold it): {e}, or use a shorter LLAMA_DIR",
+            paths.dir.display()
+        )
+    });
+    let tries = if last_error.is_some() { 0 } else { 2 };
+    for _ in 0..tries {
         match daemon::request(&paths, &msg) {
             Ok(Response::Done {
                 exit_code,
@@ -104,7 +108,7 @@ pub fn main() -> ExitCode {
                 break;
             }
             Err(e) => {
-                last_error = Some(format!("daemon on {}: {e}", paths.socket.display()));
+                last_error = Some(format!("daemon on {}: {e}", paths.socket_display()));
                 start_daemon(&paths, &mut last_error);
             }
         }
@@ -123,24 +127,66 @@ pub fn main() -> ExitCode {
 /// How long a fallback warning stays said.
 const WARN_EVERY: Duration = Duration::from_secs(3600);
 
+/// The part of llamacc's environment a compile can depend on: what the daemon receives.
+/// Secrets in the build's environment stay here.
+fn compile_env(env: &[(OsString, OsString)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    env.iter()
+        .filter(|(k, _)| llama_cc::needed_by_compile(k))
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
+}
+
 /// True for the first caller in [`WARN_EVERY`] to fall back for this store: a marker file
-/// in the per-user temporary directory records that the warning was given (the store
-/// itself may be what is broken).
+/// records that the warning was given, in the private runtime directory, else (when that
+/// is what is refused) in the store directory (the store itself may be what is broken).
+/// Nowhere to record it: said every time rather than never.
 fn first_warning_for(paths: &DaemonPaths) -> bool {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let dir = std::env::temp_dir().join(format!("llama-{uid}"));
     let key = llama_core::Digest::of_bytes(paths.dir.as_os_str().as_bytes());
-    let marker = dir.join(format!("warned-{}", &key.hex()[..16]));
-    let recent = std::fs::metadata(&marker)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().unwrap_or(WARN_EVERY) < WARN_EVERY);
-    if recent {
-        return false;
+    let name = format!("warned-{}", &key.hex()[..16]);
+    let runtime = daemon::private_runtime_dir().ok();
+    // Made only when the runtime directory is refused: the user chose this directory.
+    let store = std::iter::once(()).filter_map(|()| {
+        std::fs::create_dir_all(&paths.dir)
+            .ok()
+            .map(|()| paths.dir.clone())
+    });
+    for dir in runtime.into_iter().chain(store) {
+        if let Ok(first) = claim_marker(&dir.join(&name)) {
+            return first;
+        }
     }
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(&marker, b"");
     true
+}
+
+/// Ok(true) when this caller creates `marker` (none, or one older than [`WARN_EVERY`]);
+/// Ok(false) when a recent one exists. Never written through a link: anything but a plain
+/// file there is removed and the marker made afresh with `O_EXCL|O_NOFOLLOW`.
+fn claim_marker(marker: &std::path::Path) -> io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::symlink_metadata(marker) {
+        Ok(m)
+            if m.file_type().is_file()
+                && m.modified()
+                    .is_ok_and(|t| t.elapsed().unwrap_or(WARN_EVERY) < WARN_EVERY) =>
+        {
+            return Ok(false);
+        }
+        Ok(_) => std::fs::remove_file(marker)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(marker)
+    {
+        Ok(_) => Ok(true),
+        // Another compile said it a moment ago.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn start_daemon(paths: &DaemonPaths, last_error: &mut Option<String>) {

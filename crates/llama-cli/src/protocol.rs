@@ -10,11 +10,32 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 const MAGIC: [u8; 4] = *b"LLMA";
 
-/// Frames larger than this are refused (a compile's diagnostics fit many times over).
-const MAX_FRAME: usize = 256 << 20;
+/// Magic, version, payload length.
+pub const HEADER_LEN: usize = 12;
+
+/// A payload is read in pieces of at most this much, so memory follows the bytes that
+/// actually arrive, never the length a header claims.
+const READ_CHUNK: usize = 64 << 10;
+
+/// A message of the protocol, with the largest frame it may come in.
+pub trait Message: Serialize + for<'de> Deserialize<'de> {
+    /// Frames claiming more are refused before any of the payload is read.
+    const MAX_FRAME: usize;
+}
+
+impl Message for Request {
+    /// Argv and environment together are bounded by the kernel's `ARG_MAX` (at most 6 MiB
+    /// on Linux, whatever the stack limit), and llamacc sends only part of its environment.
+    const MAX_FRAME: usize = 16 << 20;
+}
+
+impl Message for Response {
+    /// Compiler diagnostics can be long (template errors); they fit many times over.
+    const MAX_FRAME: usize = 256 << 20;
+}
 
 /// What a client asks.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Compile (or tell how to).
     Compile(CompileMsg),
@@ -30,7 +51,7 @@ pub enum Request {
 
 /// One compile, as the client saw it. Paths and arguments are raw bytes: they need not be
 /// UTF-8.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompileMsg {
     pub cxx: bool,
     pub args: Vec<Vec<u8>>,
@@ -40,7 +61,7 @@ pub struct CompileMsg {
 }
 
 /// What the daemon answers.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     /// The compile is done: print and exit with the code.
     Done {
@@ -75,9 +96,19 @@ pub enum Response {
 }
 
 /// Writes one frame.
-pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> io::Result<()> {
+pub fn write_frame<T: Message>(w: &mut impl Write, message: &T) -> io::Result<()> {
     let payload = postcard::to_allocvec(message).map_err(io::Error::other)?;
-    let mut frame = Vec::with_capacity(12 + payload.len());
+    if payload.len() > T::MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a {} byte message is over the daemon protocol's limit of {} bytes",
+                payload.len(),
+                T::MAX_FRAME
+            ),
+        ));
+    }
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -86,8 +117,8 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, message: &T) -> io::Result<
     w.flush()
 }
 
-/// The header of a frame: its protocol version and payload length.
-pub fn parse_header(header: &[u8; 12]) -> io::Result<(u32, usize)> {
+/// The header of a frame carrying a `T`: its protocol version and payload length.
+pub fn parse_header<T: Message>(header: &[u8; HEADER_LEN]) -> io::Result<(u32, usize)> {
     if header[..4] != MAGIC {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -96,45 +127,133 @@ pub fn parse_header(header: &[u8; 12]) -> io::Result<(u32, usize)> {
     }
     let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    if len > MAX_FRAME {
+    if len > T::MAX_FRAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "frame too large",
+            format!(
+                "a daemon frame claims {len} bytes, over the limit of {}",
+                T::MAX_FRAME
+            ),
         ));
     }
     Ok((version, len))
 }
 
+/// An empty buffer for a payload of `len` bytes: it grows as bytes arrive (see
+/// [`READ_CHUNK`]), so a header that lies about the length costs nothing.
+pub fn payload_buffer(len: usize) -> Vec<u8> {
+    Vec::with_capacity(len.min(READ_CHUNK))
+}
+
+/// The error for a payload that ended after `got` of its `len` bytes.
+pub fn short_payload(got: usize, len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("a daemon frame ended after {got} of its {len} bytes"),
+    )
+}
+
+/// Decodes a payload.
+pub fn decode<T: Message>(payload: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Reads one frame (blocking), returning the sender's protocol version and the message.
-pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result<(u32, T)> {
-    let mut header = [0u8; 12];
+pub fn read_frame<T: Message>(r: &mut impl Read) -> io::Result<(u32, T)> {
+    let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header)?;
-    let (version, len) = parse_header(&header)?;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
-    let message = postcard::from_bytes(&payload)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok((version, message))
+    let (version, len) = parse_header::<T>(&header)?;
+    let mut payload = payload_buffer(len);
+    r.by_ref().take(len as u64).read_to_end(&mut payload)?;
+    if payload.len() != len {
+        return Err(short_payload(payload.len(), len));
+    }
+    Ok((version, decode(&payload)?))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The system allocator, recording the largest single allocation a thread makes while
+    /// it asks to be watched: the proof that reading a frame allocates what arrived, not
+    /// what a header claims.
+    struct Watching;
+
+    thread_local! {
+        // Const-initialised with no destructor: reading it never allocates.
+        static WATCHED: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    fn record(size: usize) {
+        WATCHED.with(|w| {
+            if let Some(largest) = w.get() {
+                w.set(Some(largest.max(size)));
+            }
+        });
+    }
+
+    // SAFETY: every call is forwarded to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Watching {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            record(new_size);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Watching = Watching;
+
+    /// Runs `f`, returning its result and the largest allocation it made on this thread.
+    fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        WATCHED.with(|w| w.set(Some(0)));
+        let result = f();
+        let largest = WATCHED.with(|w| w.replace(None)).unwrap_or(0);
+        (result, largest)
+    }
+
+    /// What reading `input` may allocate at most: the payload as it grows (doubling past
+    /// what arrived), plus serde's cap on preallocating a sequence whose length the
+    /// payload claims (1 MiB).
+    fn allocation_bound(input: &[u8]) -> usize {
+        READ_CHUNK + 2 * input.len() + (1 << 20)
+    }
+
+    fn frame_of<T: Message>(message: &T) -> Vec<u8> {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, message).expect("a frame in memory");
+        buf
+    }
 
     #[test]
     fn frames_round_trip() {
-        let mut buf = Vec::new();
-        write_frame(
-            &mut buf,
-            &Request::Compile(CompileMsg {
-                cxx: true,
-                args: vec![b"-c".to_vec(), vec![0xff, 0xfe]],
-                cwd: b"/tmp".to_vec(),
-                env: vec![(b"A".to_vec(), b"1".to_vec())],
-                umask: 0o022,
-            }),
-        )
-        .unwrap();
+        let buf = frame_of(&Request::Compile(CompileMsg {
+            cxx: true,
+            args: vec![b"-c".to_vec(), vec![0xff, 0xfe]],
+            cwd: b"/tmp".to_vec(),
+            env: vec![(b"A".to_vec(), b"1".to_vec())],
+            umask: 0o022,
+        }));
         let (version, req): (u32, Request) = read_frame(&mut &buf[..]).unwrap();
         assert_eq!(version, PROTOCOL_VERSION);
         let Request::Compile(msg) = req else {
@@ -142,5 +261,194 @@ mod tests {
         };
         assert_eq!(msg.args[1], vec![0xff, 0xfe]);
         assert!(read_frame::<Request>(&mut &b"HTTP/1.1 200"[..]).is_err());
+    }
+
+    #[test]
+    fn the_watch_sees_a_large_allocation() {
+        let (v, largest) = largest_allocation(|| Vec::<u8>::with_capacity(3 << 20));
+        assert!(v.capacity() >= 3 << 20);
+        assert!(largest >= 3 << 20, "{largest}");
+    }
+
+    #[test]
+    fn a_header_claiming_the_limit_over_a_short_reader_allocates_what_arrived() {
+        for claimed in [Request::MAX_FRAME, Response::MAX_FRAME] {
+            let mut input = Vec::from(MAGIC);
+            input.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+            input.extend_from_slice(&(claimed as u32).to_le_bytes());
+            input.extend_from_slice(&[0u8; 100]);
+            let (result, largest) =
+                largest_allocation(|| read_frame::<Response>(&mut &input[..]).map(|_| ()));
+            let err = result.expect_err("a short payload");
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+            assert!(largest <= READ_CHUNK, "allocated {largest} bytes");
+        }
+        // Over a request's limit: refused before reading, whatever follows.
+        let mut input = Vec::from(MAGIC);
+        input.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        input.extend_from_slice(&((Request::MAX_FRAME + 1) as u32).to_le_bytes());
+        let err = read_frame::<Request>(&mut &input[..])
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..max)
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let compile = (
+            any::<bool>(),
+            proptest::collection::vec(bytes(24), 0..8),
+            bytes(32),
+            proptest::collection::vec((bytes(12), bytes(24)), 0..6),
+            any::<u32>(),
+        )
+            .prop_map(|(cxx, args, cwd, env, umask)| {
+                Request::Compile(CompileMsg {
+                    cxx,
+                    args,
+                    cwd,
+                    env,
+                    umask,
+                })
+            });
+        prop_oneof![
+            compile,
+            Just(Request::Status),
+            Just(Request::Stats),
+            Just(Request::ResetStats),
+            Just(Request::Shutdown),
+        ]
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        let done = (any::<i32>(), bytes(64), bytes(64), any::<bool>(), ".{0,16}").prop_map(
+            |(exit_code, stdout, stderr, cached, note)| Response::Done {
+                exit_code,
+                stdout,
+                stderr,
+                cached,
+                notes: vec![note],
+            },
+        );
+        let run_locally = (
+            bytes(16),
+            proptest::collection::vec(bytes(16), 0..4),
+            ".{0,16}",
+        )
+            .prop_map(|(program, args, reason)| Response::RunLocally {
+                program,
+                args,
+                reason,
+                notes: Vec::new(),
+            });
+        prop_oneof![
+            done,
+            run_locally,
+            ".{0,32}".prop_map(Response::Stats),
+            Just(Response::Ok),
+            any::<u32>().prop_map(|daemon| Response::VersionMismatch { daemon }),
+        ]
+    }
+
+    /// One damage done to a valid frame.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// Replace the byte at (index modulo the length).
+        Set(usize, u8),
+        /// Keep only this many bytes (modulo the length).
+        Truncate(usize),
+        /// Claim another payload length.
+        Length(u32),
+        /// Append junk.
+        Append(Vec<u8>),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+            any::<usize>().prop_map(Mutation::Truncate),
+            prop_oneof![any::<u32>(), 0u32..4096, Just(u32::MAX)].prop_map(Mutation::Length),
+            bytes(64).prop_map(Mutation::Append),
+        ]
+    }
+
+    fn mutate(mut frame: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+        for m in mutations {
+            match m {
+                Mutation::Set(i, b) => {
+                    if !frame.is_empty() {
+                        let i = i % frame.len();
+                        frame[i] = *b;
+                    }
+                }
+                Mutation::Truncate(n) => frame.truncate(n % (frame.len() + 1)),
+                Mutation::Length(len) => {
+                    if frame.len() >= HEADER_LEN {
+                        frame[8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+                    }
+                }
+                Mutation::Append(junk) => frame.extend_from_slice(junk),
+            }
+        }
+        frame
+    }
+
+    /// Decodes `input` as both kinds of message: an error or a message, never a panic,
+    /// and never more memory than the bound.
+    fn decodes_within_bounds(input: &[u8]) -> Result<(), TestCaseError> {
+        let (_, largest) = largest_allocation(|| read_frame::<Request>(&mut &input[..]).ok());
+        prop_assert!(
+            largest <= allocation_bound(input),
+            "request: {largest} bytes"
+        );
+        let (_, largest) = largest_allocation(|| read_frame::<Response>(&mut &input[..]).ok());
+        prop_assert!(
+            largest <= allocation_bound(input),
+            "response: {largest} bytes"
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_decode_to_an_error_or_a_message(
+            input in prop_oneof![
+                bytes(256),
+                // Mostly a valid header, so the payload decoder is reached.
+                (bytes(16), any::<u32>()).prop_map(|(tail, len)| {
+                    let mut v = Vec::from(MAGIC);
+                    v.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+                    v.extend_from_slice(&(len % 512).to_le_bytes());
+                    v.extend_from_slice(&tail);
+                    v
+                }),
+            ]
+        ) {
+            decodes_within_bounds(&input)?;
+        }
+
+        #[test]
+        fn mutated_frames_decode_to_an_error_or_a_message(
+            req in request(),
+            resp in response(),
+            mutations in proptest::collection::vec(mutation(), 0..4),
+        ) {
+            let req_frame = frame_of(&req);
+            let resp_frame = frame_of(&resp);
+            if mutations.is_empty() {
+                // Undamaged, each reads back as the message it was.
+                let (_, back) = read_frame::<Request>(&mut &req_frame[..]).expect("request");
+                prop_assert_eq!(format!("{back:?}"), format!("{req:?}"));
+                let (_, back) = read_frame::<Response>(&mut &resp_frame[..]).expect("response");
+                prop_assert_eq!(format!("{back:?}"), format!("{resp:?}"));
+            }
+            decodes_within_bounds(&mutate(req_frame, &mutations))?;
+            decodes_within_bounds(&mutate(resp_frame, &mutations))?;
+        }
     }
 }

@@ -8,6 +8,7 @@ mod lambda_setup;
 mod llamacc;
 mod reapi;
 mod reapi_smoke;
+mod trust_daemon;
 mod trust_names;
 mod trust_store;
 mod util;
