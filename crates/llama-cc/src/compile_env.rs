@@ -14,6 +14,9 @@ const RUN_ENV: &[&str] = &[
     "CCC_OVERRIDE_OPTIONS",
     // gcc wraps diagnostics to this width.
     "COLUMNS",
+    // A wrapper set as the real compiler (LLAMACC_LOCAL_CC=ccache gcc, distcc) finds its
+    // configuration and cache under it; it is a path, not a secret.
+    "HOME",
     // A compiler installed outside the system's library path may need it to start.
     "LD_LIBRARY_PATH",
     "LIBRARY_PATH",
@@ -33,8 +36,8 @@ const RUN_ENV: &[&str] = &[
 ];
 
 /// Whole families: `LLAMACC_*` are llamacc's settings, `GCC_*` and `LC_*` change what gcc
-/// writes.
-const RUN_ENV_PREFIXES: &[&str] = &["LLAMACC_", "GCC_", "LC_"];
+/// writes, `CCACHE_*` and `DISTCC_*` configure a wrapper set as the real compiler.
+const RUN_ENV_PREFIXES: &[&str] = &["LLAMACC_", "GCC_", "LC_", "CCACHE_", "DISTCC_"];
 
 /// True when a compile can depend on the variable `name`, so llamacc sends it to the daemon.
 pub fn needed_by_compile(name: &OsStr) -> bool {
@@ -59,7 +62,7 @@ mod tests {
         for name in OUTPUT_ENV.iter().chain(UNCACHEABLE_ENV).chain(RUN_ENV) {
             assert!(needed_by_compile(name.as_ref()), "{name}");
         }
-        for name in ["PWD", "PATH", "LLAMACC_VERBOSE", "LC_ALL", "GCC_COLORS"] {
+        for name in ["PWD", "PATH", "HOME", "LLAMACC_VERBOSE", "LC_ALL", "GCC_COLORS"] {
             assert!(needed_by_compile(name.as_ref()), "{name}");
         }
         for name in [
@@ -68,7 +71,6 @@ mod tests {
             "AWS_ACCESS_KEY_ID",
             "GITHUB_TOKEN",
             "SSH_AUTH_SOCK",
-            "HOME",
             "LLAMA_DIR",
             "pwd",
         ] {
