@@ -570,6 +570,36 @@ mod tests {
         }
     }
 
+    // See: issue 12, defect 8
+    #[test]
+    fn r12_only_the_function_role_writes_results() {
+        // The resource whose body starts at `  NAME:` and ends at the next resource.
+        let resource = |name: &str| {
+            let start = TEMPLATE
+                .find(&format!("\n  {name}:\n    Type:"))
+                .unwrap_or_else(|| panic!("the template has no {name}"));
+            let body = &TEMPLATE[start + 1..];
+            let end = body[3..].find("\n  ").map_or(body.len(), |e| e + 3);
+            body[..end].to_string()
+        };
+        let deny = resource("BucketPolicy");
+        for part in [
+            "Effect: Deny",
+            "s3:PutObject",
+            "${Bucket.Arn}/ac/*",
+            "ArnNotEquals",
+            "aws:PrincipalArn",
+            "Fn::GetAtt: [Role, Arn]",
+        ] {
+            assert!(deny.contains(part), "{part} in BucketPolicy:\n{deny}");
+        }
+        let user = resource("UserPolicy");
+        assert!(user.contains("${Bucket.Arn}/cas/*"), "{user}");
+        assert!(!user.contains("/ac/"), "users never write results:\n{user}");
+        let role = resource("Role");
+        assert!(role.contains("${Bucket.Arn}/ac/*"), "{role}");
+    }
+
     #[test]
     fn settings_from_physical_ids() {
         let arn = StackArn::parse("arn:aws:cloudformation:eu-west-1:123456789012:stack/llama/abc")
