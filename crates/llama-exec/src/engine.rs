@@ -136,9 +136,10 @@ impl Engine {
             let store = self.store.clone();
             let key = action.action_digest;
             let limits = self.limits;
-            let hit = tokio::task::spawn_blocking(move || cached_result_within(&store, &key, &limits))
-                .await
-                .map_err(|e| ExecError::Task(e.to_string()))??;
+            let hit =
+                tokio::task::spawn_blocking(move || cached_result_within(&store, &key, &limits))
+                    .await
+                    .map_err(|e| ExecError::Task(e.to_string()))??;
             if let Some(result) = hit {
                 return Ok(Finished {
                     termination: Termination::Exited(result.exit_code),
@@ -288,7 +289,8 @@ fn result_blobs_present(
         digests.push(Digest::from_field(f.digest.as_ref()).map_err(|e| bad_digest(&f.path, e))?);
     }
     for dir in &result.output_directories {
-        let tree = Digest::from_field(dir.tree_digest.as_ref()).map_err(|e| bad_digest(&dir.path, e))?;
+        let tree =
+            Digest::from_field(dir.tree_digest.as_ref()).map_err(|e| bad_digest(&dir.path, e))?;
         let Ok(tree) = store.get_message::<reapi::Tree>(&tree, "Tree") else {
             return Ok(false);
         };

@@ -49,8 +49,8 @@ mod usage;
 
 pub use crate::{
     engine::{
-        CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result, cached_result_within,
-        deliver_outputs,
+        CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result,
+        cached_result_within, deliver_outputs,
     },
     executor::{ExecError, ExecOutcome, Executor, Termination, signal_name},
     lambda::{

@@ -350,7 +350,10 @@ pub(crate) fn check_tree(
         for sub in &dir.directories {
             let d = digest_of(|| sub.name.clone(), sub.digest.as_ref())?;
             // Pushed above and finished before this entry was popped again.
-            let (n, b) = expanded.get(&Some(d)).copied().unwrap_or((u64::MAX, u64::MAX));
+            let (n, b) = expanded
+                .get(&Some(d))
+                .copied()
+                .unwrap_or((u64::MAX, u64::MAX));
             nodes = nodes.saturating_add(n);
             bytes = bytes.saturating_add(b);
         }
@@ -480,7 +483,10 @@ mod tests {
                 ..Default::default()
             };
             let err = check_result_shape(&result, &ResultLimits::default()).unwrap_err();
-            assert!(matches!(err, Refusal::BadOutputPath { .. }), "{bad:?}: {err}");
+            assert!(
+                matches!(err, Refusal::BadOutputPath { .. }),
+                "{bad:?}: {err}"
+            );
         }
     }
 }

@@ -170,7 +170,10 @@ fn r12_a_tree_bomb_is_refused_naming_the_setting() {
         ..Default::default()
     };
     // 2^15 - 1 directories and 2^14 files is past 10,000: not a hit, and dropped.
-    assert_eq!(cached_result_within(&store, &action, &limits).unwrap(), None);
+    assert_eq!(
+        cached_result_within(&store, &action, &limits).unwrap(),
+        None
+    );
     assert_eq!(store.get_action_result(&action).unwrap(), None);
     // Within the limits it is served.
     store.put_action_result(&action, &result).unwrap();
@@ -240,7 +243,13 @@ fn r12_output_symlinks_pointing_out_are_refused() {
         }];
         let (dir, err) = refused(&result, &["link"]);
         assert!(
-            matches!(&err, ExecError::Refused { why: Refusal::SymlinkEscapes { .. }, .. }),
+            matches!(
+                &err,
+                ExecError::Refused {
+                    why: Refusal::SymlinkEscapes { .. },
+                    ..
+                }
+            ),
             "{target}: {err}"
         );
         assert!(err.to_string().contains("outside the outputs"), "{err}");
@@ -294,7 +303,13 @@ fn r12_names_and_paths_that_leave_the_outputs_are_refused() {
         }];
         let (_dir, err) = refused(&result, &[path]);
         assert!(
-            matches!(&err, ExecError::Refused { why: Refusal::BadOutputPath { .. }, .. }),
+            matches!(
+                &err,
+                ExecError::Refused {
+                    why: Refusal::BadOutputPath { .. },
+                    ..
+                }
+            ),
             "{path:?}: {err}"
         );
     }
@@ -318,7 +333,10 @@ fn r12_names_and_paths_that_leave_the_outputs_are_refused() {
         let out = dir.path().join("out");
         let err = llama_exec::deliver_outputs(&store, &result, &[mapping("out", &out)], 0o022)
             .expect_err("delivered a bad name");
-        assert!(err.to_string().contains("not a plain file name"), "{name:?}: {err}");
+        assert!(
+            err.to_string().contains("not a plain file name"),
+            "{name:?}: {err}"
+        );
         assert!(!out.exists());
     }
 }
