@@ -578,9 +578,13 @@ mod tests {
             let start = TEMPLATE
                 .find(&format!("\n  {name}:\n    Type:"))
                 .unwrap_or_else(|| panic!("the template has no {name}"));
-            let body = &TEMPLATE[start + 1..];
-            let end = body[3..].find("\n  ").map_or(body.len(), |e| e + 3);
-            body[..end].to_string()
+            // Its lines up to the next one indented by two spaces or less.
+            TEMPLATE[start + 1..]
+                .lines()
+                .enumerate()
+                .take_while(|(i, l)| *i == 0 || l.is_empty() || l.starts_with("   "))
+                .map(|(_, l)| format!("{l}\n"))
+                .collect::<String>()
         };
         let deny = resource("BucketPolicy");
         for part in [
