@@ -570,6 +570,40 @@ mod tests {
         }
     }
 
+    // See: issue 12, defect 8
+    #[test]
+    fn r12_only_the_function_role_writes_results() {
+        // The resource whose body starts at `  NAME:` and ends at the next resource.
+        let resource = |name: &str| {
+            let start = TEMPLATE
+                .find(&format!("\n  {name}:\n    Type:"))
+                .unwrap_or_else(|| panic!("the template has no {name}"));
+            // Its lines up to the next one indented by two spaces or less.
+            TEMPLATE[start + 1..]
+                .lines()
+                .enumerate()
+                .take_while(|(i, l)| *i == 0 || l.is_empty() || l.starts_with("   "))
+                .map(|(_, l)| format!("{l}\n"))
+                .collect::<String>()
+        };
+        let deny = resource("BucketPolicy");
+        for part in [
+            "Effect: Deny",
+            "s3:PutObject",
+            "${Bucket.Arn}/ac/*",
+            "ArnNotEquals",
+            "aws:PrincipalArn",
+            "Fn::GetAtt: [Role, Arn]",
+        ] {
+            assert!(deny.contains(part), "{part} in BucketPolicy:\n{deny}");
+        }
+        let user = resource("UserPolicy");
+        assert!(user.contains("${Bucket.Arn}/cas/*"), "{user}");
+        assert!(!user.contains("/ac/"), "users never write results:\n{user}");
+        let role = resource("Role");
+        assert!(role.contains("${Bucket.Arn}/ac/*"), "{role}");
+    }
+
     #[test]
     fn settings_from_physical_ids() {
         let arn = StackArn::parse("arn:aws:cloudformation:eu-west-1:123456789012:stack/llama/abc")

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use llama_core::{Backend, Config, Digest, HashCache, Source, Store};
 use llama_exec::{
     CachePolicy, Engine, Executor, LambdaConfig, LambdaExecutor, LocalExecutor, ObjectStoreUrl,
-    ReapiConfig, ReapiExecutor,
+    ReapiConfig, ReapiExecutor, ResultLimits,
 };
 
 use crate::cli::Cli;
@@ -50,6 +50,7 @@ impl Context {
         let store = Store::open(&dir, config.cache_size())
             .with_context(|| format!("opening the local store (dir = {})", dir.display()))?;
         let hash_cache = HashCache::load(hash_cache_path(&dir));
+        let limits = result_limits(config);
         let (executor, jobs): (Arc<dyn Executor>, usize) = match (location, reapi) {
             (None, Some(reapi)) => {
                 let jobs = reapi.concurrency;
@@ -70,12 +71,13 @@ impl Context {
                 lambda.default_timeout = config.action_timeout();
                 lambda.region = Some(config.region()).filter(|r| !r.is_empty());
                 lambda.present_file = Some(present_file(&dir, &location));
+                lambda.result_limits = limits;
                 let jobs = lambda.concurrency;
                 (Arc::new(LambdaExecutor::new(store.clone(), lambda)), jobs)
             }
         };
         Ok(Context {
-            engine: Engine::new(store, executor, policy),
+            engine: Engine::new(store, executor, policy).with_result_limits(limits),
             hash_cache,
             jobs,
         })
@@ -86,6 +88,14 @@ impl Context {
         if let Err(e) = self.hash_cache.save() {
             tracing::debug!("could not save the hash cache: {e}");
         }
+    }
+}
+
+/// `max_output_nodes` and `max_output_bytes`.
+fn result_limits(config: &Config) -> ResultLimits {
+    ResultLimits {
+        max_nodes: config.max_output_nodes(),
+        max_bytes: config.max_output_bytes(),
     }
 }
 
@@ -114,6 +124,7 @@ fn reapi_config(config: &Config) -> anyhow::Result<ReapiConfig> {
     reapi.default_timeout = config.action_timeout();
     reapi.cache_read = config.reapi_cache_read();
     reapi.cache_write = config.reapi_cache_write();
+    reapi.result_limits = result_limits(config);
     // Checked here, before the first compile: a path that does not work is named with its
     // key rather than found out at the first connection.
     reapi.tls_ca = config.reapi_ca()?;

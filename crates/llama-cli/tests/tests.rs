@@ -10,6 +10,7 @@ mod reapi;
 mod reapi_smoke;
 mod trust_daemon;
 mod trust_names;
+mod trust_remote;
 mod trust_store;
 mod util;
 mod xargs;

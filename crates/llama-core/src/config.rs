@@ -92,6 +92,20 @@ const KEYS: &[Key] = &[
         help: "bound on the local store; least recently used entries go first",
     },
     Key {
+        name: "max_output_nodes",
+        env: "LLAMA_MAX_OUTPUT_NODES",
+        default: || "1000000".into(),
+        check: |v| parse_count(v).map(drop),
+        help: "most files, directories and symlinks one result may expand to (results from caches and servers are refused past it)",
+    },
+    Key {
+        name: "max_output_bytes",
+        env: "LLAMA_MAX_OUTPUT_BYTES",
+        default: || "16GiB".into(),
+        check: |v| parse_size(v).map(drop),
+        help: "most bytes one result may expand to (results from caches and servers are refused past it)",
+    },
+    Key {
         name: "jobs",
         env: "LLAMA_JOBS",
         default: || {
@@ -480,6 +494,16 @@ impl Config {
     /// The local store's size bound in bytes.
     pub fn cache_size(&self) -> u64 {
         parse_size(&self.raw("cache_size")).unwrap_or(10 << 30)
+    }
+
+    /// The most files, directories and symlinks one action's result may expand to.
+    pub fn max_output_nodes(&self) -> u64 {
+        parse_count(&self.raw("max_output_nodes")).unwrap_or(1_000_000)
+    }
+
+    /// The most bytes one action's result may expand to.
+    pub fn max_output_bytes(&self) -> u64 {
+        parse_size(&self.raw("max_output_bytes")).unwrap_or(16 << 30)
     }
 
     /// Concurrency of the local executor.
@@ -894,6 +918,13 @@ fn parse_size(v: &str) -> Result<u64, String> {
     Ok(size.as_u64())
 }
 
+fn parse_count(v: &str) -> Result<u64, String> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("a whole number of at least 1".into()),
+    }
+}
+
 fn parse_jobs(v: &str) -> Result<usize, String> {
     match v.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -1127,6 +1158,8 @@ mod tests {
         let c = load(None, &[]).unwrap();
         assert_eq!(c.backend(), Backend::Local);
         assert_eq!(c.cache_size(), 10 << 30);
+        assert_eq!(c.max_output_nodes(), 1_000_000);
+        assert_eq!(c.max_output_bytes(), 16 << 30);
         assert_eq!(c.source("jobs"), Some(Source::Default));
 
         let c = load(

@@ -11,6 +11,7 @@ use llama_core::{Digest, PreparedAction, Store, StoreError, reapi};
 
 use crate::executor::{ExecError, Executor, Termination};
 use crate::fsutil::{materialize_directory, parse_digest, remove_tree};
+use crate::untrusted::{CheckedTree, Refusal, ResultLimits, check_result_shape, check_tree};
 
 /// Whether the action cache is consulted and filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,7 @@ pub struct Engine {
     store: Store,
     executor: Arc<dyn Executor>,
     policy: CachePolicy,
+    limits: ResultLimits,
 }
 
 impl Engine {
@@ -76,7 +78,20 @@ impl Engine {
             store,
             executor,
             policy,
+            limits: ResultLimits::default(),
         }
+    }
+
+    /// Bounds what a result (cached or new) may expand to when its outputs are checked
+    /// and written (`max_output_nodes`, `max_output_bytes`).
+    pub fn with_result_limits(mut self, limits: ResultLimits) -> Engine {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds results are checked against.
+    pub fn result_limits(&self) -> ResultLimits {
+        self.limits
     }
 
     /// The local store.
@@ -120,9 +135,11 @@ impl Engine {
         if read_cache && cacheable {
             let store = self.store.clone();
             let key = action.action_digest;
-            let hit = tokio::task::spawn_blocking(move || cached_result(&store, &key))
-                .await
-                .map_err(|e| ExecError::Task(e.to_string()))??;
+            let limits = self.limits;
+            let hit =
+                tokio::task::spawn_blocking(move || cached_result_within(&store, &key, &limits))
+                    .await
+                    .map_err(|e| ExecError::Task(e.to_string()))??;
             if let Some(result) = hit {
                 return Ok(Finished {
                     termination: Termination::Exited(result.exit_code),
@@ -132,6 +149,12 @@ impl Engine {
             }
         }
         let outcome = self.executor.execute(action).await?;
+        // Whatever the executor returned is checked before it is recorded: a result that
+        // would be refused on delivery must not be served to anyone later.
+        check_result_shape(&outcome.result, &self.limits).map_err(|why| ExecError::Refused {
+            from: format!("{} executor", self.executor.name()),
+            why,
+        })?;
         if self.policy.write && cacheable && outcome.termination.success() {
             let store = self.store.clone();
             let key = action.action_digest;
@@ -166,8 +189,14 @@ impl Engine {
             let result = finished.result.clone();
             let mappings = outputs.to_vec();
             let success = finished.termination.success();
+            let limits = self.limits;
+            let from = if finished.cached {
+                "action cache".to_string()
+            } else {
+                format!("{} executor", self.executor.name())
+            };
             let staged = tokio::task::spawn_blocking(move || {
-                let staged = stage(&store, &result, &mappings, DEFAULT_UMASK)?;
+                let staged = stage(&store, &result, &mappings, DEFAULT_UMASK, &limits, &from)?;
                 for d in [&result.stdout_digest, &result.stderr_digest]
                     .into_iter()
                     .flatten()
@@ -213,38 +242,68 @@ pub fn cached_result(
     store: &Store,
     action: &Digest,
 ) -> Result<Option<reapi::ActionResult>, ExecError> {
+    cached_result_within(store, action, &ResultLimits::default())
+}
+
+/// [`cached_result`], with an entry that fails the checks of `limits` (bad paths, symlinks
+/// out, a tree expanding past the limits) dropped as well: it is not a hit, and is reported
+/// at warning level.
+pub fn cached_result_within(
+    store: &Store,
+    action: &Digest,
+    limits: &ResultLimits,
+) -> Result<Option<reapi::ActionResult>, ExecError> {
     let Some(result) = store.get_action_result(action)? else {
         return Ok(None);
     };
-    if result_blobs_present(store, &result).unwrap_or(false) {
-        Ok(Some(result))
-    } else {
-        store.remove_action_result(action);
-        Ok(None)
+    match result_blobs_present(store, &result, limits) {
+        Ok(true) => Ok(Some(result)),
+        Ok(false) => {
+            store.remove_action_result(action);
+            Ok(None)
+        }
+        Err(why) => {
+            tracing::warn!("dropped the action cache entry of {action}: {why}");
+            store.remove_action_result(action);
+            Ok(None)
+        }
     }
 }
 
-fn result_blobs_present(store: &Store, result: &reapi::ActionResult) -> Result<bool, ExecError> {
+/// Whether every blob `result` names is in the store; `Err` when the result itself is
+/// refused. A Tree that is absent or unreadable makes the result incomplete, not refused.
+fn result_blobs_present(
+    store: &Store,
+    result: &reapi::ActionResult,
+    limits: &ResultLimits,
+) -> Result<bool, Refusal> {
+    let mut budget = check_result_shape(result, limits)?;
     let mut digests = vec![];
     for d in [&result.stdout_digest, &result.stderr_digest]
         .into_iter()
         .flatten()
     {
-        digests.push(parse_digest(Some(d))?);
+        digests.push(Digest::from_proto(d).map_err(|e| bad_digest("stdout/stderr", e))?);
     }
     for f in &result.output_files {
-        digests.push(parse_digest(f.digest.as_ref())?);
+        digests.push(Digest::from_field(f.digest.as_ref()).map_err(|e| bad_digest(&f.path, e))?);
     }
     for dir in &result.output_directories {
-        let tree: reapi::Tree =
-            store.get_message(&parse_digest(dir.tree_digest.as_ref())?, "Tree")?;
-        for d in tree.root.iter().chain(tree.children.iter()) {
-            for f in &d.files {
-                digests.push(parse_digest(f.digest.as_ref())?);
-            }
-        }
+        let tree =
+            Digest::from_field(dir.tree_digest.as_ref()).map_err(|e| bad_digest(&dir.path, e))?;
+        let Ok(tree) = store.get_message::<reapi::Tree>(&tree, "Tree") else {
+            return Ok(false);
+        };
+        digests.extend(check_tree(&dir.path, &tree, limits, &mut budget)?.files);
     }
     Ok(digests.iter().all(|d| store.contains(d)))
+}
+
+fn bad_digest(what: &str, e: impl std::fmt::Display) -> Refusal {
+    Refusal::BadDigest {
+        what: what.to_string(),
+        error: e.to_string(),
+    }
 }
 
 /// Outputs written next to their destinations, waiting to be renamed into place.
@@ -272,7 +331,14 @@ pub fn deliver_outputs(
     outputs: &[OutputMapping],
     umask: u32,
 ) -> Result<Vec<OutputMapping>, ExecError> {
-    let staged = stage(store, result, outputs, umask)?;
+    let staged = stage(
+        store,
+        result,
+        outputs,
+        umask,
+        &ResultLimits::default(),
+        "action cache",
+    )?;
     let missing = staged.missing.clone();
     if missing.is_empty() {
         staged.commit()?;
@@ -285,7 +351,25 @@ fn stage(
     result: &reapi::ActionResult,
     outputs: &[OutputMapping],
     umask: u32,
+    limits: &ResultLimits,
+    from: &str,
 ) -> Result<Staged, ExecError> {
+    let refused = |why| ExecError::Refused {
+        from: from.to_string(),
+        why,
+    };
+    // Everything the result claims is checked before the first byte is written.
+    let mut budget = check_result_shape(result, limits).map_err(refused)?;
+    let mut trees: HashMap<&str, CheckedTree> = HashMap::new();
+    for dir in &result.output_directories {
+        if !outputs.iter().any(|m| m.remote == dir.path) {
+            continue;
+        }
+        let tree: reapi::Tree =
+            store.get_message(&parse_digest(dir.tree_digest.as_ref())?, "Tree")?;
+        let checked = check_tree(&dir.path, &tree, limits, &mut budget).map_err(refused)?;
+        trees.insert(dir.path.as_str(), checked);
+    }
     let files: HashMap<&str, &reapi::OutputFile> = result
         .output_files
         .iter()
@@ -321,7 +405,7 @@ fn stage(
             let mode = if file.is_executable { 0o777 } else { 0o666 } & !umask;
             set_mode(&path, mode)?;
             StagedItem::File(path)
-        } else if let Some(dir) = dirs.get(key) {
+        } else if let (Some(_), Some(tree)) = (dirs.get(key), trees.get(key)) {
             let parent = parent_dir(&mapping.local)?;
             let tmp = tempfile::Builder::new()
                 .prefix(".llama-")
@@ -330,16 +414,8 @@ fn stage(
                     path: parent.clone(),
                     error,
                 })?;
-            let tree: reapi::Tree =
-                store.get_message(&parse_digest(dir.tree_digest.as_ref())?, "Tree")?;
-            let children: HashMap<Digest, reapi::Directory> = tree
-                .children
-                .iter()
-                .map(|d| (Digest::of_message(d), d.clone()))
-                .collect();
-            let root = tree.root.clone().unwrap_or_default();
-            materialize_directory(store, &root, &tmp.path().join("d"), &mut |d| {
-                children
+            materialize_directory(store, &tree.root, &tmp.path().join("d"), &mut |d| {
+                tree.children
                     .get(d)
                     .cloned()
                     .ok_or_else(|| ExecError::InvalidAction(format!("tree lacks directory {d}")))
@@ -357,27 +433,157 @@ fn stage(
 }
 
 impl Staged {
+    /// Moves every staged output into place, all or nothing: an existing destination is
+    /// kept aside (a hard link to a file, the renamed directory) until every output is in
+    /// place, and on any failure the outputs already moved are taken back out and what was
+    /// there before is put back.
     fn commit(self) -> Result<(), ExecError> {
+        let mut done: Vec<Undo> = Vec::with_capacity(self.items.len());
         for (item, local) in self.items {
-            let err = |error| ExecError::Scratch {
-                path: local.clone(),
-                error,
-            };
-            match item {
-                StagedItem::File(tmp) => tmp.persist(&local).map_err(|e| err(e.error))?,
-                StagedItem::Dir(tmp) => {
-                    if fs::symlink_metadata(&local).is_ok_and(|m| m.is_dir()) {
-                        remove_tree(&local).map_err(err)?;
+            match place(item, &local) {
+                Ok(undo) => done.push(undo),
+                Err(error) => {
+                    for undo in done.into_iter().rev() {
+                        undo.roll_back();
                     }
-                    fs::rename(tmp.path().join("d"), &local).map_err(err)?;
-                }
-                StagedItem::Symlink(target) => {
-                    let _ = fs::remove_file(&local);
-                    std::os::unix::fs::symlink(&target, &local).map_err(err)?;
+                    return Err(ExecError::Scratch { path: local, error });
                 }
             }
         }
+        for undo in done {
+            undo.discard_old();
+        }
         Ok(())
+    }
+}
+
+/// How to take one placed output back out.
+struct Undo {
+    local: PathBuf,
+    /// What was at `local` before, kept beside it (a hard link or the renamed directory).
+    old: Option<PathBuf>,
+}
+
+impl Undo {
+    fn roll_back(self) {
+        // Best effort: what cannot be restored stays beside the destination, named
+        // `.llama-old-*`, rather than being deleted.
+        match self.old {
+            Some(old) => {
+                if fs::symlink_metadata(&old).is_ok_and(|m| m.is_dir()) {
+                    let _ = remove_tree(&self.local);
+                }
+                if let Err(e) = fs::rename(&old, &self.local) {
+                    tracing::warn!(
+                        "could not put {} back after a failed delivery ({e}); its old content is at {}",
+                        self.local.display(),
+                        old.display()
+                    );
+                }
+            }
+            None => {
+                if fs::symlink_metadata(&self.local).is_ok_and(|m| m.is_dir()) {
+                    let _ = remove_tree(&self.local);
+                } else {
+                    let _ = fs::remove_file(&self.local);
+                }
+            }
+        }
+    }
+
+    fn discard_old(self) {
+        if let Some(old) = self.old {
+            let removed = if fs::symlink_metadata(&old).is_ok_and(|m| m.is_dir()) {
+                remove_tree(&old)
+            } else {
+                fs::remove_file(&old)
+            };
+            if let Err(e) = removed {
+                tracing::debug!("removing {}: {e}", old.display());
+            }
+        }
+    }
+}
+
+/// A fresh name beside `local` for keeping its old content.
+fn aside(local: &Path) -> std::io::Result<PathBuf> {
+    let parent = match local.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Reserve a unique name, then free it for the link or rename to take.
+    let reserved = tempfile::Builder::new()
+        .prefix(".llama-old-")
+        .tempfile_in(parent)?;
+    let path = reserved.path().to_path_buf();
+    reserved.close()?;
+    Ok(path)
+}
+
+/// Moves one staged output to `local`. A file or symlink replaces a non-directory in one
+/// rename (the old one kept as a hard link); it never replaces a directory, whose content
+/// would be lost. A directory replaces a directory.
+fn place(item: StagedItem, local: &Path) -> std::io::Result<Undo> {
+    let existing = fs::symlink_metadata(local).ok();
+    let existing_dir = existing.as_ref().is_some_and(|m| m.is_dir());
+    match item {
+        StagedItem::File(_) | StagedItem::Symlink(_) if existing_dir => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "a directory is in the way of this output file; remove it and run again",
+            ));
+        }
+        StagedItem::Dir(_) if existing.is_some() && !existing_dir => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "a file is in the way of this output directory; remove it and run again",
+            ));
+        }
+        _ => {}
+    }
+    let old = match &existing {
+        None => None,
+        Some(_) if existing_dir => {
+            let old = aside(local)?;
+            fs::rename(local, &old)?;
+            Some(old)
+        }
+        Some(_) => {
+            let old = aside(local)?;
+            fs::hard_link(local, &old)?;
+            Some(old)
+        }
+    };
+    let undo = Undo {
+        local: local.to_path_buf(),
+        old,
+    };
+    let placed = match item {
+        StagedItem::File(tmp) => tmp.persist(local).map_err(|e| e.error),
+        StagedItem::Dir(tmp) => fs::rename(tmp.path().join("d"), local),
+        StagedItem::Symlink(target) => {
+            // Made under a fresh name, then renamed over: the destination is never absent.
+            aside(local).and_then(|fresh| {
+                std::os::unix::fs::symlink(&target, &fresh)?;
+                fs::rename(&fresh, local).inspect_err(|_| {
+                    let _ = fs::remove_file(&fresh);
+                })
+            })
+        }
+    };
+    match placed {
+        Ok(()) => Ok(undo),
+        Err(e) => {
+            // Nothing new is at `local`: only the old content needs putting back.
+            if let Some(old) = &undo.old {
+                if existing_dir {
+                    let _ = fs::rename(old, local);
+                } else {
+                    let _ = fs::remove_file(old);
+                }
+            }
+            Err(e)
+        }
     }
 }
 

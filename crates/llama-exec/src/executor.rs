@@ -124,6 +124,17 @@ pub enum ExecError {
     /// A blocking task failed to complete.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A result from a cache or a remote executor is malformed, points outside the outputs
+    /// or exceeds a limit: nothing was written for it.
+    #[error(
+        "refused a result from the {from}: {why}; nothing was written (a faulty or hostile server or cache produced it)"
+    )]
+    Refused {
+        /// Where it came from ("local action cache", "reapi server at ...", ...).
+        from: String,
+        /// What is wrong with it.
+        why: crate::untrusted::Refusal,
+    },
     /// A remote executor or its object store failed: the function errored or crashed, the
     /// service refused or throttled beyond the retries, an answer did not decode. The
     /// command's fate is unknown; it is not the command's own failure.

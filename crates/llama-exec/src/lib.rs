@@ -44,11 +44,13 @@ mod local;
 mod process;
 mod reapi;
 mod s3;
+mod untrusted;
 mod usage;
 
 pub use crate::{
     engine::{
-        CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result, deliver_outputs,
+        CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result,
+        cached_result_within, deliver_outputs,
     },
     executor::{ExecError, ExecOutcome, Executor, Termination, signal_name},
     lambda::{
@@ -61,6 +63,10 @@ pub use crate::{
     s3::{
         DEFAULT_MAX_ATTEMPTS, DEFAULT_S3_CONCURRENCY, MULTIPART_THRESHOLD, ObjectStoreUrl,
         PART_SIZE, S3Cas, S3Counts, S3Error, S3Options, load_aws_config, s3_client,
+    },
+    untrusted::{
+        DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_NODES, MAX_TREE_DEPTH, MAX_TREE_MESSAGE_BYTES,
+        Refusal, ResultLimits,
     },
     usage::{
         LAMBDA_USD_PER_GB_SECOND, LAMBDA_USD_PER_REQUEST, S3_USD_PER_GET, S3_USD_PER_PUT, Usage,

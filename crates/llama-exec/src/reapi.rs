@@ -33,7 +33,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
-use crate::lambda::{result_blobs, tree_files};
+use crate::lambda::result_blobs;
+use crate::untrusted::{ResultLimits, check_result_shape, check_tree};
 use crate::usage::Usage;
 
 const NAME: &str = "reapi";
@@ -94,6 +95,9 @@ pub struct ReapiConfig {
     /// How long a server that cannot be reached is retried (with exponential backoff)
     /// before the action fails. A dropped Execute stream is resumed within the same window.
     pub retry_window: Duration,
+    /// Bounds on what a result (executed or from the server's action cache) may expand
+    /// to; checked before its blobs are downloaded.
+    pub result_limits: ResultLimits,
 }
 
 impl ReapiConfig {
@@ -112,6 +116,7 @@ impl ReapiConfig {
             concurrency: crate::lambda::DEFAULT_REMOTE_JOBS,
             default_timeout: Duration::from_secs(900),
             retry_window: Duration::from_secs(60),
+            result_limits: ResultLimits::default(),
         }
     }
 }
@@ -1055,11 +1060,23 @@ impl ReapiExecutor {
         conn: &Conn,
         result: &reapi::ActionResult,
     ) -> Result<(), ExecError> {
+        let limits = &self.config.result_limits;
+        let refused = |why| ExecError::Refused {
+            from: format!("REAPI server at {}", self.endpoint()),
+            why,
+        };
+        // Sizes, paths and the trees' expansion are checked before anything is fetched for
+        // them: every download below is bounded by a size checked here.
+        let mut budget = check_result_shape(result, limits).map_err(refused)?;
         let (mut blobs, trees) = result_blobs(result)?;
         self.download_all(conn, &trees).await?;
-        for tree in &trees {
+        for (dir, tree) in result.output_directories.iter().zip(&trees) {
             let tree: reapi::Tree = self.store.get_message(tree, "Tree")?;
-            blobs.extend(tree_files(&tree)?);
+            blobs.extend(
+                check_tree(&dir.path, &tree, limits, &mut budget)
+                    .map_err(refused)?
+                    .files,
+            );
         }
         self.download_all(conn, &blobs).await
     }
@@ -1134,12 +1151,19 @@ impl ReapiExecutor {
             .await?;
         let store = self.store.clone();
         let endpoint = self.endpoint().to_string();
+        let asked: HashSet<Digest> = digests.iter().copied().collect();
         let bytes = tokio::task::spawn_blocking(move || -> Result<u64, ExecError> {
             let mut bytes = 0;
             for response in got.responses {
                 let expected = Digest::from_field(response.digest.as_ref()).map_err(|e| {
                     remote_error(format!("BatchReadBlobs at {endpoint} answered a bad digest: {e}"))
                 })?;
+                if !asked.contains(&expected) || response.data.len() as u64 != expected.size() {
+                    return Err(remote_error(format!(
+                        "BatchReadBlobs at {endpoint} answered {} bytes for blob {expected}, which was not asked for or has another size; the server is faulty",
+                        response.data.len()
+                    )));
+                }
                 let status = response.status.unwrap_or_default();
                 if status.code != 0 {
                     return Err(remote_error(format!(
@@ -1198,6 +1222,10 @@ impl ReapiExecutor {
                         cached: true,
                     });
                 }
+                Err(e @ ExecError::Refused { .. }) => tracing::warn!(
+                    "ignored the remote action cache entry of {}: {e}; executing",
+                    remote.action_digest
+                ),
                 Err(e) => tracing::debug!(
                     "the remote action cache entry of {} cannot be fetched ({e}); executing",
                     remote.action_digest
@@ -1654,7 +1682,16 @@ async fn read_blob(
     let (file, path) = tmp.into_parts();
     let mut file = tokio::fs::File::from_std(file);
     let mut hasher = llama_core::Hasher::default();
+    let mut received = 0u64;
     while let Some(message) = stream.message().await.map_err(Download::Rpc)? {
+        // The digest's size was checked against the limits: never take more than it says.
+        received = received.saturating_add(message.data.len() as u64);
+        if received > digest.size() {
+            return Err(Download::Other(remote_error(format!(
+                "ByteStream Read of blob {digest} returned more than its {} bytes; the server is faulty",
+                digest.size()
+            ))));
+        }
         hasher.update(&message.data);
         tokio::io::AsyncWriteExt::write_all(&mut file, &message.data)
             .await

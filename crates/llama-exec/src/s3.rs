@@ -153,9 +153,10 @@ pub enum S3Error {
         /// The key.
         key: String,
     },
-    /// A blob read from the bucket does not hash to its name; it was not kept.
+    /// A blob read from the bucket does not hash to its name (or is longer than its
+    /// digest says); it was not kept, and the next upload of the blob replaces it.
     #[error(
-        "s3://{bucket}/{key} is corrupt: its content hashes to {actual}; delete the object so it is uploaded again"
+        "s3://{bucket}/{key} is corrupt: its content hashes to {actual}; it is uploaded again by the next client that has it (or delete the object)"
     )]
     Corrupt {
         /// The bucket.
@@ -164,6 +165,19 @@ pub enum S3Error {
         key: String,
         /// What the content hashes to.
         actual: Digest,
+    },
+    /// A blob read from the bucket is longer than its digest says; the download stopped
+    /// there, and the next upload of the blob replaces the object.
+    #[error(
+        "s3://{bucket}/{key} holds more than the {size} bytes its name says; it is uploaded again by the next client that has it (or delete the object)"
+    )]
+    TooLong {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The size its digest announces.
+        size: u64,
     },
     /// A local file to upload changed after it was hashed.
     #[error("{path} changed while llama was uploading it to s3://{bucket}; run the command again")]
@@ -189,6 +203,17 @@ pub enum S3Error {
     /// A transfer task panicked or was cancelled.
     #[error("an S3 transfer task failed: {0}")]
     Task(String),
+}
+
+impl S3Error {
+    /// True when the blob is not usable from the bucket, absent or corrupt: a cache miss
+    /// to recover from by uploading or producing the blob again, not a failure.
+    pub fn is_miss(&self) -> bool {
+        matches!(
+            self,
+            S3Error::NotFound { .. } | S3Error::Corrupt { .. } | S3Error::TooLong { .. }
+        )
+    }
 }
 
 /// S3 requests and bytes, as counted since the [`S3Cas`] was made. Each logical request
@@ -355,6 +380,9 @@ struct Inner {
     /// Blobs being uploaded now, each with a lock its other uploaders wait on: concurrent
     /// actions share headers and the toolchain, and each blob must go up once.
     uploading: std::sync::Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    /// Blobs whose object was found corrupt (or absent though said present): a HEAD would
+    /// say they are there, so their next upload is a PUT that replaces the object.
+    suspect: Mutex<HashSet<Digest>>,
 }
 
 impl S3Cas {
@@ -380,6 +408,7 @@ impl S3Cas {
                 present,
                 counters: Counters::default(),
                 uploading: std::sync::Mutex::new(HashMap::new()),
+                suspect: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -404,6 +433,18 @@ impl S3Cas {
         self.inner.present.forget(digest);
     }
 
+    /// Marks a blob's object as not to be trusted (it was corrupt, or absent though said
+    /// present): forgotten as present, and its next [`S3Cas::upload`] PUTs it without
+    /// asking HEAD, which would find the damaged object and skip the upload.
+    pub fn distrust(&self, digest: &Digest) {
+        self.inner.present.forget(digest);
+        lock(&self.inner.suspect).insert(*digest);
+    }
+
+    fn is_suspect(&self, digest: &Digest) -> bool {
+        lock(&self.inner.suspect).contains(digest)
+    }
+
     /// The blobs of `digests` the bucket lacks, found by HEAD requests (concurrent, bounded),
     /// skipping those known present. Duplicates are asked about once.
     ///
@@ -419,12 +460,14 @@ impl S3Cas {
             .collect();
         unique.sort_by(|a, b| a.hash_bytes().cmp(b.hash_bytes()));
         unique.dedup();
+        let (suspect, unique): (Vec<Digest>, Vec<Digest>) =
+            unique.into_iter().partition(|d| self.is_suspect(d));
         let mut tasks = tokio::task::JoinSet::new();
         for digest in unique {
             let this = self.clone();
             tasks.spawn(async move { (digest, this.head(&digest).await) });
         }
-        let mut missing = Vec::new();
+        let mut missing = suspect;
         while let Some(joined) = tasks.join_next().await {
             let (digest, present) = joined.map_err(task_error)?;
             if !present? {
@@ -467,7 +510,8 @@ impl S3Cas {
 
     /// [`S3Cas::upload`] once no other upload of the blob is in flight.
     async fn upload_alone(&self, digest: Digest, source: BlobSource) -> Result<bool, S3Error> {
-        if self.is_known_present(&digest) || self.head(&digest).await? {
+        let suspect = self.is_suspect(&digest);
+        if !suspect && (self.is_known_present(&digest) || self.head(&digest).await?) {
             return Ok(false);
         }
         if digest.size() >= MULTIPART_THRESHOLD {
@@ -491,6 +535,7 @@ impl S3Cas {
             self.put_object(&self.location().cas_key(&digest), data)
                 .await?;
         }
+        lock(&self.inner.suspect).remove(&digest);
         self.inner.present.insert(&digest);
         Ok(true)
     }
@@ -548,12 +593,24 @@ impl S3Cas {
             path: path.to_path_buf(),
             error,
         };
+        let mut received = 0u64;
         while let Some(chunk) = body
             .try_next()
             .await
             .map_err(|e| self.request_error("GetObject", &key, &e, None))?
         {
             Counters::add(&self.inner.counters.bytes_down, chunk.len() as u64);
+            // The object may be anything anyone with write access put there: never take
+            // more bytes than the digest says.
+            received = received.saturating_add(chunk.len() as u64);
+            if received > digest.size() {
+                self.distrust(digest);
+                return Err(S3Error::TooLong {
+                    bucket: self.location().bucket.clone(),
+                    key,
+                    size: digest.size(),
+                });
+            }
             file.write_all(&chunk)
                 .await
                 .map_err(|e| local("write", e))?;
@@ -569,6 +626,7 @@ impl S3Cas {
         .await
         .map_err(task_error)??;
         if adopted != *digest {
+            self.distrust(digest);
             return Err(S3Error::Corrupt {
                 bucket: self.location().bucket.clone(),
                 key,

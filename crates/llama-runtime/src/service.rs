@@ -392,7 +392,7 @@ impl Service {
             let (d, fetched) = joined.map_err(|e| ExecError::Task(e.to_string()))?;
             match fetched {
                 Ok(()) => {}
-                Err(S3Error::NotFound { .. }) => missing.push(d),
+                Err(e) if e.is_miss() => missing.push(d),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -28,6 +28,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
 use crate::s3::{ObjectStoreUrl, S3Cas, S3Error, S3Options, load_aws_config, s3_client};
+use crate::untrusted::{Budget, ResultLimits, check_result_shape, check_tree};
 use crate::usage::Usage;
 
 const NAME: &str = "lambda";
@@ -65,6 +66,9 @@ pub struct LambdaConfig {
     pub inline_output_limit: u64,
     /// The known-present set's file (shared by every llama process of the user).
     pub present_file: Option<PathBuf>,
+    /// Bounds on what a result (from the function or the S3 action cache) may expand to;
+    /// checked before its blobs are downloaded.
+    pub result_limits: ResultLimits,
 }
 
 impl LambdaConfig {
@@ -80,6 +84,7 @@ impl LambdaConfig {
             max_attempts: crate::s3::DEFAULT_MAX_ATTEMPTS,
             inline_output_limit: wire::DEFAULT_INLINE_OUTPUT_LIMIT,
             present_file: None,
+            result_limits: ResultLimits::default(),
         }
     }
 }
@@ -197,16 +202,29 @@ impl LambdaExecutor {
         s3: &S3Cas,
         result: &reapi::ActionResult,
     ) -> Result<(), Fetch> {
+        let from = format!("S3 object store {}", s3.location());
+        let limits = self.config.result_limits;
+        // Sizes, paths and the trees' expansion are checked before anything is fetched for
+        // them: a result is data from the bucket, which others can write.
+        let mut budget = check_result_shape(result, &limits).map_err(|why| ExecError::Refused {
+            from: from.clone(),
+            why,
+        })?;
         let (mut blobs, trees) = result_blobs(result)?;
         download_all(s3, &self.store, &trees).await?;
-        for tree in &trees {
+        for (dir, tree) in result.output_directories.iter().zip(&trees) {
             let store = self.store.clone();
             let tree = *tree;
-            let files = blocking(move || {
+            let path = dir.path.clone();
+            let from = from.clone();
+            let (files, used) = blocking(move || {
                 let tree: reapi::Tree = store.get_message(&tree, "Tree")?;
-                tree_files(&tree)
+                let checked = check_tree(&path, &tree, &limits, &mut budget)
+                    .map_err(|why| ExecError::Refused { from, why })?;
+                Ok((checked.files, budget))
             })
             .await?;
+            budget = used;
             blobs.extend(files);
         }
         download_all(s3, &self.store, &blobs).await
@@ -469,11 +487,12 @@ impl Executor for LambdaExecutor {
                     return self.receive(s3, &function, response).await;
                 }
                 Err(InvokeFailure::MissingBlobs { digests, message }) if !stale_retry_done => {
-                    // The known-present set was stale (objects expired or deleted): forget
-                    // them, upload again, invoke once more.
+                    // The known-present set was stale (objects expired or deleted), or the
+                    // objects are corrupt: PUT them again (a HEAD would find a corrupt
+                    // object and skip it), invoke once more.
                     tracing::debug!("{message}; uploading them again");
                     for d in &digests {
-                        s3.forget(d);
+                        s3.distrust(d);
                     }
                     stale_retry_done = true;
                 }
@@ -714,18 +733,16 @@ pub fn result_blobs(result: &reapi::ActionResult) -> Result<(Vec<Digest>, Vec<Di
     Ok((blobs, trees))
 }
 
-/// The file blobs of a Tree.
+/// The distinct file blobs of a Tree, once it is checked against the default
+/// [`ResultLimits`] (names, symlinks, nesting, what it expands to).
 pub fn tree_files(tree: &reapi::Tree) -> Result<Vec<Digest>, ExecError> {
-    let mut out = Vec::new();
-    for dir in tree.root.iter().chain(tree.children.iter()) {
-        for f in &dir.files {
-            out.push(
-                Digest::from_field(f.digest.as_ref())
-                    .map_err(|e| ExecError::InvalidAction(format!("tree: {e}")))?,
-            );
-        }
-    }
-    Ok(out)
+    let mut budget = Budget::default();
+    check_tree("", tree, &ResultLimits::default(), &mut budget)
+        .map(|checked| checked.files)
+        .map_err(|why| ExecError::Refused {
+            from: "action cache".into(),
+            why,
+        })
 }
 
 /// Why result blobs could not be fetched.
@@ -756,7 +773,9 @@ async fn download_all(s3: &S3Cas, store: &Store, digests: &[Digest]) -> Result<(
     while let Some(joined) = tasks.join_next().await {
         match joined.map_err(|e| ExecError::Task(e.to_string()))? {
             Ok(()) => {}
-            Err(e @ S3Error::NotFound { .. }) => return Err(Fetch::Missing(e)),
+            // A corrupt object is a miss: the action runs again rather than failing for
+            // good on the same object.
+            Err(e) if e.is_miss() => return Err(Fetch::Missing(e)),
             Err(e) => return Err(Fetch::Failed(remote(e))),
         }
     }
