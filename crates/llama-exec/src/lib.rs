@@ -44,6 +44,7 @@ mod local;
 mod process;
 mod reapi;
 mod s3;
+mod safepath;
 mod usage;
 
 pub use crate::{
@@ -62,6 +63,7 @@ pub use crate::{
         DEFAULT_MAX_ATTEMPTS, DEFAULT_S3_CONCURRENCY, MULTIPART_THRESHOLD, ObjectStoreUrl,
         PART_SIZE, S3Cas, S3Counts, S3Error, S3Options, load_aws_config, s3_client,
     },
+    safepath::{UnsafePath, UnsafeReason, check_relative},
     usage::{
         LAMBDA_USD_PER_GB_SECOND, LAMBDA_USD_PER_REQUEST, S3_USD_PER_GET, S3_USD_PER_PUT, Usage,
     },
