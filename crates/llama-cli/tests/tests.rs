@@ -8,5 +8,6 @@ mod lambda_setup;
 mod llamacc;
 mod reapi;
 mod reapi_smoke;
+mod trust_exec;
 mod util;
 mod xargs;

@@ -81,8 +81,26 @@ impl std::error::Error for Failure {}
 
 impl From<ExecError> for Failure {
     fn from(e: ExecError) -> Self {
-        Failure::new(FailureKind::Execution, format!("llama-runtime: {e}"))
+        let kind = match e {
+            // E.g. an output path through a symlink of the inputs: the request's fault.
+            ExecError::InvalidAction(_) => FailureKind::BadRequest,
+            _ => FailureKind::Execution,
+        };
+        Failure::new(kind, format!("llama-runtime: {e}"))
     }
+}
+
+/// Refuses a Command whose working directory or outputs would lie outside the action's
+/// directory by their spelling alone (absolute, `..`, NUL); the local executor then refuses
+/// those reached through a symlink of the inputs.
+fn check_paths(command: &reapi::Command) -> Result<(), Failure> {
+    let refused = |e: llama_exec::UnsafePath| Failure::bad_request(format!("llama-runtime: {e}"));
+    llama_exec::check_relative("working directory", &command.working_directory, true)
+        .map_err(refused)?;
+    for output in &command.output_paths {
+        llama_exec::check_relative("output path", output, false).map_err(refused)?;
+    }
+    Ok(())
 }
 
 impl From<StoreError> for Failure {
@@ -186,6 +204,7 @@ impl Service {
         let prepared = self
             .fetch_inputs(s3.as_ref(), action, action_digest)
             .await?;
+        check_paths(&prepared.command)?;
         let fetched = Instant::now();
 
         let timeout = request
