@@ -228,7 +228,9 @@ mod tests {
 
     #[test]
     fn lexical_refusals_are_named() {
-        let reason = |p: &str| components("output path", p, false).map_err(|e| e.reason);
+        fn reason(p: &str) -> Result<Vec<&str>, UnsafeReason> {
+            components("output path", p, false).map_err(|e| e.reason)
+        }
         assert_eq!(reason("/etc/passwd"), Err(UnsafeReason::Absolute));
         assert_eq!(reason("a/../../x"), Err(UnsafeReason::Parent));
         assert_eq!(reason("a\0b"), Err(UnsafeReason::Nul));
