@@ -9,6 +9,7 @@ mod llamacc;
 mod reapi;
 mod reapi_smoke;
 mod trust_daemon;
+mod trust_exec;
 mod trust_names;
 mod trust_remote;
 mod trust_store;

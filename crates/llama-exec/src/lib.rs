@@ -44,6 +44,7 @@ mod local;
 mod process;
 mod reapi;
 mod s3;
+mod safepath;
 mod untrusted;
 mod usage;
 
@@ -64,6 +65,7 @@ pub use crate::{
         DEFAULT_MAX_ATTEMPTS, DEFAULT_S3_CONCURRENCY, MULTIPART_THRESHOLD, ObjectStoreUrl,
         PART_SIZE, S3Cas, S3Counts, S3Error, S3Options, load_aws_config, s3_client,
     },
+    safepath::{UnsafePath, UnsafeReason, check_relative},
     untrusted::{
         DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_NODES, MAX_TREE_DEPTH, MAX_TREE_MESSAGE_BYTES,
         Refusal, ResultLimits,

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
 use crate::fsutil::{populate_tree, remove_tree};
+use crate::safepath::{create_dirs_beneath, resolve_beneath, unsafe_path};
 
 /// Runs actions as child processes of this one.
 pub struct LocalExecutor {
@@ -115,9 +116,72 @@ struct SlotPool {
 
 #[derive(Default)]
 struct PoolState {
-    run_dir: Option<tempfile::TempDir>,
+    run_dir: Option<RunDir>,
     free: Vec<PathBuf>,
     created: usize,
+}
+
+/// This process's run directory, locked for as long as it exists.
+///
+/// Liveness is the lock, not the pid in the name: a pid says nothing across PID namespaces
+/// (a process in another namespace sharing the store has a pid this one cannot see).
+struct RunDir {
+    // Declared first so it is removed while the lock is still held.
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+/// The file inside each run directory that its owner holds an exclusive flock on.
+const RUN_LOCK: &str = "lock";
+
+/// A run directory without a lock file (one being created, or left by an older llama) is
+/// swept only once it is this old.
+const UNLOCKED_RUN_GRACE: Duration = Duration::from_secs(3600);
+
+impl RunDir {
+    fn create(work_dir: &Path) -> Result<RunDir, ExecError> {
+        let scratch = |path: &Path| {
+            let path = path.to_path_buf();
+            move |error| ExecError::Scratch { path, error }
+        };
+        loop {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("run-{}-", std::process::id()))
+                .tempdir_in(work_dir)
+                .map_err(scratch(work_dir))?;
+            let lock_path = dir.path().join(RUN_LOCK);
+            let lock = File::create(&lock_path).map_err(scratch(&lock_path))?;
+            flock(&lock, libc::LOCK_EX).map_err(scratch(&lock_path))?;
+            // A sweeper may have taken the lock between create and flock and removed the
+            // directory; then the lock is on an unlinked file and the directory is gone.
+            if link_count(&lock).map_err(scratch(&lock_path))? > 0 {
+                return Ok(RunDir { dir, _lock: lock });
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock(2) on a descriptor this File owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn link_count(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata()?.nlink())
 }
 
 impl SlotPool {
@@ -140,13 +204,7 @@ impl SlotPool {
             Some(dir) => dir.path().to_path_buf(),
             None => {
                 sweep_stale_runs(&self.work_dir);
-                let dir = tempfile::Builder::new()
-                    .prefix(&format!("run-{}-", std::process::id()))
-                    .tempdir_in(&self.work_dir)
-                    .map_err(|error| ExecError::Scratch {
-                        path: self.work_dir.clone(),
-                        error,
-                    })?;
+                let dir = RunDir::create(&self.work_dir)?;
                 let path = dir.path().to_path_buf();
                 state.run_dir = Some(dir);
                 path
@@ -165,23 +223,37 @@ impl SlotPool {
     }
 }
 
-/// Removes `run-PID-*` directories whose process no longer exists.
+/// Removes the `run-*` directories no live executor holds: those whose lock can be taken
+/// (their owner died, whatever namespace it ran in), and those that have no lock file and
+/// are older than [`UNLOCKED_RUN_GRACE`].
 fn sweep_stale_runs(work_dir: &Path) {
     let Ok(entries) = fs::read_dir(work_dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("run-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+        if !entry.file_name().to_string_lossy().starts_with("run-") {
             continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = remove_tree(&entry.path());
+        }
+        let dir = entry.path();
+        match File::open(dir.join(RUN_LOCK)) {
+            Ok(lock) => {
+                if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+                    // Removed while still locked, so a creator racing for this lock sees
+                    // its file unlinked and starts afresh.
+                    let _ = remove_tree(&dir);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let old = fs::symlink_metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > UNLOCKED_RUN_GRACE);
+                if old {
+                    let _ = remove_tree(&dir);
+                }
+            }
+            Err(_) => {}
         }
     }
 }
@@ -245,14 +317,14 @@ impl Slot {
         let root = self.root();
         empty_dir(&root)?;
         populate_tree(store, &action.input, &action.input.root, &root)?;
-        let workdir = root.join(&action.command.working_directory);
+        // The inputs may hold symlinks to anywhere: directories are made only through real
+        // directories of the action's own tree.
+        let wd = &action.command.working_directory;
+        let workdir = create_dirs_beneath(&root, "working directory", wd, true)
+            .map_err(path_err(root.join(wd)))?;
         for output in &action.command.output_paths {
-            if let Some(parent) = workdir.join(output_path(output)?).parent() {
-                fs::create_dir_all(parent).map_err(|error| ExecError::Scratch {
-                    path: parent.to_path_buf(),
-                    error,
-                })?;
-            }
+            create_dirs_beneath(&workdir, "output path", output, false)
+                .map_err(path_err(workdir.join(output)))?;
         }
         let stdin = self.stream_path("stdin");
         let _ = fs::remove_file(&stdin);
@@ -300,7 +372,13 @@ impl Slot {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Stdio::null(),
             Err(error) => return Err(scratch_err(stdin_path)(error)),
         };
-        let cwd = self.root().join(&command.working_directory);
+        let wd = &command.working_directory;
+        let cwd = resolve_beneath(&self.root(), "working directory", wd, true)
+            .map_err(path_err(self.root().join(wd)))?
+            .ok_or_else(|| ExecError::Scratch {
+                path: self.root().join(wd),
+                error: io::Error::new(io::ErrorKind::NotFound, "the working directory is gone"),
+            })?;
         let path_env = command
             .environment_variables
             .iter()
@@ -336,8 +414,11 @@ impl Slot {
         };
         // Whatever the command left running goes with it: when it ends, times out, or this
         // future is dropped (a cancelled job).
-        let group = GroupKiller(child.id());
+        let mut group = GroupKiller::new(child.id());
         let waited = tokio::time::timeout(timeout, child.wait()).await;
+        if waited.is_ok() {
+            group.reaped();
+        }
         drop(group);
         match waited {
             Ok(status) => {
@@ -383,9 +464,20 @@ impl Slot {
             stderr_digest: Some(self.adopt_stream(store, "stderr")?.to_proto()),
             ..Default::default()
         };
-        let workdir = self.root().join(&command.working_directory);
+        let wd = &command.working_directory;
+        let Some(workdir) = resolve_beneath(&self.root(), "working directory", wd, true)
+            .map_err(path_err(self.root().join(wd)))?
+        else {
+            return Ok(result);
+        };
         for output in &command.output_paths {
-            let path = workdir.join(output_path(output)?);
+            // A directory on the way may have been replaced by a symlink by the command:
+            // nothing is followed, so nothing outside the slot is chmodded or linked.
+            let Some(path) = resolve_beneath(&workdir, "output path", output, false)
+                .map_err(path_err(workdir.join(output)))?
+            else {
+                continue;
+            };
             let meta = match fs::symlink_metadata(&path) {
                 Ok(meta) => meta,
                 // Not produced: absent from the result, as REAPI specifies.
@@ -418,7 +510,7 @@ impl Slot {
             } else if ft.is_file() {
                 result.output_files.push(reapi::OutputFile {
                     path: output.clone(),
-                    digest: Some(store.adopt_file(&path)?.to_proto()),
+                    digest: Some(adopt_owned(store, &path, &meta)?.to_proto()),
                     is_executable: is_executable(&meta),
                     contents: Vec::new(),
                     node_properties: None,
@@ -504,6 +596,26 @@ pub fn find_program(
     })
 }
 
+/// Stores an output file. A file with other links may be an outside file the command
+/// hard-linked into its directory: it is copied, never made read-only and linked.
+fn adopt_owned(store: &Store, path: &Path, meta: &fs::Metadata) -> Result<Digest, ExecError> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.nlink() > 1 {
+        Ok(store.put_file(path, None)?)
+    } else {
+        Ok(store.adopt_file(path)?)
+    }
+}
+
+/// Maps an error of [`crate::safepath`]: a refused path is the action's fault, anything
+/// else the scratch directory's.
+fn path_err(path: PathBuf) -> impl FnOnce(io::Error) -> ExecError {
+    move |error| match unsafe_path(&error) {
+        Some(refused) => ExecError::InvalidAction(refused.to_string()),
+        None => ExecError::Scratch { path, error },
+    }
+}
+
 fn is_executable(meta: &fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o111 != 0
@@ -558,7 +670,7 @@ fn collect_dir(
         } else if ft.is_file() {
             out.files.push(reapi::FileNode {
                 name,
-                digest: Some(store.adopt_file(&path)?.to_proto()),
+                digest: Some(adopt_owned(store, &path, &meta)?.to_proto()),
                 is_executable: is_executable(&meta),
                 node_properties: None,
             });
@@ -567,17 +679,34 @@ fn collect_dir(
     Ok(out)
 }
 
-/// An output path as the file system knows it: exact bytes where it arrived escaped.
-fn output_path(output: &str) -> Result<std::ffi::OsString, ExecError> {
-    llama_core::decode_os(output).map_err(|e| ExecError::InvalidAction(format!("output path: {e}")))
+/// Kills a child's process group when dropped, and, unless the child was waited for, every
+/// process descended from it (a descendant that called `setsid` is in no group of ours).
+pub(crate) struct GroupKiller {
+    pid: Option<i32>,
+    reaped: bool,
 }
 
-/// Kills a child's process group when dropped.
-pub(crate) struct GroupKiller(pub(crate) Option<u32>);
+impl GroupKiller {
+    pub(crate) fn new(pid: Option<u32>) -> GroupKiller {
+        GroupKiller {
+            pid: pid.and_then(|p| i32::try_from(p).ok()),
+            reaped: false,
+        }
+    }
+
+    /// The child was waited for: its pid may be reused by now, so only its group (which
+    /// outlives it while any member lives) is still safe to signal.
+    pub(crate) fn reaped(&mut self) {
+        self.reaped = true;
+    }
+}
 
 impl Drop for GroupKiller {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+        if let Some(pid) = self.pid {
+            if !self.reaped {
+                crate::process::kill_tree(pid);
+            }
             // SAFETY: kill(2) with a negative pid signals the process group the child
             // leads; it has no memory effects. ESRCH (already gone) is the common outcome.
             unsafe {

@@ -63,14 +63,28 @@ pub async fn run_host(command: &HostCommand, timeout: Duration) -> io::Result<Ho
             });
         }
     }
-    let child = cmd.spawn()?;
-    let group = crate::local::GroupKiller(child.id());
-    let waited = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    let mut child = cmd.spawn()?;
+    // Declared after the child so that, if this future is dropped, the tree is killed
+    // while the child is still unreaped (its pid still ours).
+    let mut group = crate::local::GroupKiller::new(child.id());
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let waited = tokio::time::timeout(timeout, async {
+        let (out, err, status) = tokio::join!(
+            read_all(stdout.as_mut()),
+            read_all(stderr.as_mut()),
+            child.wait()
+        );
+        Ok::<_, io::Error>((out?, err?, status?))
+    })
+    .await;
+    if waited.is_ok() {
+        group.reaped();
+    }
     drop(group);
     match waited {
         Ok(output) => {
-            let output = output?;
-            let status = output.status;
+            let (stdout, stderr, status) = output?;
             let termination = match (status.code(), status.signal()) {
                 (Some(code), _) => Termination::Exited(code),
                 (None, Some(sig)) => Termination::Signaled(sig),
@@ -78,14 +92,97 @@ pub async fn run_host(command: &HostCommand, timeout: Duration) -> io::Result<Ho
             };
             Ok(HostOutput {
                 termination,
-                stdout: output.stdout,
-                stderr: output.stderr,
+                stdout,
+                stderr,
             })
         }
-        Err(_) => Ok(HostOutput {
-            termination: Termination::TimedOut(timeout),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        }),
+        Err(_) => {
+            let _ = child.wait().await;
+            Ok(HostOutput {
+                termination: Termination::TimedOut(timeout),
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            })
+        }
     }
+}
+
+async fn read_all(pipe: Option<&mut (impl tokio::io::AsyncRead + Unpin)>) -> io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    if let Some(pipe) = pipe {
+        pipe.read_to_end(&mut data).await?;
+    }
+    Ok(data)
+}
+
+/// Kills `root` and every process descended from it, including those that left its process
+/// group (`setsid`, `setpgid`), which a group kill misses.
+///
+/// `root` must be a child of this process not yet waited for, so its pid cannot have been
+/// reused. Descendants are found through the parent pids in `/proc`; each is stopped before
+/// anything is killed, so none can fork a new one or be orphaned (and reparented out of
+/// reach) while the tree is read. A descendant whose parent exited before this call is
+/// already out of reach.
+pub(crate) fn kill_tree(root: i32) {
+    let mut stopped: Vec<i32> = Vec::new();
+    // Each pass stops what it finds; the tree can only grow by a fork that raced the stop,
+    // so a few passes reach a fixed point.
+    for _ in 0..16 {
+        let found: Vec<i32> = descendants(root)
+            .into_iter()
+            .filter(|p| !stopped.contains(p))
+            .collect();
+        if found.is_empty() {
+            break;
+        }
+        for &pid in &found {
+            // SAFETY: kill(2) only sends a signal; a pid already gone gives ESRCH.
+            unsafe {
+                libc::kill(pid, libc::SIGSTOP);
+            }
+        }
+        stopped.extend(found);
+    }
+    for &pid in stopped.iter().chain(std::iter::once(&root)) {
+        // SAFETY: as above. SIGKILL ends a stopped process too.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// The pids whose chain of parents leads to `root` (not `root` itself), read from `/proc`.
+fn descendants(root: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(i32, i32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
+        .collect();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|&&(pid, ppid)| ppid == parent && !tree.contains(&pid))
+                .map(|&(pid, _)| pid)
+                .collect::<Vec<_>>(),
+        );
+        i += 1;
+    }
+    tree.remove(0);
+    tree
+}
+
+/// The parent pid from `/proc/PID/stat`, whose second field (the command name, in
+/// parentheses) may itself contain spaces and parentheses.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }

@@ -81,8 +81,26 @@ impl std::error::Error for Failure {}
 
 impl From<ExecError> for Failure {
     fn from(e: ExecError) -> Self {
-        Failure::new(FailureKind::Execution, format!("llama-runtime: {e}"))
+        let kind = match e {
+            // E.g. an output path through a symlink of the inputs: the request's fault.
+            ExecError::InvalidAction(_) => FailureKind::BadRequest,
+            _ => FailureKind::Execution,
+        };
+        Failure::new(kind, format!("llama-runtime: {e}"))
     }
+}
+
+/// Refuses a Command whose working directory or outputs would lie outside the action's
+/// directory by their spelling alone (absolute, `..`, NUL); the local executor then refuses
+/// those reached through a symlink of the inputs.
+fn check_paths(command: &reapi::Command) -> Result<(), Failure> {
+    let refused = |e: llama_exec::UnsafePath| Failure::bad_request(format!("llama-runtime: {e}"));
+    llama_exec::check_relative("working directory", &command.working_directory, true)
+        .map_err(refused)?;
+    for output in &command.output_paths {
+        llama_exec::check_relative("output path", output, false).map_err(refused)?;
+    }
+    Ok(())
 }
 
 impl From<StoreError> for Failure {
@@ -113,10 +131,18 @@ pub struct Service {
     invocations: AtomicU64,
 }
 
+/// How long a blob the runtime used is kept from eviction: longer than fetching and laying
+/// out one action's inputs takes.
+const RUNTIME_EVICTION_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl Service {
     /// Opens the blob cache.
     pub fn new(settings: Settings) -> Result<Service, StoreError> {
-        let store = Store::open(&settings.cache_dir, settings.cache_size)?;
+        // A container serves one invocation at a time and its /tmp is small (512 MB by
+        // default): the store may go over its limit only while an invocation fetches and lays
+        // out its inputs, not for the ten minutes a store shared by many processes allows.
+        let store = Store::open(&settings.cache_dir, settings.cache_size)?
+            .with_eviction_grace(RUNTIME_EVICTION_GRACE);
         Ok(Service {
             store,
             settings,
@@ -186,6 +212,7 @@ impl Service {
         let prepared = self
             .fetch_inputs(s3.as_ref(), action, action_digest)
             .await?;
+        check_paths(&prepared.command)?;
         let fetched = Instant::now();
 
         let timeout = request
