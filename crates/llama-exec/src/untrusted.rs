@@ -188,11 +188,17 @@ fn digest_of(what: impl FnOnce() -> String, d: Option<&reapi::Digest>) -> Result
     })
 }
 
+/// Whether `s` holds no NUL but the escapes of bytes that are not UTF-8 (the way llama
+/// names such files: [`llama_core::encode_name`]); any other NUL could cut a name short.
+fn nul_free(s: &str) -> bool {
+    !s.contains('\0') || llama_core::decode_name(s).is_ok()
+}
+
 /// Whether `path` is a plain relative path: components that are neither empty, `.` nor
-/// `..`, no NUL.
+/// `..`, no NUL but escapes.
 fn plain_relative(path: &str) -> bool {
     !path.is_empty()
-        && !path.contains('\0')
+        && nul_free(path)
         && path
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
@@ -201,7 +207,7 @@ fn plain_relative(path: &str) -> bool {
 /// Whether a symlink `target` placed `depth` directories below the outputs' root stays
 /// inside it when followed lexically.
 pub(crate) fn target_stays_inside(target: &str, depth: usize) -> bool {
-    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+    if target.is_empty() || target.starts_with('/') || !nul_free(target) {
         return false;
     }
     let mut level = depth as i64;
@@ -379,7 +385,8 @@ fn check_names(output: &str, dir: &reapi::Directory, depth: usize) -> Result<(),
         .chain(dir.directories.iter().map(|d| &d.name))
         .chain(dir.symlinks.iter().map(|l| &l.name));
     for name in names_in {
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || !nul_free(name)
+        {
             return Err(Refusal::BadName {
                 output: output.to_string(),
                 name: name.clone(),
