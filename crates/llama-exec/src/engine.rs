@@ -422,6 +422,7 @@ fn stage(
             })?;
             StagedItem::Dir(tmp)
         } else if let Some(link) = links.get(key) {
+            parent_dir(&mapping.local)?;
             StagedItem::Symlink(link.target.clone())
         } else {
             staged.missing.push(mapping.clone());
