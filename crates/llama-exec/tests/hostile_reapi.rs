@@ -925,3 +925,33 @@ async fn r12_hostile_reapi_hostile_cache_entry_is_a_miss() {
         );
     }
 }
+
+// See: issue 12, hostile-server suite
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r12_hostile_reapi_deprecated_symlink_fields_are_ignored() {
+    // llama reads only `output_symlinks`: symlinks out in the deprecated fields are never
+    // placed; the output is reported missing.
+    let out = reapi::OutputSymlink {
+        path: "out/link".into(),
+        target: "/etc/passwd".into(),
+        ..Default::default()
+    };
+    #[allow(deprecated)]
+    let result = reapi::ActionResult {
+        output_file_symlinks: vec![out.clone()],
+        output_directory_symlinks: vec![out],
+        ..ok_result()
+    };
+    let fake = fake_with(Hostility::Honest, 0, |_| result);
+    let ran = run("deprecated symlink fields", fake, &["out/link"]).await;
+    let delivered = ran.delivered.as_ref().unwrap_or_else(|e| {
+        panic!("deprecated symlink fields: {e}");
+    });
+    println!(
+        "[deprecated symlink fields] ignored in {:?}: missing {:?}",
+        ran.elapsed, delivered.missing
+    );
+    assert_eq!(delivered.missing.len(), 1);
+    assert!(!delivered.written);
+    assert_eq!(snapshot(&ran.work), BTreeMap::new());
+}
