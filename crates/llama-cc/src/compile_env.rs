@@ -62,7 +62,14 @@ mod tests {
         for name in OUTPUT_ENV.iter().chain(UNCACHEABLE_ENV).chain(RUN_ENV) {
             assert!(needed_by_compile(name.as_ref()), "{name}");
         }
-        for name in ["PWD", "PATH", "HOME", "LLAMACC_VERBOSE", "LC_ALL", "GCC_COLORS"] {
+        for name in [
+            "PWD",
+            "PATH",
+            "HOME",
+            "LLAMACC_VERBOSE",
+            "LC_ALL",
+            "GCC_COLORS",
+        ] {
             assert!(needed_by_compile(name.as_ref()), "{name}");
         }
         for name in [

@@ -385,8 +385,7 @@ fn check_names(output: &str, dir: &reapi::Directory, depth: usize) -> Result<(),
         .chain(dir.directories.iter().map(|d| &d.name))
         .chain(dir.symlinks.iter().map(|l| &l.name));
     for name in names_in {
-        if name.is_empty() || name == "." || name == ".." || name.contains('/') || !nul_free(name)
-        {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || !nul_free(name) {
             return Err(Refusal::BadName {
                 output: output.to_string(),
                 name: name.clone(),
