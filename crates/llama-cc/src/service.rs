@@ -860,7 +860,7 @@ impl CompileService {
         // must tell them apart, or one would overwrite the other's cached result.
         if let Some(dir) = logical_dir(req) {
             spec.platform
-                .push(("llama-pwd".into(), encode_os(&dir).into_owned()));
+                .push(("llama-pwd".into(), encode_os(dir).into_owned()));
         }
         // Which files were absent and which present decides the result as much as the
         // content of the inputs (`__has_include`), so it is part of the action's key.
