@@ -491,10 +491,10 @@ fn crash_consistency_200_kills_then_verify_and_rebuild() {
 // ---------------------------------------------------------------------------------------
 // Load
 
-/// How many llamacc processes the load test starts at once. 64 by default, so the default
-/// run stays short on 2 busy cores; the 256 is the opt-in tier:
+/// How many llamacc processes the load test starts at once. 64 within `cargo test`, where
+/// other tests share the cores; `scripts/test` then runs it alone with 256:
 /// `LLAMA_TEST_LOAD_PROCESSES=256 cargo test -p llama-cli --test tests trust_store::load`
-/// (22 s on 2 idle cores, 54 s on 2 shared ones).
+/// (about 20 s on 2 cores).
 fn load_processes() -> usize {
     std::env::var("LLAMA_TEST_LOAD_PROCESSES")
         .ok()
