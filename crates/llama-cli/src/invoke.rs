@@ -11,7 +11,7 @@ use llama_exec::{CachePolicy, Delivered, OutputMapping, Termination};
 
 use crate::cli::InvokeArgs;
 use crate::context::Context;
-use crate::template::{ArgTemplates, InputFile, JobContext};
+use llama_jobs::template::{ArgTemplates, InputFile, JobContext};
 
 /// A `LOCAL[:REMOTE]` argument of `-f` or `-o`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,6 @@ pub mod oci_image;
 pub mod protocol;
 pub mod replay;
 pub mod stats_cmd;
-pub mod template;
 pub mod update_function;
 pub mod xargs;
 

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::cli::XargsArgs;
 use crate::context::Context;
 use crate::invoke::parse_mapping;
-use crate::template::{ArgTemplates, InputFile, JobContext};
+use llama_jobs::template::{ArgTemplates, InputFile, JobContext};
 
 /// GNU parallel's cap: exit statuses above it would be mistaken for signals.
 const MAX_FAILED_STATUS: usize = 101;
