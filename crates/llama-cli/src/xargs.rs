@@ -6,56 +6,24 @@ use std::fs::File;
 use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use llama_core::{
-    ActionSpec, Digest, FUNCTION_PROPERTY, PreparedAction, TreeBuilder, display_name,
+use llama_core::{Digest, TreeBuilder, display_name};
+use llama_exec::{CachePolicy, Delivered};
+use llama_jobs::template::{ArgTemplates, JobContext};
+use llama_jobs::{
+    JobAction, JobId, JobLog, JobRecord, JobSpec, job_action, parse_halt, parse_mapping, path_env,
+    run_with_retries,
 };
-use llama_exec::{CachePolicy, Delivered, OutputMapping};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::cli::XargsArgs;
 use crate::context::Context;
-use crate::invoke::parse_mapping;
-use llama_jobs::template::{ArgTemplates, InputFile, JobContext};
 
 /// GNU parallel's cap: exit statuses above it would be mistaken for signals.
 const MAX_FAILED_STATUS: usize = 101;
-
-/// When to stop after failures (`--halt`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Halt {
-    /// Kill running jobs (`now`) or let them finish (`soon`).
-    kill_running: bool,
-    /// Number of failed jobs that triggers the halt.
-    failures: usize,
-}
-
-/// Parses GNU parallel's `now,fail=N` / `soon,fail=N`.
-pub fn parse_halt(spec: &str) -> anyhow::Result<Halt> {
-    let bad = || {
-        anyhow::anyhow!(
-            "--halt {spec:?}: expected now,fail=N or soon,fail=N (N at least 1), as GNU parallel"
-        )
-    };
-    let (when, cond) = spec.split_once(',').ok_or_else(bad)?;
-    let kill_running = match when {
-        "now" => true,
-        "soon" => false,
-        _ => return Err(bad()),
-    };
-    let failures = cond
-        .strip_prefix("fail=")
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n >= 1)
-        .ok_or_else(bad)?;
-    Ok(Halt {
-        kill_running,
-        failures,
-    })
-}
 
 /// The engine's cache policy for the flags given.
 pub fn policy(args: &XargsArgs) -> CachePolicy {
@@ -113,8 +81,11 @@ impl Done {
         }
     }
 
-    fn who(&self) -> String {
-        format!("job {} (line {:?})", self.idx, display_name(&self.line))
+    fn who(&self) -> JobId<'_> {
+        JobId {
+            idx: self.idx,
+            line: &self.line,
+        }
     }
 }
 
@@ -144,9 +115,7 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
         Some(path) => {
             let file = File::create(path)
                 .with_context(|| format!("--joblog {}: cannot create it", path.display()))?;
-            let mut w = BufWriter::new(file);
-            writeln!(w, "Idx\tLine\tExit\tSeconds\tCached")?;
-            Some(w)
+            Some(JobLog::new(BufWriter::new(file))?)
         }
         None => None,
     };
@@ -155,9 +124,7 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
         templates,
         base_tree,
         function: args.function.clone(),
-        path_env: std::env::var("PATH")
-            .map(|p| vec![("PATH".to_string(), p)])
-            .unwrap_or_default(),
+        path_env: path_env(),
         retries: args.retries,
     });
 
@@ -182,17 +149,13 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
     while let Some(done) = done_rx.recv().await {
         counts.record(&done);
         progress.update(&counts);
-        if let Some(w) = joblog.as_mut() {
-            writeln!(
-                w,
-                "{}\t{}\t{}\t{:.3}\t{}",
-                done.idx,
-                display_name(&done.line).replace('\t', "\\t"),
-                done.exit_status(),
-                done.seconds,
-                done.cached()
-            )?;
-            w.flush()?;
+        if let Some(log) = joblog.as_mut() {
+            log.record(&JobRecord {
+                id: done.who(),
+                exit: done.exit_status(),
+                seconds: done.seconds,
+                cached: done.cached(),
+            })?;
         }
         if let Some(h) = halt
             && !done.succeeded()
@@ -331,82 +294,38 @@ async fn run_job(shared: &Arc<Shared>, job: &Job) -> JobEnd {
         idx: job.idx,
     };
     let prepared = tokio::task::spawn_blocking(move || prepare(&prep_shared, &ctx)).await;
-    let (action, outputs) = match prepared {
+    let action = match prepared {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return JobEnd::Error(format!("{e:#}")),
         Err(e) => return JobEnd::Error(format!("preparing the job failed: {e}")),
     };
-    let mut attempt = 0;
-    loop {
-        match shared.ctx.engine.run_and_deliver(&action, &outputs).await {
-            Ok(delivered) => {
-                return JobEnd::Ran {
-                    delivered: Box::new(delivered),
-                    action: action.action_digest,
-                };
-            }
-            Err(e) if attempt < shared.retries => {
-                attempt += 1;
-                tracing::warn!(
-                    "job {} (line {:?}): {e}; retry {attempt} of {}",
-                    job.idx,
-                    display_name(&job.line),
-                    shared.retries
-                );
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Err(e) => return JobEnd::Error(e.to_string()),
-        }
+    let id = JobId {
+        idx: job.idx,
+        line: &job.line,
+    };
+    match run_with_retries(&shared.ctx.engine, &action, id, shared.retries).await {
+        Ok(delivered) => JobEnd::Ran {
+            delivered: Box::new(delivered),
+            action: action.action.action_digest,
+        },
+        Err(e) => JobEnd::Error(e.to_string()),
     }
-}
-
-/// Exponential backoff with jitter, so retries of many jobs do not arrive in step.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(6));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()))
-        .unwrap_or(0);
-    base + Duration::from_millis(nanos % 100)
 }
 
 /// Renders the templates for one line and encodes the action.
-fn prepare(
-    shared: &Shared,
-    job: &JobContext,
-) -> anyhow::Result<(PreparedAction, Vec<OutputMapping>)> {
+fn prepare(shared: &Shared, job: &JobContext) -> anyhow::Result<JobAction> {
     let rendered = shared.templates.render(job)?;
-    let mut tree = shared.base_tree.clone();
-    for input in &rendered.inputs {
-        match input {
-            InputFile::Local { local, remote } => {
-                tree.add_path(&shared.ctx.hash_cache, local, remote)?
-            }
-            InputFile::Bytes { data, remote } => {
-                tree.add_bytes(Arc::from(data.as_slice()), remote, false)?
-            }
-        }
-    }
-    let outputs: Vec<OutputMapping> = rendered
-        .outputs
-        .iter()
-        .map(|o| OutputMapping {
-            remote: o.remote.clone(),
-            local: o.local.clone(),
-        })
-        .collect();
-    if rendered.args.is_empty() {
-        bail!("the command is empty");
-    }
-    let action = ActionSpec {
-        arguments: rendered.args,
-        env: shared.path_env.clone(),
-        output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
-        platform: vec![(FUNCTION_PROPERTY.to_string(), shared.function.clone())],
-        ..Default::default()
-    }
-    .prepare(tree.build())?;
-    Ok((action, outputs))
+    Ok(job_action(
+        &shared.ctx.hash_cache,
+        shared.base_tree.clone(),
+        rendered,
+        JobSpec {
+            function: &shared.function,
+            env: &shared.path_env,
+            stdin: None,
+            outputs: Vec::new(),
+        },
+    )?)
 }
 
 /// Prints one job's output whole, then why it failed, if it did.
@@ -424,7 +343,7 @@ fn print_job(shared: &Shared, done: &Done, logs: bool) -> anyhow::Result<()> {
             if logs {
                 crate::replay::print_log(
                     &mut err,
-                    &done.who(),
+                    &done.who().to_string(),
                     shared.ctx.engine.executor_name(),
                     action,
                     &delivered.finished,
@@ -525,37 +444,5 @@ impl Progress {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn halt_specs_parse_as_gnu_parallel() {
-        assert_eq!(
-            parse_halt("now,fail=1").unwrap(),
-            Halt {
-                kill_running: true,
-                failures: 1
-            }
-        );
-        assert_eq!(
-            parse_halt("soon,fail=3").unwrap(),
-            Halt {
-                kill_running: false,
-                failures: 3
-            }
-        );
-        for bad in [
-            "now",
-            "later,fail=1",
-            "now,fail=0",
-            "now,fail=x",
-            "now,success=1",
-        ] {
-            assert!(parse_halt(bad).is_err(), "{bad}");
-        }
     }
 }

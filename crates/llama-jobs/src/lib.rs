@@ -5,4 +5,16 @@
 //! Not here: flags and terminal output (llama-cli), running actions (llama-exec's Engine),
 //! compiles (llama-cc).
 
+pub mod action;
+pub mod halt;
+pub mod joblog;
+pub mod mapping;
+pub mod retry;
 pub mod template;
+
+pub use action::{JobAction, JobError, JobSpec, job_action, path_env};
+pub use halt::{Halt, HaltError, parse_halt};
+pub use joblog::{JobId, JobLog, JobRecord};
+pub use llama_exec::OutputMapping;
+pub use mapping::{MappingError, parse_mapping};
+pub use retry::run_with_retries;
