@@ -6,6 +6,7 @@
 //! compiles (llama-cc).
 
 pub mod action;
+pub mod batch;
 pub mod halt;
 pub mod joblog;
 pub mod mapping;
@@ -13,6 +14,7 @@ pub mod retry;
 pub mod template;
 
 pub use action::{JobAction, JobError, JobSpec, job_action, path_env};
+pub use batch::{Batch, BatchError, Control, Done, JobEnd, JobHost, dispatch, read_lines};
 pub use halt::{Halt, HaltError, parse_halt};
 pub use joblog::{JobId, JobLog, JobRecord};
 pub use llama_exec::OutputMapping;
