@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+#[cfg(doc)]
+use super::ArgTemplates;
+
 /// Why parsing or rendering an argument failed; see [`ErrorKind`].
 ///
 /// Displays as one line naming the argument (1-based index within the slice
