@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use llama_cli::protocol::{self, CompileMsg, Request, Response};
+use llama_cc::protocol::{self, CompileMsg, Request, Response};
 
 use crate::util::{World, stderr, stdout};
 

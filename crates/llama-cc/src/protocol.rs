@@ -53,10 +53,16 @@ pub enum Request {
 /// UTF-8.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompileMsg {
+    /// Invoked as a C++ driver (`llamac++`).
     pub cxx: bool,
+    /// The arguments after the program name.
     pub args: Vec<Vec<u8>>,
+    /// The client's working directory.
     pub cwd: Vec<u8>,
+    /// The part of the client's environment a compile can depend on
+    /// ([`crate::needed_by_compile`]).
     pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The client's umask, applied to the files delivered.
     pub umask: u32,
 }
 
@@ -65,26 +71,41 @@ pub struct CompileMsg {
 pub enum Response {
     /// The compile is done: print and exit with the code.
     Done {
+        /// The compiler's exit status.
         exit_code: i32,
+        /// The compiler's standard output.
         stdout: Vec<u8>,
+        /// The compiler's standard error.
         stderr: Vec<u8>,
+        /// Served from the cache.
         cached: bool,
+        /// Lines for llamacc to print on its stderr first (warnings of llama's own).
         notes: Vec<String>,
     },
     /// Run this compiler directly.
     RunLocally {
+        /// The compiler to execute.
         program: Vec<u8>,
+        /// Its arguments.
         args: Vec<Vec<u8>>,
+        /// Why it is not cached (a stats key).
         reason: String,
+        /// Lines for llamacc to print on its stderr first.
         notes: Vec<String>,
     },
     /// Who is running.
     Status {
+        /// The daemon's process id.
         pid: u32,
+        /// Its llama version.
         version: String,
+        /// How long it has run.
         uptime_secs: u64,
+        /// Compiles it has answered.
         compiles: u64,
+        /// The socket it listens on.
         socket: String,
+        /// Its store directory.
         dir: String,
     },
     /// The counters, as JSON.
@@ -92,7 +113,10 @@ pub enum Response {
     /// Done.
     Ok,
     /// The daemon speaks another protocol version.
-    VersionMismatch { daemon: u32 },
+    VersionMismatch {
+        /// The version the daemon speaks.
+        daemon: u32,
+    },
 }
 
 /// Writes one frame.
