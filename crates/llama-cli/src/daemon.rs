@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use llama_cc::{CompileReply, CompileRequest, CompileService, Stats, StatsSnapshot};
+use llama_cc::{CompileService, Stats, StatsSnapshot};
 use llama_core::{Backend, Config, HashCache, Store};
 use llama_exec::CachePolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::context::Context;
 use llama_cc::client::{DaemonPaths, connect, llama_binary, request, spawn_and_wait};
-use llama_cc::protocol::{self, CompileMsg, PROTOCOL_VERSION, Request, Response};
+use llama_cc::protocol::{self, PROTOCOL_VERSION, Request, Response};
 
 /// How often the daemon saves its hash cache and counters.
 const SAVE_EVERY: Duration = Duration::from_secs(30);
@@ -368,7 +368,7 @@ async fn handle(
     paths: &DaemonPaths,
 ) -> Response {
     match req {
-        Request::Compile(msg) => compile(msg, service).await,
+        Request::Compile(request) => Response::Compiled(service.compile(request).await),
         Request::Status => Response::Status {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -389,44 +389,6 @@ async fn handle(
             state.request_stop();
             Response::Ok
         }
-    }
-}
-
-async fn compile(msg: CompileMsg, service: &CompileService) -> Response {
-    use std::os::unix::ffi::OsStringExt;
-    let os = |b: Vec<u8>| std::ffi::OsString::from_vec(b);
-    let request = CompileRequest {
-        cxx: msg.cxx,
-        args: msg.args.into_iter().map(os).collect(),
-        cwd: PathBuf::from(os(msg.cwd)),
-        env: msg.env.into_iter().map(|(k, v)| (os(k), os(v))).collect(),
-        umask: msg.umask,
-    };
-    match service.compile(request).await {
-        CompileReply::Done {
-            exit_code,
-            stdout,
-            stderr,
-            cached,
-            notes,
-        } => Response::Done {
-            exit_code,
-            stdout,
-            stderr,
-            cached,
-            notes,
-        },
-        CompileReply::RunLocally {
-            program,
-            args,
-            reason,
-            notes,
-        } => Response::RunLocally {
-            program: program.into_vec(),
-            args: args.into_iter().map(|a| a.into_vec()).collect(),
-            reason,
-            notes,
-        },
     }
 }
 

@@ -7,14 +7,14 @@
 
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use llama_cc::Settings;
 use llama_cc::client::{self, DaemonPaths};
-use llama_cc::protocol::{CompileMsg, Request, Response};
+use llama_cc::protocol::{CompileReply, CompileRequest, Request, Response};
 use llama_core::Config;
 
 /// How long a client waits for a daemon it started to answer.
@@ -48,11 +48,11 @@ fn main() -> ExitCode {
             return exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args));
         }
     };
-    let msg = Request::Compile(CompileMsg {
+    let msg = Request::Compile(CompileRequest {
         cxx,
-        args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        cwd: cwd.into_os_string().into_vec(),
-        env: compile_env(&env),
+        args: args.clone(),
+        cwd,
+        env: compile_env(env),
         umask: current_umask(),
     });
     // Twice: a daemon that is missing, stale or killed mid-compile is replaced once. No
@@ -66,13 +66,13 @@ fn main() -> ExitCode {
     let tries = if last_error.is_some() { 0 } else { 2 };
     for _ in 0..tries {
         match client::request(&paths, &msg) {
-            Ok(Response::Done {
+            Ok(Response::Compiled(CompileReply::Done {
                 exit_code,
                 stdout,
                 stderr,
                 notes,
                 ..
-            }) => {
+            })) => {
                 for note in notes {
                     eprintln!("{note}");
                 }
@@ -81,19 +81,16 @@ fn main() -> ExitCode {
                 let _ = io::stderr().write_all(&stderr);
                 return ExitCode::from(exit_code.clamp(0, 255) as u8);
             }
-            Ok(Response::RunLocally {
+            Ok(Response::Compiled(CompileReply::RunLocally {
                 program,
                 args,
                 notes,
                 ..
-            }) => {
+            })) => {
                 for note in notes {
                     eprintln!("{note}");
                 }
-                return exec_compiler(
-                    OsString::from_vec(program),
-                    args.into_iter().map(OsString::from_vec).collect(),
-                );
+                return exec_compiler(program, args);
             }
             Ok(Response::VersionMismatch { .. }) => {
                 // The old daemon is exiting; wait for it to go, then start ours.
@@ -132,10 +129,9 @@ const WARN_EVERY: Duration = Duration::from_secs(3600);
 
 /// The part of llamacc's environment a compile can depend on: what the daemon receives.
 /// Secrets in the build's environment stay here.
-fn compile_env(env: &[(OsString, OsString)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    env.iter()
+fn compile_env(env: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    env.into_iter()
         .filter(|(k, _)| llama_cc::needed_by_compile(k))
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect()
 }
 
