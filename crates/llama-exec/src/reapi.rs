@@ -33,9 +33,9 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
-use crate::lambda::result_blobs;
-use crate::untrusted::{ResultLimits, check_result_shape, check_tree};
+use crate::remote::result_blobs;
 use crate::usage::Usage;
+use llama_core::{ResultLimits, check_result_shape, check_tree};
 
 const NAME: &str = "reapi";
 
@@ -113,7 +113,7 @@ impl ReapiConfig {
             cache_write: true,
             tls_ca: None,
             tls_client_cert: None,
-            concurrency: crate::lambda::DEFAULT_REMOTE_JOBS,
+            concurrency: crate::remote::DEFAULT_REMOTE_JOBS,
             default_timeout: Duration::from_secs(900),
             retry_window: Duration::from_secs(60),
             result_limits: ResultLimits::default(),
