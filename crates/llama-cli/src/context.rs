@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
-use llama_core::{Backend, Config, Digest, HashCache, Source, Store};
+use anyhow::Context as _;
+#[cfg(any(feature = "lambda", feature = "reapi"))]
+use anyhow::bail;
+#[cfg(feature = "lambda")]
+use llama_core::Digest;
+use llama_core::{Backend, Config, HashCache, Source, Store};
 use llama_exec::{CachePolicy, Engine, Executor, LocalExecutor, ResultLimits};
 #[cfg(feature = "lambda")]
 use llama_exec::{LambdaConfig, LambdaExecutor, ObjectStoreUrl};
