@@ -23,14 +23,13 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::LogType;
 use base64::Engine as _;
 use llama_core::{
-    BlobSource, Digest, FUNCTION_PROPERTY, PreparedAction, ResultLimits, Store, check_result_shape,
-    check_tree, reapi,
+    BlobSource, Digest, FUNCTION_PROPERTY, PreparedAction, ResultLimits, Store, reapi,
 };
 use prost::Message;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
-use crate::remote::{DEFAULT_REMOTE_JOBS, result_blobs};
+use crate::remote::{DEFAULT_REMOTE_JOBS, fetch_result};
 use crate::s3::{ObjectStoreUrl, S3Cas, S3Error, S3Options, load_aws_config, s3_client};
 use crate::usage::Usage;
 
@@ -202,32 +201,18 @@ impl LambdaExecutor {
         s3: &S3Cas,
         result: &reapi::ActionResult,
     ) -> Result<(), Fetch> {
+        // A result is data from the bucket, which others can write: checked before its
+        // blobs are fetched.
         let from = format!("S3 object store {}", s3.location());
-        let limits = self.config.result_limits;
-        // Sizes, paths and the trees' expansion are checked before anything is fetched for
-        // them: a result is data from the bucket, which others can write.
-        let mut budget = check_result_shape(result, &limits).map_err(|why| ExecError::Refused {
-            from: from.clone(),
-            why,
-        })?;
-        let (mut blobs, trees) = result_blobs(result)?;
-        download_all(s3, &self.store, &trees).await?;
-        for (dir, tree) in result.output_directories.iter().zip(&trees) {
-            let store = self.store.clone();
-            let tree = *tree;
-            let path = dir.path.clone();
-            let from = from.clone();
-            let (files, used) = blocking(move || {
-                let tree: reapi::Tree = store.get_message(&tree, "Tree")?;
-                let checked = check_tree(&path, &tree, &limits, &mut budget)
-                    .map_err(|why| ExecError::Refused { from, why })?;
-                Ok((checked.files, budget))
-            })
-            .await?;
-            budget = used;
-            blobs.extend(files);
-        }
-        download_all(s3, &self.store, &blobs).await
+        let store = &self.store;
+        fetch_result(
+            store,
+            result,
+            self.config.result_limits,
+            &from,
+            |digests: Vec<Digest>| async move { download_all(s3, store, &digests).await },
+        )
+        .await
     }
 
     /// Builds the request: the Action, and every other blob the function needs inline while

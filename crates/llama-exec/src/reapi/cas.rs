@@ -8,9 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use llama_core::{
-    BlobSource, Digest, PreparedAction, StoreError, check_result_shape, check_tree, reapi,
-};
+use llama_core::{BlobSource, Digest, PreparedAction, StoreError, reapi};
 use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -22,7 +20,7 @@ use super::{
     remote_error,
 };
 use crate::executor::ExecError;
-use crate::remote::result_blobs;
+use crate::remote::fetch_result;
 
 /// Blobs being uploaded, each with the lock its uploader holds.
 pub(super) type Uploading = HashMap<Digest, Arc<tokio::sync::Mutex<()>>>;
@@ -269,25 +267,15 @@ impl ReapiExecutor {
         conn: &Conn,
         result: &reapi::ActionResult,
     ) -> Result<(), ExecError> {
-        let limits = &self.config.result_limits;
-        let refused = |why| ExecError::Refused {
-            from: format!("REAPI server at {}", self.endpoint()),
-            why,
-        };
-        // Sizes, paths and the trees' expansion are checked before anything is fetched for
-        // them: every download below is bounded by a size checked here.
-        let mut budget = check_result_shape(result, limits).map_err(refused)?;
-        let (mut blobs, trees) = result_blobs(result)?;
-        self.download_all(conn, &trees).await?;
-        for (dir, tree) in result.output_directories.iter().zip(&trees) {
-            let tree: reapi::Tree = self.store.get_message(tree, "Tree")?;
-            blobs.extend(
-                check_tree(&dir.path, &tree, limits, &mut budget)
-                    .map_err(refused)?
-                    .files,
-            );
-        }
-        self.download_all(conn, &blobs).await
+        let from = format!("REAPI server at {}", self.endpoint());
+        fetch_result(
+            &self.store,
+            result,
+            self.config.result_limits,
+            &from,
+            |digests: Vec<Digest>| async move { self.download_all(conn, &digests).await },
+        )
+        .await
     }
 
     pub(super) async fn download_all(
