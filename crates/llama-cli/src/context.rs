@@ -52,7 +52,7 @@ impl Context {
             #[cfg(feature = "reapi")]
             Some(Remote::Reapi(reapi)) => {
                 let jobs = reapi.concurrency;
-                (Arc::new(ReapiExecutor::new(store.clone(), reapi)), jobs)
+                (Arc::new(ReapiExecutor::new(store.clone(), *reapi)), jobs)
             }
             None => (
                 Arc::new(LocalExecutor::new(
@@ -93,7 +93,7 @@ impl Context {
 /// The settings of the configured remote backend (`None` for local).
 enum Remote {
     #[cfg(feature = "reapi")]
-    Reapi(ReapiConfig),
+    Reapi(Box<ReapiConfig>),
     #[cfg(feature = "lambda")]
     Lambda(ObjectStoreUrl),
 }
@@ -104,7 +104,7 @@ fn remote_settings(config: &Config) -> anyhow::Result<Option<Remote>> {
     match config.backend() {
         Backend::Local => Ok(None),
         #[cfg(feature = "reapi")]
-        Backend::Reapi => Ok(Some(Remote::Reapi(reapi_config(config)?))),
+        Backend::Reapi => Ok(Some(Remote::Reapi(Box::new(reapi_config(config)?)))),
         #[cfg(not(feature = "reapi"))]
         Backend::Reapi => Err(not_built_in(config, "reapi")),
         #[cfg(feature = "lambda")]
