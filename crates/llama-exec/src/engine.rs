@@ -7,11 +7,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use llama_core::{Digest, PreparedAction, Store, StoreError, reapi};
+use llama_core::{
+    CheckedTree, Digest, PreparedAction, Refusal, ResultLimits, Store, StoreError,
+    check_result_shape, check_tree, reapi,
+};
 
 use crate::executor::{ExecError, Executor, Termination};
 use crate::fsutil::{materialize_directory, parse_digest, remove_tree};
-use crate::untrusted::{CheckedTree, Refusal, ResultLimits, check_result_shape, check_tree};
 
 /// Whether the action cache is consulted and filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
