@@ -47,6 +47,7 @@ assert_eq!(LocalReason::TooHard("-save-temps").name(), "too-hard:-save-temps");
 #![deny(missing_docs)]
 
 mod args;
+mod compilation;
 mod compile_env;
 mod depfile;
 mod error;
@@ -65,9 +66,10 @@ mod sysdirs;
 mod toolchain;
 
 pub use crate::{
-    args::{
+    args::parse,
+    compilation::{
         Compilation, DepFile, DepKind, DepTarget, Driver, Family, IncludeSearch, Language,
-        LocalReason, Mode, Verdict, parse,
+        LocalReason, Mode, Verdict,
     },
     compile_env::needed_by_compile,
     depfile::prerequisites,

@@ -27,7 +27,8 @@ use llama_core::{
 use llama_exec::{Engine, HostCommand, OutputMapping, Termination, cached_result, run_host};
 use tokio::sync::Semaphore;
 
-use crate::args::{self, Compilation, DepKind, Verdict};
+use crate::args;
+use crate::compilation::{self, Compilation, DepKind, Verdict};
 use crate::error::CcError;
 use crate::identity::{IdentityCache, env_path};
 use crate::manifest::{Entry, Manifest};
@@ -378,7 +379,7 @@ impl CompileService {
             .identities
             .get(&driver, &req.env, &self.hash_cache)
             .await?;
-        let driver_kind = args::Driver {
+        let driver_kind = compilation::Driver {
             family: identity.family,
             cxx: req.cxx,
         };
@@ -993,7 +994,7 @@ impl CompileService {
                 // Plain assembly has no preprocessor, so the source is the only input unless
                 // it pulls files in itself.
                 let source = cwd.join(&c.source);
-                if c.language == args::Language::Asm {
+                if c.language == compilation::Language::Asm {
                     let text = fs::read(&source).map_err(|e| CcError::input(&source, e))?;
                     if contains(&text, b".include") {
                         return Ok(Err("assembler .include".into()));

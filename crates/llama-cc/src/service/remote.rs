@@ -21,7 +21,7 @@ use super::{
     Compilation, CompileReply, CompileRequest, CompileService, Fallback, GatheredInputs, blob,
     root_relative, unique,
 };
-use crate::args::{DepKind, Driver};
+use crate::compilation::{DepKind, Driver};
 use crate::identity::Identity;
 use crate::manifest::Entry;
 use crate::remote_args::{ROOT_PLACEHOLDER, remote_args};
