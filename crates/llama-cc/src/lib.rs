@@ -78,6 +78,8 @@ pub use crate::{
     manifest::{Entry, Manifest},
     service::{CompileReply, CompileRequest, CompileService, resolve_compiler},
     settings::{Settings, truthy},
-    stats::{Outcome, Stats, StatsSnapshot, TrustReason},
+    stats::{
+        CannotCache, ERROR_REASON, NotRemote, Outcome, Stats, StatsSnapshot, TrustReason, cost,
+    },
     sysdirs::SystemDirs,
 };

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use llama_core::{Digest, PreparedAction, Store, StoreError, reapi};
+use llama_core::{Digest, PreparedAction, Store, StoreError, protobuf, reapi};
 
 use crate::executor::{ExecError, Executor, Termination};
 use crate::fsutil::{materialize_directory, parse_digest, remove_tree};
@@ -60,6 +61,26 @@ pub struct Delivered {
     pub missing: Vec<OutputMapping>,
     /// True when the outputs were written to their local paths.
     pub written: bool,
+}
+
+/// A result produced outside an executor, for [`Engine::record`]: a front end ran the
+/// command itself (llamacc compiles in place, in the user's directory) and hands over what
+/// it wrote.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// What it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Its output files: each stored from `local` under `remote`, the name the action's
+    /// `output_paths` gives it.
+    pub outputs: Vec<OutputMapping>,
+    /// Who ran it, for the result's metadata (`llamacc in place`).
+    pub worker: String,
+    /// When it started and finished.
+    pub times: (SystemTime, SystemTime),
 }
 
 /// The action cache in front of an executor.
@@ -124,6 +145,40 @@ impl Engine {
     /// cache is only written after a run completes.
     pub async fn run(&self, action: &PreparedAction) -> Result<Finished, ExecError> {
         self.run_with(action, self.policy.read).await
+    }
+
+    /// Records a result produced outside an executor: stores its stdout, stderr and output
+    /// files (copied, never linked: the front end may rewrite them in place) and, when it
+    /// succeeded and the action may be cached, its ActionResult under the action's key. The
+    /// result passes the same checks as an executor's before it is recorded, so a cache hit
+    /// serves it like any other. Returns the result.
+    ///
+    /// # Cancel safety
+    ///
+    /// The store is written on a blocking thread that runs to completion: dropping the
+    /// future may leave blobs stored without a result naming them, never a partial result.
+    pub async fn record(
+        &self,
+        action: &PreparedAction,
+        produced: Produced,
+    ) -> Result<reapi::ActionResult, ExecError> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store_produced(&store, produced))
+            .await
+            .map_err(|e| ExecError::Task(e.to_string()))??;
+        check_result_shape(&result, &self.limits).map_err(|why| ExecError::Refused {
+            from: result_worker(&result),
+            why,
+        })?;
+        if self.policy.write && !action.action.do_not_cache && result.exit_code == 0 {
+            let store = self.store.clone();
+            let key = action.action_digest;
+            let recorded = result.clone();
+            tokio::task::spawn_blocking(move || store.put_action_result(&key, &recorded))
+                .await
+                .map_err(|e| ExecError::Task(e.to_string()))??;
+        }
+        Ok(result)
     }
 
     async fn run_with(
@@ -233,6 +288,47 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Stores what `produced` wrote and returns the ActionResult naming it.
+fn store_produced(store: &Store, produced: Produced) -> Result<reapi::ActionResult, ExecError> {
+    let mut result = reapi::ActionResult {
+        exit_code: produced.exit_code,
+        stdout_digest: Some(store.put_bytes(&produced.stdout)?.to_proto()),
+        stderr_digest: Some(store.put_bytes(&produced.stderr)?.to_proto()),
+        execution_metadata: Some(reapi::ExecutedActionMetadata {
+            worker: produced.worker,
+            execution_start_timestamp: Some(timestamp(produced.times.0)),
+            execution_completed_timestamp: Some(timestamp(produced.times.1)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for o in &produced.outputs {
+        let digest = store.put_file(&o.local, None)?;
+        result.output_files.push(reapi::OutputFile {
+            path: o.remote.clone(),
+            digest: Some(digest.to_proto()),
+            ..Default::default()
+        });
+    }
+    Ok(result)
+}
+
+/// Who a recorded result says produced it, for a refusal's message.
+fn result_worker(result: &reapi::ActionResult) -> String {
+    match &result.execution_metadata {
+        Some(meta) if !meta.worker.is_empty() => meta.worker.clone(),
+        _ => "a front end".to_string(),
+    }
+}
+
+fn timestamp(t: SystemTime) -> protobuf::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    protobuf::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
 
