@@ -13,7 +13,14 @@ read and write.
 * [`CompileService`]: what the llamacc daemon does with a compile: identify the compiler,
   look the compile up by what it read last time (a [`Manifest`]), deliver a cached result,
   or compile in place and record what the compiler's depfile says it read.
-* [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome.
+  A miss compiles on a remote executor when one is set ([`CompileService::with_remote`]),
+  else in place; either way its result is recorded through the `llama_exec::Engine`.
+* [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome, with
+  the reasons named by enums ([`LocalReason`], [`CannotCache`], [`NotRemote`],
+  [`TrustReason`]) so the keys of `llama stats` are a fixed set.
+
+Not here: the daemon's socket and process management (llama-cli), executors and the
+store (llama-exec, llama-core).
 
 # Example
 

@@ -705,3 +705,103 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ExecError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use llama_core::{ActionSpec, TreeBuilder};
+
+    use super::*;
+    use crate::LocalExecutor;
+
+    fn engine(root: &Path) -> Engine {
+        let store = Store::open(root.join("store"), 1 << 30).expect("open the store");
+        let executor = LocalExecutor::new(store.clone(), 1, Duration::from_secs(10));
+        Engine::new(store, Arc::new(executor), CachePolicy::default())
+    }
+
+    fn action(output: &str) -> PreparedAction {
+        ActionSpec {
+            arguments: vec!["cc".into(), "-c".into(), "a.c".into()],
+            output_paths: vec![output.into()],
+            ..Default::default()
+        }
+        .prepare(TreeBuilder::new().build())
+        .expect("prepare the action")
+    }
+
+    fn produced(exit_code: i32, local: &Path, remote: &str) -> Produced {
+        let now = SystemTime::now();
+        Produced {
+            exit_code,
+            stdout: b"out".to_vec(),
+            stderr: b"warning".to_vec(),
+            outputs: vec![OutputMapping {
+                remote: remote.into(),
+                local: local.to_path_buf(),
+            }],
+            worker: "test".into(),
+            times: (now, now),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recorded_success_is_served_as_a_cache_hit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = engine(dir.path());
+        let object = dir.path().join("a.o");
+        fs::write(&object, b"object").expect("write the object");
+        let action = action("a.o");
+        let result = engine
+            .record(&action, produced(0, &object, "a.o"))
+            .await
+            .expect("record");
+        let cached = cached_result(engine.store(), &action.action_digest)
+            .expect("read the action cache")
+            .expect("a hit");
+        assert_eq!(cached, result);
+        assert_eq!(cached.output_files[0].path, "a.o");
+        // Copied, not linked: rewriting the file leaves the stored blob as it was.
+        fs::write(&object, b"rewritten").expect("rewrite the object");
+        let digest = Digest::from_field(cached.output_files[0].digest.as_ref()).expect("digest");
+        assert_eq!(engine.store().get_bytes(&digest).expect("blob"), b"object");
+    }
+
+    #[tokio::test]
+    async fn a_recorded_failure_is_not_cached() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = engine(dir.path());
+        let object = dir.path().join("a.o");
+        fs::write(&object, b"object").expect("write the object");
+        let action = action("a.o");
+        engine
+            .record(&action, produced(1, &object, "a.o"))
+            .await
+            .expect("record");
+        assert!(
+            cached_result(engine.store(), &action.action_digest)
+                .expect("read the action cache")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_result_passes_the_executors_checks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = engine(dir.path());
+        let object = dir.path().join("a.o");
+        fs::write(&object, b"object").expect("write the object");
+        let action = action("a.o");
+        let err = engine
+            .record(&action, produced(0, &object, "../a.o"))
+            .await
+            .expect_err("a path out of the working directory is refused");
+        assert!(matches!(err, ExecError::Refused { .. }), "{err}");
+        assert!(
+            cached_result(engine.store(), &action.action_digest)
+                .expect("read the action cache")
+                .is_none()
+        );
+    }
+}
