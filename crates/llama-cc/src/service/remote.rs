@@ -93,7 +93,7 @@ pub(super) struct Remote {
 /// rather than each waiting for the backend to fail again.
 #[derive(Default)]
 struct Health {
-    /// The backend failed once already (the user has been told).
+    /// A failure fell back to this machine already (the user has been told).
     failed: AtomicBool,
     /// Compiles stay here until then.
     down_until: Mutex<Option<Instant>>,
@@ -112,10 +112,14 @@ impl Health {
         }
     }
 
-    /// Records a failure: compiles stay here for a while. True the first time.
-    fn trip(&self) -> bool {
+    /// Records a failure: compiles stay here for a while.
+    fn trip(&self) {
         *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Instant::now() + REMOTE_PAUSE);
+    }
+
+    /// True the first time a failure falls back to this machine: the user is told once.
+    fn first_fallback(&self) -> bool {
         !self.failed.swap(true, Ordering::Relaxed)
     }
 }
@@ -224,7 +228,7 @@ impl CompileService {
                 })
             }
             Err(Declined::Failed(message)) => {
-                let first = remote.health.trip();
+                remote.health.trip();
                 if !job.settings.local_fallback {
                     let stderr = format!(
                         "llamacc: error: {message}\n\
@@ -237,7 +241,7 @@ impl CompileService {
                 }
                 // Said once per daemon: a broken backend would otherwise say it for
                 // every file of the build. `llama stats` counts every fallback.
-                if first {
+                if remote.health.first_fallback() {
                     notes.push(format!(
                         "llamacc: warning: {message}; compiling on this machine instead \
                          (said once; `llama stats` counts the fallbacks)"
