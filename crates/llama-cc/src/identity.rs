@@ -12,7 +12,7 @@ use std::time::Duration;
 use llama_core::{Digest, HashCache, Hasher};
 use llama_exec::{HostCommand, run_host};
 
-use crate::Family;
+use crate::compilation::Family;
 use crate::error::CcError;
 
 /// A compiler, identified.

@@ -13,9 +13,17 @@ read and write.
 * [`CompileService`]: what the llamacc daemon does with a compile: identify the compiler,
   look the compile up by what it read last time (a [`Manifest`]), deliver a cached result,
   or compile in place and record what the compiler's depfile says it read.
-* [`protocol`] and [`client`]: the daemon's one wire format and the client half of it,
-  which the thin `llamacc` binary uses without linking the service.
-* [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome.
+  A miss compiles on a remote executor when one is set ([`CompileService::with_remote`]),
+  else in place; either way its result is recorded through the `llama_exec::Engine`.
+* [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome, with
+  the reasons named by enums ([`LocalReason`], [`CannotCache`], [`NotRemote`],
+  [`TrustReason`]) so the keys of `llama stats` are a fixed set.
+* [`protocol`] and [`client`]: the daemon's one wire format (the service's own
+  [`CompileRequest`] and [`CompileReply`]) and the client half of it, which the thin
+  `llamacc` binary uses without linking the service.
+
+Not here: running the daemon (its socket server and lifetime: llama-cli), executors and
+the store (llama-exec, llama-core).
 
 # Example
 
@@ -50,6 +58,7 @@ assert_eq!(LocalReason::TooHard("-save-temps").name(), "too-hard:-save-temps");
 
 mod args;
 pub mod client;
+mod compilation;
 mod compile_env;
 mod depfile;
 mod error;
@@ -69,9 +78,10 @@ mod sysdirs;
 mod toolchain;
 
 pub use crate::{
-    args::{
+    args::parse,
+    compilation::{
         Compilation, DepFile, DepKind, DepTarget, Driver, Family, IncludeSearch, Language,
-        LocalReason, Mode, Verdict, parse,
+        LocalReason, Mode, Verdict,
     },
     compile_env::needed_by_compile,
     depfile::prerequisites,
@@ -81,6 +91,8 @@ pub use crate::{
     protocol::{CompileReply, CompileRequest},
     service::{CompileService, resolve_compiler},
     settings::{Settings, truthy},
-    stats::{Outcome, Stats, StatsSnapshot, TrustReason},
+    stats::{
+        CannotCache, ERROR_REASON, NotRemote, Outcome, Stats, StatsSnapshot, TrustReason, cost,
+    },
     sysdirs::SystemDirs,
 };

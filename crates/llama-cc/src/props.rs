@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
-use crate::args::{self, Driver, Family, Mode, Verdict};
+use crate::args;
+use crate::compilation::{Driver, Family, LocalReason, Mode, Verdict};
 use crate::depfile::{prerequisites, rewrap_gcc};
 use crate::flags;
 use crate::remote_args::{ROOT_PLACEHOLDER, remote_args};
@@ -317,9 +318,9 @@ proptest! {
         let args = vec![OsString::from("-c"), OsString::from(format!("@r{start}"))];
         match expand(&args, dir.path()) {
             Ok(words) => prop_assert!(words.len() <= MAX_WORDS, "{} words", words.len()),
-            Err(args::LocalReason::ResponseFileUnreadable(_))
-            | Err(args::LocalReason::ResponseFileTooDeep(_))
-            | Err(args::LocalReason::ResponseFileTooLarge(_)) => {}
+            Err(LocalReason::ResponseFileUnreadable(_))
+            | Err(LocalReason::ResponseFileTooDeep(_))
+            | Err(LocalReason::ResponseFileTooLarge(_)) => {}
             Err(other) => return Err(TestCaseError::fail(format!("unexpected {other:?}"))),
         }
         // The parser on top of it cannot do worse.
@@ -411,7 +412,7 @@ fn r12_empty_output_runs_the_compiler() {
     for family in [Family::Gcc, Family::Clang] {
         assert_eq!(
             args::parse(&args, Path::new("/nonexistent"), family),
-            Verdict::Local(args::LocalReason::EmptyOutput)
+            Verdict::Local(LocalReason::EmptyOutput)
         );
     }
 }
@@ -439,7 +440,7 @@ fn r12_response_files_fanning_out_stop() {
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("expansion still running after 20 s");
     assert!(
-        matches!(expanded, Err(args::LocalReason::ResponseFileTooLarge(_))),
+        matches!(expanded, Err(LocalReason::ResponseFileTooLarge(_))),
         "{:?}",
         expanded.map(|w| w.len())
     );

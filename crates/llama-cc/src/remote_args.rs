@@ -13,7 +13,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use crate::args::{Driver, Family};
+use crate::compilation::{Driver, Family};
 use crate::flags::{self, Flag, Kind, Word, Words};
 
 /// Replaced by the remote wrapper with the directory the inputs landed in.

@@ -11,19 +11,13 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use crate::args::LocalReason;
+use crate::compilation::{LocalReason, MAX_RESPONSE_FILES as MAX_FILES};
+// Re-exported: the property tests bound the expansion by it.
+pub(crate) use crate::compilation::MAX_WORDS;
 
 /// How deep `@file`s may nest. gcc stops after 2,000 files; clang detects cycles. Both
 /// then fail, so any limit that real builds never reach will do.
 const MAX_DEPTH: usize = 32;
-
-/// How many `@file`s one command line may read in all, as gcc's `expandargv` allows: files
-/// that name each other twice over would otherwise be read 2^depth times.
-pub(crate) const MAX_FILES: usize = 2_000;
-
-/// How many arguments the expansion may grow to: far past any real compile, far short of
-/// exhausting memory.
-pub(crate) const MAX_WORDS: usize = 1 << 20;
 
 /// `args` with every `@file` replaced by the arguments the file holds.
 ///

@@ -1,20 +1,22 @@
 //! What llamacc needs to know about the text of a compile's inputs beyond their digests.
 
+use crate::stats::CannotCache;
+
 /// Text that makes a compile's output depend on more than its inputs' content, with the
 /// reason it is then not cached: the time macros change every second, and an assembler
 /// `.incbin` (also in inline asm in C) reads a file the depfile does not name.
-const UNCACHEABLE_CONTENT: &[(&[u8], &str)] = &[
-    (b"__DATE__", "__DATE__/__TIME__"),
-    (b"__TIME__", "__DATE__/__TIME__"),
-    (b"__TIMESTAMP__", "__DATE__/__TIME__"),
-    (b".incbin", "assembler .incbin"),
+const UNCACHEABLE_CONTENT: &[(&[u8], CannotCache)] = &[
+    (b"__DATE__", CannotCache::TimeMacros),
+    (b"__TIME__", CannotCache::TimeMacros),
+    (b"__TIMESTAMP__", CannotCache::TimeMacros),
+    (b".incbin", CannotCache::AssemblerIncbin),
 ];
 
 /// One input file's findings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContentScan {
     /// Why a compile reading this file cannot be cached, if it cannot.
-    pub uncacheable: Option<&'static str>,
+    pub uncacheable: Option<CannotCache>,
     /// Header names tested with `__has_include` / `__has_include_next`: whether each exists
     /// decides the compile as much as the content of the headers it includes.
     pub has_include: Vec<String>,
@@ -52,7 +54,7 @@ pub fn scan(text: &[u8]) -> ContentScan {
             Some(b'"') => b'"',
             _ => {
                 // A macro names the header: which files matter cannot be known here.
-                uncacheable = uncacheable.or(Some("computed __has_include"));
+                uncacheable = uncacheable.or(Some(CannotCache::ComputedHasInclude));
                 continue;
             }
         };
@@ -102,15 +104,21 @@ mod tests {
     #[test]
     fn computed_has_include_and_time_macros_are_uncacheable() {
         assert_eq!(
-            scan(b"#if __has_include(HEADER)\n#endif\n").uncacheable,
+            scan(b"#if __has_include(HEADER)\n#endif\n")
+                .uncacheable
+                .map(CannotCache::name),
             Some("computed __has_include")
         );
         assert_eq!(
-            scan(b"const char *d = __DATE__;").uncacheable,
+            scan(b"const char *d = __DATE__;")
+                .uncacheable
+                .map(CannotCache::name),
             Some("__DATE__/__TIME__")
         );
         assert_eq!(
-            scan(b"asm(\".incbin \\\"blob\\\"\");").uncacheable,
+            scan(b"asm(\".incbin \\\"blob\\\"\");")
+                .uncacheable
+                .map(CannotCache::name),
             Some("assembler .incbin")
         );
     }

@@ -59,6 +59,162 @@ impl TrustReason {
     }
 }
 
+/// Why the daemon ran a compile directly, or compiled it without recording the result,
+/// for a reason the arguments alone do not give ([`crate::LocalReason`] names those). Each
+/// is counted under its [`CannotCache::name`] among the reasons `llama stats` lists; the
+/// detail (which file, which variable) goes to messages only, so the names stay a fixed set.
+///
+/// | variant                  | name                               | counted with         |
+/// |--------------------------|------------------------------------|----------------------|
+/// | `LocalSetting`           | `LLAMACC_LOCAL`                    | local                |
+/// | `DependenciesOutput`     | `environment DEPENDENCIES_OUTPUT`  | local                |
+/// | `SunproDependencies`     | `environment SUNPRO_DEPENDENCIES`  | local                |
+/// | `CompilerNotFound`       | `compiler not found`               | local                |
+/// | `InputNotRegularFile`    | `input not a regular file`         | local                |
+/// | `UnreadableInput`        | `unreadable input`                 | local, uncacheable   |
+/// | `NoDepfile`              | `no depfile written`               | uncacheable          |
+/// | `AssemblerInclude`       | `assembler .include`               | uncacheable          |
+/// | `TimeMacros`             | `__DATE__/__TIME__`                | uncacheable          |
+/// | `AssemblerIncbin`        | `assembler .incbin`                | uncacheable          |
+/// | `ComputedHasInclude`     | `computed __has_include`           | uncacheable          |
+/// | `Trust(reason)`          | [`TrustReason::name`]              | local, uncacheable   |
+///
+/// A reason met while preparing a remote compile is counted with the miss that compiled
+/// here instead ([`NotRemote::Cannot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CannotCache {
+    /// `LLAMACC_LOCAL` is set: every compile runs directly.
+    LocalSetting,
+    /// `DEPENDENCIES_OUTPUT` makes the compiler write a depfile llamacc does not know of.
+    DependenciesOutput,
+    /// `SUNPRO_DEPENDENCIES`, the same with system headers.
+    SunproDependencies,
+    /// The compiler is not in the client's `PATH` (the shell would say so too).
+    CompilerNotFound,
+    /// The source, a forced include or a file input is a device or a directory
+    /// (`-x c /dev/null`, as configure scripts probe).
+    InputNotRegularFile,
+    /// An input cannot be read: the compiler reports it better.
+    UnreadableInput,
+    /// The compiler wrote no depfile, so what it read is unknown.
+    NoDepfile,
+    /// Plain assembly that pulls files in with `.include`, which no depfile lists.
+    AssemblerInclude,
+    /// An input uses `__DATE__`, `__TIME__` or `__TIMESTAMP__`: the output changes every
+    /// second.
+    TimeMacros,
+    /// An input uses the assembler's `.incbin`, which reads a file no depfile lists.
+    AssemblerIncbin,
+    /// An input tests `__has_include` with a macro: which files matter cannot be known.
+    ComputedHasInclude,
+    /// A trust check failed.
+    Trust(TrustReason),
+}
+
+impl CannotCache {
+    /// The stable name counted in `llama stats` (`reasons` of `--json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CannotCache::LocalSetting => "LLAMACC_LOCAL",
+            CannotCache::DependenciesOutput => "environment DEPENDENCIES_OUTPUT",
+            CannotCache::SunproDependencies => "environment SUNPRO_DEPENDENCIES",
+            CannotCache::CompilerNotFound => "compiler not found",
+            CannotCache::InputNotRegularFile => "input not a regular file",
+            CannotCache::UnreadableInput => "unreadable input",
+            CannotCache::NoDepfile => "no depfile written",
+            CannotCache::AssemblerInclude => "assembler .include",
+            CannotCache::TimeMacros => "__DATE__/__TIME__",
+            CannotCache::AssemblerIncbin => "assembler .incbin",
+            CannotCache::ComputedHasInclude => "computed __has_include",
+            CannotCache::Trust(reason) => reason.name(),
+        }
+    }
+}
+
+impl From<TrustReason> for CannotCache {
+    fn from(reason: TrustReason) -> Self {
+        CannotCache::Trust(reason)
+    }
+}
+
+/// Why a miss compiled on this machine although a remote executor is set. Each is counted
+/// under its [`NotRemote::name`] beside the outcome (`misses`, or `remote_fallbacks` /
+/// `remote_errors` for `Failed`); the detail goes to `LLAMACC_VERBOSE` and the log.
+///
+/// | variant             | name                                 |
+/// |---------------------|--------------------------------------|
+/// | `Cannot(reason)`    | [`CannotCache::name`]                |
+/// | `Arguments`         | `not-remote:arguments`               |
+/// | `LocalSearchEnv`    | `not-remote:local-search-env`        |
+/// | `OldDwarfAbsolute`  | `not-remote:old-dwarf-absolute-source` |
+/// | `Toolchain`         | `not-remote:toolchain`               |
+/// | `DependencyScan`    | `not-remote:dependency-scan`         |
+/// | `Inputs`            | `not-remote:inputs`                  |
+/// | `Failed`            | `remote failed`                      |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRemote {
+    /// What the remote compile would read cannot be known or shipped (a trust check, no
+    /// depfile, an input's content).
+    Cannot(CannotCache),
+    /// An argument names something of this machine that cannot be rebased under the remote
+    /// input root.
+    Arguments,
+    /// A variable such as `CPATH` makes the compiler search directories of this machine.
+    LocalSearchEnv,
+    /// DWARF before version 5 with an absolute source path: gcc 12 would name the source
+    /// twice in the object (PR101575), unlike a local compile.
+    OldDwarfAbsolute,
+    /// The compiler's toolchain cannot be found or shipped.
+    Toolchain,
+    /// The local compiler could not list what the compile reads.
+    DependencyScan,
+    /// An input could not be hashed or placed in the input tree.
+    Inputs,
+    /// The remote backend failed (or failed moments ago).
+    Failed,
+}
+
+impl NotRemote {
+    /// The stable name counted in `llama stats` (`reasons` of `--json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NotRemote::Cannot(reason) => reason.name(),
+            NotRemote::Arguments => "not-remote:arguments",
+            NotRemote::LocalSearchEnv => "not-remote:local-search-env",
+            NotRemote::OldDwarfAbsolute => "not-remote:old-dwarf-absolute-source",
+            NotRemote::Toolchain => "not-remote:toolchain",
+            NotRemote::DependencyScan => "not-remote:dependency-scan",
+            NotRemote::Inputs => "not-remote:inputs",
+            NotRemote::Failed => "remote failed",
+        }
+    }
+}
+
+/// The reason counted with [`Outcome::Error`]: llamacc's own machinery failed (the message
+/// says how).
+pub const ERROR_REASON: &str = "error";
+
+/// The names of what a remote backend consumed, in [`StatsSnapshot::cost`]: each is
+/// spelled here once, for the daemon that fills them and the report that shows them.
+pub mod cost {
+    /// Executions the backend started.
+    pub const INVOCATIONS: &str = "invocations";
+    /// Actions the backend's own action cache served.
+    pub const REMOTE_CACHE_HITS: &str = "remote_cache_hits";
+    /// Lambda compute, in GB-seconds.
+    pub const GB_SECONDS: &str = "gb_seconds";
+    /// Requests to the object store.
+    pub const S3_REQUESTS: &str = "s3_requests";
+    /// Bytes uploaded.
+    pub const BYTES_UP: &str = "bytes_up";
+    /// Bytes downloaded.
+    pub const BYTES_DOWN: &str = "bytes_down";
+    /// Calls to a REAPI server.
+    pub const CALLS: &str = "calls";
+    /// The cost at list prices, in dollars.
+    pub const DOLLARS: &str = "dollars";
+}
+
 /// Each counter: (name in `llama stats --json`, description in `llama stats`).
 const COUNTERS: &[(Outcome, &str, &str)] = &[
     (Outcome::Hit, "hits", "served from the cache"),
@@ -112,14 +268,18 @@ pub struct StatsSnapshot {
 
 /// How `llama stats` shows each cost entry: (name, label, decimals).
 const COST_LINES: &[(&str, &str, usize)] = &[
-    ("invocations", "remote invocations", 0),
-    ("remote_cache_hits", "served by the remote action cache", 0),
-    ("gb_seconds", "compute (GB-seconds)", 1),
-    ("s3_requests", "object store requests", 0),
-    ("bytes_up", "bytes uploaded", 0),
-    ("bytes_down", "bytes downloaded", 0),
-    ("calls", "calls to the REAPI server", 0),
-    ("dollars", "cost at list prices ($)", 4),
+    (cost::INVOCATIONS, "remote invocations", 0),
+    (
+        cost::REMOTE_CACHE_HITS,
+        "served by the remote action cache",
+        0,
+    ),
+    (cost::GB_SECONDS, "compute (GB-seconds)", 1),
+    (cost::S3_REQUESTS, "object store requests", 0),
+    (cost::BYTES_UP, "bytes uploaded", 0),
+    (cost::BYTES_DOWN, "bytes downloaded", 0),
+    (cost::CALLS, "calls to the REAPI server", 0),
+    (cost::DOLLARS, "cost at list prices ($)", 4),
 ];
 
 /// The live counters of a daemon.
@@ -203,7 +363,7 @@ impl StatsSnapshot {
             // takes no REAPI calls): the others stay out of the report.
             for (name, label, decimals) in COST_LINES {
                 let v = self.cost.get(*name).copied().unwrap_or(0.0);
-                if v == 0.0 && *name != "invocations" {
+                if v == 0.0 && *name != cost::INVOCATIONS {
                     continue;
                 }
                 out.push_str(&format!("  {label:<42} {v:>8.decimals$}\n"));
@@ -269,5 +429,45 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), all.len());
+    }
+
+    #[test]
+    fn daemon_reasons_have_distinct_names() {
+        let cannot = [
+            CannotCache::LocalSetting,
+            CannotCache::DependenciesOutput,
+            CannotCache::SunproDependencies,
+            CannotCache::CompilerNotFound,
+            CannotCache::InputNotRegularFile,
+            CannotCache::UnreadableInput,
+            CannotCache::NoDepfile,
+            CannotCache::AssemblerInclude,
+            CannotCache::TimeMacros,
+            CannotCache::AssemblerIncbin,
+            CannotCache::ComputedHasInclude,
+            CannotCache::Trust(TrustReason::InputTooNew),
+            CannotCache::Trust(TrustReason::DotDotThroughSymlink),
+            CannotCache::Trust(TrustReason::UnresolvableOutput),
+            CannotCache::Trust(TrustReason::LogicalDirectory),
+        ];
+        let not_remote = [
+            NotRemote::Arguments,
+            NotRemote::LocalSearchEnv,
+            NotRemote::OldDwarfAbsolute,
+            NotRemote::Toolchain,
+            NotRemote::DependencyScan,
+            NotRemote::Inputs,
+            NotRemote::Failed,
+        ];
+        let mut names: Vec<_> = cannot
+            .iter()
+            .map(|r| r.name())
+            .chain(not_remote.iter().map(|r| r.name()))
+            .chain([ERROR_REASON])
+            .collect();
+        let all = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all);
     }
 }

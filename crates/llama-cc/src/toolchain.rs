@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use llama_exec::{HostCommand, run_host};
 
-use crate::args::{Family, Language};
+use crate::compilation::{Family, Language};
 use crate::identity::Identity;
 use crate::remote_args::ROOT_PLACEHOLDER;
 

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use llama_core::{
     CheckedTree, Digest, PreparedAction, Refusal, ResultLimits, Store, StoreError,
-    check_result_shape, check_tree, reapi,
+    check_result_shape, check_tree, protobuf, reapi,
 };
 
 use crate::executor::{ExecError, Executor, Termination};
@@ -62,6 +63,26 @@ pub struct Delivered {
     pub missing: Vec<OutputMapping>,
     /// True when the outputs were written to their local paths.
     pub written: bool,
+}
+
+/// A result produced outside an executor, for [`Engine::record`]: a front end ran the
+/// command itself (llamacc compiles in place, in the user's directory) and hands over what
+/// it wrote.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// What it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr.
+    pub stderr: Vec<u8>,
+    /// Its output files: each stored from `local` under `remote`, the name the action's
+    /// `output_paths` gives it.
+    pub outputs: Vec<OutputMapping>,
+    /// Who ran it, for the result's metadata (`llamacc in place`).
+    pub worker: String,
+    /// When it started and finished.
+    pub times: (SystemTime, SystemTime),
 }
 
 /// The action cache in front of an executor.
@@ -126,6 +147,40 @@ impl Engine {
     /// cache is only written after a run completes.
     pub async fn run(&self, action: &PreparedAction) -> Result<Finished, ExecError> {
         self.run_with(action, self.policy.read).await
+    }
+
+    /// Records a result produced outside an executor: stores its stdout, stderr and output
+    /// files (copied, never linked: the front end may rewrite them in place) and, when it
+    /// succeeded and the action may be cached, its ActionResult under the action's key. The
+    /// result passes the same checks as an executor's before it is recorded, so a cache hit
+    /// serves it like any other. Returns the result.
+    ///
+    /// # Cancel safety
+    ///
+    /// The store is written on a blocking thread that runs to completion: dropping the
+    /// future may leave blobs stored without a result naming them, never a partial result.
+    pub async fn record(
+        &self,
+        action: &PreparedAction,
+        produced: Produced,
+    ) -> Result<reapi::ActionResult, ExecError> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store_produced(&store, produced))
+            .await
+            .map_err(|e| ExecError::Task(e.to_string()))??;
+        check_result_shape(&result, &self.limits).map_err(|why| ExecError::Refused {
+            from: result_worker(&result),
+            why,
+        })?;
+        if self.policy.write && !action.action.do_not_cache && result.exit_code == 0 {
+            let store = self.store.clone();
+            let key = action.action_digest;
+            let recorded = result.clone();
+            tokio::task::spawn_blocking(move || store.put_action_result(&key, &recorded))
+                .await
+                .map_err(|e| ExecError::Task(e.to_string()))??;
+        }
+        Ok(result)
     }
 
     async fn run_with(
@@ -235,6 +290,47 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Stores what `produced` wrote and returns the ActionResult naming it.
+fn store_produced(store: &Store, produced: Produced) -> Result<reapi::ActionResult, ExecError> {
+    let mut result = reapi::ActionResult {
+        exit_code: produced.exit_code,
+        stdout_digest: Some(store.put_bytes(&produced.stdout)?.to_proto()),
+        stderr_digest: Some(store.put_bytes(&produced.stderr)?.to_proto()),
+        execution_metadata: Some(reapi::ExecutedActionMetadata {
+            worker: produced.worker,
+            execution_start_timestamp: Some(timestamp(produced.times.0)),
+            execution_completed_timestamp: Some(timestamp(produced.times.1)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for o in &produced.outputs {
+        let digest = store.put_file(&o.local, None)?;
+        result.output_files.push(reapi::OutputFile {
+            path: o.remote.clone(),
+            digest: Some(digest.to_proto()),
+            ..Default::default()
+        });
+    }
+    Ok(result)
+}
+
+/// Who a recorded result says produced it, for a refusal's message.
+fn result_worker(result: &reapi::ActionResult) -> String {
+    match &result.execution_metadata {
+        Some(meta) if !meta.worker.is_empty() => meta.worker.clone(),
+        _ => "a front end".to_string(),
+    }
+}
+
+fn timestamp(t: SystemTime) -> protobuf::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    protobuf::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -616,4 +712,104 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ExecError> {
             error,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use llama_core::{ActionSpec, TreeBuilder};
+
+    use super::*;
+    use crate::LocalExecutor;
+
+    fn engine(root: &Path) -> Engine {
+        let store = Store::open(root.join("store"), 1 << 30).expect("open the store");
+        let executor = LocalExecutor::new(store.clone(), 1, Duration::from_secs(10));
+        Engine::new(store, Arc::new(executor), CachePolicy::default())
+    }
+
+    fn action(output: &str) -> PreparedAction {
+        ActionSpec {
+            arguments: vec!["cc".into(), "-c".into(), "a.c".into()],
+            output_paths: vec![output.into()],
+            ..Default::default()
+        }
+        .prepare(TreeBuilder::new().build())
+        .expect("prepare the action")
+    }
+
+    fn produced(exit_code: i32, local: &Path, remote: &str) -> Produced {
+        let now = SystemTime::now();
+        Produced {
+            exit_code,
+            stdout: b"out".to_vec(),
+            stderr: b"warning".to_vec(),
+            outputs: vec![OutputMapping {
+                remote: remote.into(),
+                local: local.to_path_buf(),
+            }],
+            worker: "test".into(),
+            times: (now, now),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recorded_success_is_served_as_a_cache_hit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = engine(dir.path());
+        let object = dir.path().join("a.o");
+        fs::write(&object, b"object").expect("write the object");
+        let action = action("a.o");
+        let result = engine
+            .record(&action, produced(0, &object, "a.o"))
+            .await
+            .expect("record");
+        let cached = cached_result(engine.store(), &action.action_digest)
+            .expect("read the action cache")
+            .expect("a hit");
+        assert_eq!(cached, result);
+        assert_eq!(cached.output_files[0].path, "a.o");
+        // Copied, not linked: rewriting the file leaves the stored blob as it was.
+        fs::write(&object, b"rewritten").expect("rewrite the object");
+        let digest = Digest::from_field(cached.output_files[0].digest.as_ref()).expect("digest");
+        assert_eq!(engine.store().get_bytes(&digest).expect("blob"), b"object");
+    }
+
+    #[tokio::test]
+    async fn a_recorded_failure_is_not_cached() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = engine(dir.path());
+        let object = dir.path().join("a.o");
+        fs::write(&object, b"object").expect("write the object");
+        let action = action("a.o");
+        engine
+            .record(&action, produced(1, &object, "a.o"))
+            .await
+            .expect("record");
+        assert!(
+            cached_result(engine.store(), &action.action_digest)
+                .expect("read the action cache")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_result_passes_the_executors_checks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = engine(dir.path());
+        let object = dir.path().join("a.o");
+        fs::write(&object, b"object").expect("write the object");
+        let action = action("a.o");
+        let err = engine
+            .record(&action, produced(0, &object, "../a.o"))
+            .await
+            .expect_err("a path out of the working directory is refused");
+        assert!(matches!(err, ExecError::Refused { .. }), "{err}");
+        assert!(
+            cached_result(engine.store(), &action.action_digest)
+                .expect("read the action cache")
+                .is_none()
+        );
+    }
 }

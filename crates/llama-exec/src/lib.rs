@@ -55,7 +55,7 @@ mod usage;
 
 pub use crate::{
     engine::{
-        CachePolicy, Delivered, Engine, Finished, OutputMapping, cached_result,
+        CachePolicy, Delivered, Engine, Finished, OutputMapping, Produced, cached_result,
         cached_result_within, deliver_outputs,
     },
     executor::{ExecError, ExecOutcome, Executor, Termination, signal_name},

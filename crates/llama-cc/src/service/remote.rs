@@ -9,24 +9,26 @@
 //! inside the object, which is then byte-identical to a local compile's.
 
 use std::ffi::OsString;
-
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use llama_core::{ActionSpec, FUNCTION_PROPERTY, Store, encode_os};
-use llama_exec::{Engine, HostCommand, OutputMapping, Termination, deliver_outputs, run_host};
-
-use super::{
-    Compilation, CompileReply, CompileRequest, CompileService, Fallback, GatheredInputs, blob,
-    root_relative, unique,
+use llama_core::{ActionSpec, Digest, FUNCTION_PROPERTY, PreparedAction, Store, encode_os};
+use llama_exec::{
+    Engine, Finished, HostCommand, OutputMapping, Termination, deliver_outputs, run_host,
 };
-use crate::args::{DepKind, Driver};
+
+use super::in_place::unique;
+use super::inputs::{Gather, GatheredInputs};
+use super::lookup::{blob, compile_seconds};
+use super::paths::{depfile_remote, logical_dir, output_env, root_relative};
+use super::{CompileService, Done, Fallback, Job};
+use crate::compilation::{Compilation, DepKind, Driver};
 use crate::identity::Identity;
 use crate::manifest::Entry;
 use crate::remote_args::{ROOT_PLACEHOLDER, remote_args};
-use crate::settings::Settings;
-use crate::stats::Outcome;
+use crate::stats::{NotRemote, Outcome, TrustReason};
 use crate::toolchain::{self, Toolchain};
 
 /// The output in which the remote command records the directory its inputs landed in.
@@ -72,210 +74,67 @@ const OLD_DWARF: &[&str] = &["-gdwarf-2", "-gdwarf-3", "-gdwarf-4"];
 /// wrapper's own (125), a program that could not be run (126, 127).
 const INFRASTRUCTURE_EXITS: &[i32] = &[125, 126, 127];
 
-/// Why a miss was not compiled remotely.
-pub(super) enum NotRemote {
-    /// It cannot be compiled remotely (the reason); compile it here.
-    Unsuitable(String),
-    /// The remote backend failed; compile it here (or not, without local fallback).
-    Failed(String),
+/// How long compiles stay on this machine after the remote backend failed, before one tries
+/// it again: a backend that is down then costs one timeout, not one per file.
+const REMOTE_PAUSE: Duration = Duration::from_secs(30);
+
+/// Toolchains by compiler identity and language, or why one cannot be shipped.
+type Toolchains = std::collections::HashMap<(Digest, &'static str), Result<Arc<Toolchain>, String>>;
+
+/// The remote executor misses compile on, the toolchains shipped to it, and its health.
+pub(super) struct Remote {
+    /// The action cache in front of the remote executor.
+    pub(super) engine: Engine,
+    toolchains: Mutex<Toolchains>,
+    health: Health,
 }
 
-type Compiled = (CompileReply, Outcome, Option<String>, f64);
+/// A circuit breaker: after a remote failure, compiles stay here for [`REMOTE_PAUSE`]
+/// rather than each waiting for the backend to fail again.
+#[derive(Default)]
+struct Health {
+    /// A failure fell back to this machine already (the user has been told).
+    failed: AtomicBool,
+    /// Compiles stay here until then.
+    down_until: Mutex<Option<Instant>>,
+}
 
-impl CompileService {
-    /// Compiles a miss on the remote executor behind `engine`, records the manifest entry,
-    /// and delivers the outputs.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn remote_compile(
-        &self,
-        engine: &Engine,
-        settings: &Settings,
-        req: &CompileRequest,
-        driver: &Path,
-        identity: &Identity,
-        c: &Compilation,
-        prekey: &llama_core::Digest,
-        outputs: &[OutputMapping],
-    ) -> Result<Compiled, NotRemote> {
-        let started = Instant::now();
-        let unsuitable = |r: String| NotRemote::Unsuitable(format!("not remote: {r}"));
-        let args = remote_args(
-            &c.args,
-            Driver {
-                family: identity.family,
-                cxx: req.cxx,
-            },
-        )
-        .map_err(unsuitable)?;
-        if let Some((var, _)) = req
-            .env
-            .iter()
-            .find(|(k, v)| !v.is_empty() && LOCAL_SEARCH_ENV.iter().any(|name| k == *name))
-        {
-            return Err(unsuitable(format!(
-                "{} names directories of this machine",
-                var.to_string_lossy()
-            )));
-        }
-        // gcc 12 files an absolute main source under its remapped name and then looks it up
-        // unmapped: before DWARF 5 the file table gets a second entry (PR101575).
-        if c.source.is_absolute()
-            && c.args
-                .iter()
-                .any(|a| OLD_DWARF.contains(&a.to_string_lossy().as_ref()))
-        {
-            return Err(unsuitable(
-                "DWARF before version 5 with an absolute source path".into(),
-            ));
-        }
-        let toolchain = self
-            .toolchain(identity, c, &req.env)
-            .await
-            .map_err(unsuitable)?;
-        // The scan runs here: it takes a local slot, the remote compile does not.
-        let depfile = match c.language.is_preprocessed_by_compiler() {
-            true => {
-                let _slot = self
-                    .slots
-                    .acquire()
-                    .await
-                    .map_err(|e| NotRemote::Failed(e.to_string()))?;
-                Some(self.discover(driver, req, args.discovery).await?)
+impl Health {
+    /// Whether the backend failed moments ago; the pause ends once it is over.
+    fn is_down(&self) -> bool {
+        let mut down = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *down {
+            Some(until) if Instant::now() < until => true,
+            _ => {
+                *down = None;
+                false
             }
-            false => None,
-        };
-        let gathered = self
-            .gather_inputs(
-                req,
-                driver,
-                &identity.digest,
-                c,
-                depfile.as_deref(),
-                Some(DepKind::AllHeaders),
-                super::Gather::Remote,
-            )
-            .await;
-        drop(depfile);
-        let GatheredInputs {
-            hashed,
-            mut tree,
-            absent,
-            present,
-            ..
-        } = match gathered {
-            Ok(Ok(g)) => g,
-            Ok(Err(reason)) => return Err(NotRemote::Unsuitable(reason)),
-            Err(e) => return Err(unsuitable(e.to_string())),
-        };
-        // The toolchain, and the files `__has_include` found, are inputs too.
-        let extra = toolchain
-            .files
-            .iter()
-            .map(|f| (f.remote.clone(), f.local.clone(), f.executable))
-            .chain(present.iter().filter_map(|p| {
-                let p = Path::new(p);
-                p.is_file()
-                    .then(|| (p.to_path_buf(), p.to_path_buf(), false))
-            }));
-        for (remote, local, executable) in extra {
-            let digest = self
-                .digest_of(&local)
-                .map_err(|e| unsuitable(e.to_string()))?;
-            tree.add_known(&root_relative(&remote), digest, executable, local)
-                .map_err(|e| unsuitable(e.to_string()))?;
         }
-        let action = self
-            .remote_action(settings, req, &toolchain, args.rebased, outputs)
-            .prepare(tree.build())
-            .map_err(|e| unsuitable(e.to_string()))?;
-        tracing::debug!(action = %action.action_digest, "remote compile of {}", c.source.display());
+    }
 
-        let finished = engine
-            .run(&action)
-            .await
-            .map_err(|e| NotRemote::Failed(format!("{} executor: {e}", engine.executor_name())))?;
-        let exit_code = match finished.termination {
-            Termination::Exited(code) if !INFRASTRUCTURE_EXITS.contains(&code) => code,
-            other => {
-                let store = self.store.clone();
-                let result = finished.result.clone();
-                let stderr = tokio::task::spawn_blocking(move || {
-                    blob(&store, result.stderr_digest.as_ref()).unwrap_or_default()
-                })
-                .await
-                .unwrap_or_default();
-                return Err(NotRemote::Failed(format!(
-                    "the remote compile {other}: {}",
-                    String::from_utf8_lossy(&stderr).trim()
-                )));
-            }
-        };
-        let store = self.store.clone();
-        let result = finished.result.clone();
-        let mappings = outputs.to_vec();
-        let umask = req.umask;
-        let depfile_remote = super::depfile_remote(&req.cwd, c);
-        let delivered = tokio::task::spawn_blocking(move || {
-            deliver_compile(&store, &result, &mappings, depfile_remote.as_deref(), umask)
-        })
-        .await
-        .map_err(|e| NotRemote::Failed(e.to_string()))?
-        .map_err(|e| NotRemote::Failed(describe_fallback(e)))?;
-        let Some((stdout, stderr)) = delivered else {
-            return Err(NotRemote::Failed(
-                "the remote compile did not write every output".into(),
-            ));
-        };
-        if exit_code != 0 {
-            return Ok((
-                CompileReply::Done {
-                    exit_code,
-                    stdout,
-                    stderr,
-                    cached: false,
-                    notes: Vec::new(),
-                },
-                Outcome::CompileError,
-                None,
-                0.0,
-            ));
+    /// Records a failure: compiles stay here for a while.
+    fn trip(&self) {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + REMOTE_PAUSE);
+    }
+
+    /// True the first time a failure falls back to this machine: the user is told once.
+    fn first_fallback(&self) -> bool {
+        !self.failed.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl Remote {
+    pub(super) fn new(engine: Engine) -> Remote {
+        Remote {
+            engine,
+            toolchains: Mutex::new(Toolchains::new()),
+            health: Health::default(),
         }
-        let entry = Entry {
-            inputs: hashed,
-            absent,
-            present,
-            system: None,
-            action: (
-                *action.action_digest.hash_bytes(),
-                action.action_digest.size(),
-            ),
-        };
-        if let Err(e) = self.record_entry(prekey, entry) {
-            tracing::warn!(
-                "could not record the manifest of {}: {e}",
-                c.source.display()
-            );
-        }
-        let (outcome, saved) = if finished.cached {
-            (
-                Outcome::Hit,
-                super::compile_seconds(&finished.result) - started.elapsed().as_secs_f64(),
-            )
-        } else {
-            (Outcome::Remote, 0.0)
-        };
-        Ok((
-            CompileReply::Done {
-                exit_code: 0,
-                stdout,
-                stderr,
-                cached: finished.cached,
-                notes: Vec::new(),
-            },
-            outcome,
-            None,
-            saved,
-        ))
+    }
+
+    fn lock_toolchains(&self) -> MutexGuard<'_, Toolchains> {
+        self.toolchains.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The toolchain of this compiler for this language, found once per daemon.
@@ -295,39 +154,326 @@ impl CompileService {
         self.lock_toolchains().insert(key, found.clone());
         found
     }
+}
+
+/// Why a miss compiles here although a remote executor is set: the reason counted (with
+/// its detail, for messages), and what to tell the user.
+#[derive(Default)]
+pub(super) struct Stayed {
+    /// `None`: there is no remote executor.
+    pub(super) why: Option<(NotRemote, Option<String>)>,
+    /// Notes for the user (the executor's notices, a failure said once).
+    pub(super) notes: Vec<String>,
+}
+
+/// Why a miss was not compiled remotely.
+enum Declined {
+    /// It cannot be compiled remotely (the reason, and its detail); compile it here.
+    Unsuitable(NotRemote, String),
+    /// The remote backend failed; compile it here (or not, without local fallback).
+    Failed(String),
+}
+
+impl CompileService {
+    /// Step 4, remotely: compiles `job` on the remote executor when it can go there and the
+    /// backend is up; otherwise says why it stays here.
+    pub(super) async fn compile_remotely(
+        &self,
+        remote: &Remote,
+        job: &Job<'_>,
+    ) -> Result<Done, Stayed> {
+        // The remote compiler sees neither the user's symlinks nor the user's $PWD: an
+        // output reached through `sym/..`, or a logical directory the objects name, stays.
+        let trust = if job.through_symlink {
+            Some(TrustReason::DotDotThroughSymlink)
+        } else if logical_dir(job.req).is_some() {
+            Some(TrustReason::LogicalDirectory)
+        } else {
+            None
+        };
+        if let Some(reason) = trust {
+            return Err(Stayed {
+                why: Some((NotRemote::Cannot(reason.into()), None)),
+                notes: Vec::new(),
+            });
+        }
+        if remote.health.is_down() {
+            let detail = "the remote backend failed moments ago".to_string();
+            return Err(Stayed {
+                why: Some((NotRemote::Failed, Some(detail))),
+                notes: Vec::new(),
+            });
+        }
+        let compiled = self.remote_compile(remote, job).await;
+        // What the executor has to say (e.g. that it lost the server and is waiting for
+        // it) reaches the build through the compile that noticed, or the next one: the
+        // daemon's log is not where a user looks while a build pauses.
+        let mut notes: Vec<String> = remote
+            .engine
+            .take_notices()
+            .into_iter()
+            .map(|n| format!("llamacc: warning: {n}"))
+            .collect();
+        match compiled {
+            Ok(mut done) => {
+                notes.append(&mut done.notes);
+                done.notes = notes;
+                Ok(done)
+            }
+            Err(Declined::Unsuitable(reason, detail)) => {
+                tracing::debug!("{}: {}: {detail}", job.c.source.display(), reason.name());
+                Err(Stayed {
+                    why: Some((reason, Some(detail))),
+                    notes,
+                })
+            }
+            Err(Declined::Failed(message)) => {
+                remote.health.trip();
+                if !job.settings.local_fallback {
+                    let stderr = format!(
+                        "llamacc: error: {message}\n\
+                         llamacc: not compiling locally because LLAMACC_LOCAL_FALLBACK=0\n"
+                    );
+                    let mut done = Done::new(Outcome::RemoteError, 1, Vec::new(), stderr.into())
+                        .because(NotRemote::Failed.name(), Some(message));
+                    done.notes = notes;
+                    return Ok(done);
+                }
+                // Said once per daemon: a broken backend would otherwise say it for
+                // every file of the build. `llama stats` counts every fallback.
+                if remote.health.first_fallback() {
+                    notes.push(format!(
+                        "llamacc: warning: {message}; compiling on this machine instead \
+                         (said once; `llama stats` counts the fallbacks)"
+                    ));
+                }
+                tracing::warn!("{}: {message}", job.c.source.display());
+                Err(Stayed {
+                    why: Some((NotRemote::Failed, Some(message))),
+                    notes,
+                })
+            }
+        }
+    }
+
+    /// Compiles a miss on the remote executor, records the manifest entry, and delivers
+    /// the outputs.
+    async fn remote_compile(&self, remote: &Remote, job: &Job<'_>) -> Result<Done, Declined> {
+        let started = Instant::now();
+        let (action, gathered) = self.prepare_remote(remote, job).await?;
+        tracing::debug!(action = %action.action_digest, "remote compile of {}", job.c.source.display());
+        let engine = &remote.engine;
+        let finished = engine
+            .run(&action)
+            .await
+            .map_err(|e| Declined::Failed(format!("{} executor: {e}", engine.executor_name())))?;
+        let exit_code = self.remote_exit_code(&finished).await?;
+        let (stdout, stderr) = self.deliver_remote(job, &finished).await?;
+        if exit_code != 0 {
+            return Ok(Done::new(Outcome::CompileError, exit_code, stdout, stderr));
+        }
+        let entry = Entry {
+            inputs: gathered.hashed,
+            absent: gathered.absent,
+            present: gathered.present,
+            system: None,
+            action: (
+                *action.action_digest.hash_bytes(),
+                action.action_digest.size(),
+            ),
+        };
+        if let Err(e) = self.record_entry(&job.prekey, entry) {
+            tracing::warn!(
+                "could not record the manifest of {}: {e}",
+                job.c.source.display()
+            );
+        }
+        let outcome = if finished.cached {
+            Outcome::Hit
+        } else {
+            Outcome::Remote
+        };
+        let mut done = Done::new(outcome, 0, stdout, stderr);
+        done.cached = finished.cached;
+        if finished.cached {
+            done.saved = compile_seconds(&finished.result) - started.elapsed().as_secs_f64();
+        }
+        Ok(done)
+    }
+
+    /// The hermetic action of `job`: its rebased arguments, the inputs the local compiler
+    /// lists, the toolchain. Also returns the inputs, for the manifest entry.
+    async fn prepare_remote(
+        &self,
+        remote: &Remote,
+        job: &Job<'_>,
+    ) -> Result<(PreparedAction, GatheredInputs), Declined> {
+        let (req, c) = (job.req, &job.c);
+        let unsuitable = |why: NotRemote| move |detail: String| Declined::Unsuitable(why, detail);
+        let driver = Driver {
+            family: job.identity.family,
+            cxx: req.cxx,
+        };
+        let args = remote_args(&c.args, driver).map_err(unsuitable(NotRemote::Arguments))?;
+        if let Some((var, _)) = req
+            .env
+            .iter()
+            .find(|(k, v)| !v.is_empty() && LOCAL_SEARCH_ENV.iter().any(|name| k == *name))
+        {
+            return Err(Declined::Unsuitable(
+                NotRemote::LocalSearchEnv,
+                format!(
+                    "{} names directories of this machine",
+                    var.to_string_lossy()
+                ),
+            ));
+        }
+        // gcc 12 files an absolute main source under its remapped name and then looks it up
+        // unmapped: before DWARF 5 the file table gets a second entry (PR101575).
+        if c.source.is_absolute()
+            && c.args
+                .iter()
+                .any(|a| OLD_DWARF.contains(&a.to_string_lossy().as_ref()))
+        {
+            return Err(Declined::Unsuitable(
+                NotRemote::OldDwarfAbsolute,
+                "DWARF before version 5 with an absolute source path".into(),
+            ));
+        }
+        let toolchain = remote
+            .toolchain(&job.identity, c, &req.env)
+            .await
+            .map_err(unsuitable(NotRemote::Toolchain))?;
+        // The scan runs here: it takes a local slot, the remote compile does not.
+        let depfile = match c.language.is_preprocessed_by_compiler() {
+            true => {
+                let _slot = self
+                    .in_place
+                    .slot()
+                    .await
+                    .map_err(|e| Declined::Failed(e.to_string()))?;
+                Some(self.discover(job, args.discovery).await?)
+            }
+            false => None,
+        };
+        let inputs = unsuitable(NotRemote::Inputs);
+        let gathered = self
+            .gather_inputs(
+                job,
+                depfile.as_deref(),
+                Some(DepKind::AllHeaders),
+                Gather::Remote,
+            )
+            .await;
+        drop(depfile);
+        let mut gathered = match gathered {
+            Ok(Ok(g)) => g,
+            Ok(Err(reason)) => {
+                let detail = format!("what the compile reads: {}", reason.name());
+                return Err(Declined::Unsuitable(NotRemote::Cannot(reason), detail));
+            }
+            Err(e) => return Err(inputs(e.to_string())),
+        };
+        // The toolchain, and the files `__has_include` found, are inputs too.
+        let extra = toolchain
+            .files
+            .iter()
+            .map(|f| (f.remote.clone(), f.local.clone(), f.executable))
+            .chain(gathered.present.iter().filter_map(|p| {
+                let p = Path::new(p);
+                p.is_file()
+                    .then(|| (p.to_path_buf(), p.to_path_buf(), false))
+            }))
+            .collect::<Vec<_>>();
+        for (remote, local, executable) in extra {
+            let digest = self
+                .caches
+                .digest_of(&local)
+                .map_err(|e| inputs(e.to_string()))?;
+            gathered
+                .tree
+                .add_known(&root_relative(&remote), digest, executable, local)
+                .map_err(|e| inputs(e.to_string()))?;
+        }
+        let tree = std::mem::take(&mut gathered.tree);
+        let action = self
+            .remote_action(job, &toolchain, args.rebased)
+            .prepare(tree.build())
+            .map_err(|e| inputs(e.to_string()))?;
+        Ok((action, gathered))
+    }
+
+    /// The compiler's exit code, or why the remote machinery (not the compiler) failed.
+    async fn remote_exit_code(&self, finished: &Finished) -> Result<i32, Declined> {
+        match finished.termination {
+            Termination::Exited(code) if !INFRASTRUCTURE_EXITS.contains(&code) => Ok(code),
+            other => {
+                let store = self.store.clone();
+                let result = finished.result.clone();
+                let stderr = tokio::task::spawn_blocking(move || {
+                    blob(&store, result.stderr_digest.as_ref()).unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                Err(Declined::Failed(format!(
+                    "the remote compile {other}: {}",
+                    String::from_utf8_lossy(&stderr).trim()
+                )))
+            }
+        }
+    }
+
+    /// Delivers a remote compile's outputs; returns its stdout and stderr.
+    async fn deliver_remote(
+        &self,
+        job: &Job<'_>,
+        finished: &Finished,
+    ) -> Result<Replayed, Declined> {
+        let store = self.store.clone();
+        let result = finished.result.clone();
+        let mappings = job.outputs.clone();
+        let umask = job.req.umask;
+        let depfile_remote = depfile_remote(&job.req.cwd, &job.c);
+        let delivered = tokio::task::spawn_blocking(move || {
+            deliver_compile(&store, &result, &mappings, depfile_remote.as_deref(), umask)
+        })
+        .await
+        .map_err(|e| Declined::Failed(e.to_string()))?
+        .map_err(|e| Declined::Failed(describe_fallback(e)))?;
+        delivered
+            .ok_or_else(|| Declined::Failed("the remote compile did not write every output".into()))
+    }
 
     /// Lists what the compile reads, system headers included, with the local compiler.
     async fn discover(
         &self,
-        driver: &Path,
-        req: &CompileRequest,
+        job: &Job<'_>,
         mut args: Vec<OsString>,
-    ) -> Result<tempfile::TempPath, NotRemote> {
+    ) -> Result<tempfile::TempPath, Declined> {
+        let scan = |detail: String| Declined::Unsuitable(NotRemote::DependencyScan, detail);
         let tmp = self.store.root().join("tmp");
         let depfile = tempfile::Builder::new()
             .prefix(&format!("deps-{}-{}-", std::process::id(), unique()))
             .suffix(".d")
             .tempfile_in(&tmp)
-            .map_err(|e| {
-                NotRemote::Unsuitable(format!("cannot create a file in {}: {e}", tmp.display()))
-            })?
+            .map_err(|e| scan(format!("cannot create a file in {}: {e}", tmp.display())))?
             .into_temp_path();
         args.extend(["-M".into(), "-MF".into(), depfile.as_os_str().to_owned()]);
         let output = run_host(
             &HostCommand {
-                program: driver.to_path_buf(),
+                program: job.driver.clone(),
                 args,
-                cwd: req.cwd.clone(),
-                env: req.env.clone(),
+                cwd: job.req.cwd.clone(),
+                env: job.req.env.clone(),
                 umask: None,
             },
-            self.timeout,
+            self.in_place.timeout(),
         )
         .await
-        .map_err(|e| NotRemote::Unsuitable(format!("dependency scan: {e}")))?;
+        .map_err(|e| scan(format!("dependency scan: {e}")))?;
         if !output.termination.success() {
             // The compile itself will fail the same way; here, with the user's diagnostics.
-            return Err(NotRemote::Unsuitable("dependency scan failed".into()));
+            return Err(scan("dependency scan failed".into()));
         }
         Ok(depfile)
     }
@@ -335,33 +481,32 @@ impl CompileService {
     /// The action: the wrapper, then the shipped driver with the rebased arguments.
     fn remote_action(
         &self,
-        settings: &Settings,
-        req: &CompileRequest,
+        job: &Job<'_>,
         toolchain: &Toolchain,
         rebased: Vec<OsString>,
-        outputs: &[OutputMapping],
     ) -> ActionSpec {
         let mut arguments: Vec<String> = vec![
             "/bin/sh".into(),
             "-c".into(),
             WRAPPER.into(),
             "llamacc-remote".into(),
-            format!("{ROOT_PLACEHOLDER}{}", req.cwd.display()),
+            format!("{ROOT_PLACEHOLDER}{}", job.req.cwd.display()),
         ];
         arguments.extend(toolchain.command_prefix());
         arguments.extend(rebased.iter().map(|a| encode_os(a).into_owned()));
-        let mut env = super::output_env(req);
+        let mut env = output_env(job.req);
         env.push(("PATH".into(), "/usr/bin:/bin".into()));
         ActionSpec {
             arguments,
             env,
-            output_paths: outputs
+            output_paths: job
+                .outputs
                 .iter()
                 .map(|o| o.remote.clone())
                 .chain(std::iter::once(ROOT_MARKER.to_string()))
                 .collect(),
-            platform: vec![(FUNCTION_PROPERTY.into(), settings.function.clone())],
-            timeout: Some(self.timeout),
+            platform: vec![(FUNCTION_PROPERTY.into(), job.settings.function.clone())],
+            timeout: Some(self.in_place.timeout()),
             ..Default::default()
         }
     }
@@ -436,7 +581,8 @@ fn without(text: &[u8], needle: &[u8]) -> Vec<u8> {
 
 fn describe_fallback(f: Fallback) -> String {
     match f {
-        Fallback::Local(r) => r,
+        Fallback::Args(r) => r.to_string(),
+        Fallback::Cannot(r, _) => r.name().to_string(),
         Fallback::Error(e) => e.to_string(),
     }
 }
