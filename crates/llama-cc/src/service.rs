@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use llama_core::platform::{
+    COMPILER_PROPERTY, CWD_PROPERTY, PROBES_PROPERTY, PWD_PROPERTY, SYSTEM_HEADERS_PROPERTY,
+};
 use llama_core::{
     ActionSpec, Digest, HashCache, Hasher, RecordKind, Store, TreeBuilder, encode_os, protobuf,
     reapi,
@@ -847,20 +850,20 @@ impl CompileService {
             env: output_env(req),
             output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
             platform: vec![
-                ("llama-compiler".into(), identity.hex()),
-                ("llama-cwd".into(), encode_os(cwd.as_os_str()).into_owned()),
+                (COMPILER_PROPERTY.into(), identity.hex()),
+                (CWD_PROPERTY.into(), encode_os(cwd.as_os_str()).into_owned()),
             ],
             ..Default::default()
         };
         if let Some(sys) = system {
             spec.platform
-                .push(("llama-system-headers".into(), hex(&sys)));
+                .push((SYSTEM_HEADERS_PROPERTY.into(), hex(&sys)));
         }
         // Two compiles that differ only in $PWD write different objects: the action's key
         // must tell them apart, or one would overwrite the other's cached result.
         if let Some(dir) = logical_dir(req) {
             spec.platform
-                .push(("llama-pwd".into(), encode_os(dir).into_owned()));
+                .push((PWD_PROPERTY.into(), encode_os(dir).into_owned()));
         }
         // Which files were absent and which present decides the result as much as the
         // content of the inputs (`__has_include`), so it is part of the action's key.
@@ -875,7 +878,7 @@ impl CompileService {
                 }
             }
             spec.platform
-                .push(("llama-probes".into(), h.finish().hex()));
+                .push((PROBES_PROPERTY.into(), h.finish().hex()));
         }
         let action = spec
             .prepare(tree.build())

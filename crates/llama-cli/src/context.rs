@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use llama_core::{Backend, Config, Digest, HashCache, Source, Store};
+use llama_core::{Backend, Config, Digest, HashCache, Source, Store, keys};
 use llama_exec::{
     CachePolicy, Engine, Executor, LambdaConfig, LambdaExecutor, LocalExecutor, ObjectStoreUrl,
     ReapiConfig, ReapiExecutor, ResultLimits,
@@ -16,10 +16,14 @@ use crate::cli::Cli;
 pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::load()?;
     if let Some(region) = &cli.region {
-        config.set("region", region, Source::Flag("-region".into()))?;
+        config.set(keys::REGION.name(), region, Source::Flag("-region".into()))?;
     }
     if let Some(store) = &cli.store {
-        config.set("object_store", store, Source::Flag("-store".into()))?;
+        config.set(
+            keys::OBJECT_STORE.name(),
+            store,
+            Source::Flag("-store".into()),
+        )?;
     }
     Ok(config)
 }
@@ -156,10 +160,7 @@ fn object_store(config: &Config) -> anyhow::Result<ObjectStoreUrl> {
             Config::file_path().display()
         );
     }
-    let from = config
-        .source("object_store")
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let from = config.source(&keys::OBJECT_STORE).to_string();
     url.trim()
         .parse()
         .with_context(|| format!("object_store (from {from})"))

@@ -40,14 +40,18 @@ mod action;
 mod config;
 mod digest;
 mod hashcache;
+pub mod platform;
 mod store;
 mod tree;
 
 pub use crate::{
-    action::{ActionSpec, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY, canonical_platform},
-    config::{Backend, Config, ConfigError, FunctionPlatform, Source, mask_secret},
+    action::{ActionSpec, PreparedAction, canonical_platform},
+    config::{
+        Backend, Config, ConfigError, FunctionPlatform, Source, keys, keys::Key, mask_secret,
+    },
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,
+    platform::{FUNCTION_PROPERTY, STDIN_PROPERTY},
     store::{
         EVICTION_GRACE, MAX_IN_MEMORY_BLOB, RecordKind, Store, StoreError, TOUCH_GRANULARITY,
         VerifyReport,
