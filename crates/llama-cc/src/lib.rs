@@ -13,6 +13,8 @@ read and write.
 * [`CompileService`]: what the llamacc daemon does with a compile: identify the compiler,
   look the compile up by what it read last time (a [`Manifest`]), deliver a cached result,
   or compile in place and record what the compiler's depfile says it read.
+* [`protocol`] and [`client`]: the daemon's one wire format and the client half of it,
+  which the thin `llamacc` binary uses without linking the service.
 * [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome.
 
 # Example
@@ -47,6 +49,7 @@ assert_eq!(LocalReason::TooHard("-save-temps").name(), "too-hard:-save-temps");
 #![deny(missing_docs)]
 
 mod args;
+pub mod client;
 mod compile_env;
 mod depfile;
 mod error;
@@ -55,6 +58,7 @@ mod identity;
 mod manifest;
 #[cfg(test)]
 mod props;
+pub mod protocol;
 mod remote_args;
 mod response_file;
 mod scan;
@@ -74,7 +78,8 @@ pub use crate::{
     error::CcError,
     identity::{Identity, IdentityCache},
     manifest::{Entry, Manifest},
-    service::{CompileReply, CompileRequest, CompileService, resolve_compiler},
+    protocol::{CompileReply, CompileRequest},
+    service::{CompileService, resolve_compiler},
     settings::{Settings, truthy},
     stats::{Outcome, Stats, StatsSnapshot, TrustReason},
     sysdirs::SystemDirs,

@@ -34,6 +34,7 @@ use crate::args::{self, Compilation, DepKind, Verdict};
 use crate::error::CcError;
 use crate::identity::{IdentityCache, env_path};
 use crate::manifest::{Entry, Manifest};
+use crate::protocol::{CompileReply, CompileRequest};
 use crate::scan::{ContentScan, contains, scan};
 use crate::settings::Settings;
 use crate::stats::{Outcome, Stats, StatsSnapshot, TrustReason};
@@ -70,50 +71,6 @@ const REMOTE_PAUSE: Duration = Duration::from_secs(30);
 
 /// Environment variables that make the compiler write files llamacc does not know about.
 pub(crate) const UNCACHEABLE_ENV: &[&str] = &["DEPENDENCIES_OUTPUT", "SUNPRO_DEPENDENCIES"];
-
-/// One compile, as the client saw it.
-#[derive(Debug, Clone)]
-pub struct CompileRequest {
-    /// Invoked as `llamac++` (C++ compiler) rather than `llamacc`.
-    pub cxx: bool,
-    /// Arguments after the program name.
-    pub args: Vec<OsString>,
-    /// The client's working directory.
-    pub cwd: PathBuf,
-    /// The client's whole environment.
-    pub env: Vec<(OsString, OsString)>,
-    /// The client's file-creation mask.
-    pub umask: u32,
-}
-
-/// What the client does next.
-#[derive(Debug, Clone)]
-pub enum CompileReply {
-    /// The compile is done (from the cache or run now): print these and exit with the code.
-    Done {
-        /// The compiler's exit status.
-        exit_code: i32,
-        /// The compiler's stdout.
-        stdout: Vec<u8>,
-        /// The compiler's stderr (diagnostics).
-        stderr: Vec<u8>,
-        /// Served from the cache.
-        cached: bool,
-        /// Messages from llamacc itself to print first.
-        notes: Vec<String>,
-    },
-    /// Run this compiler with these arguments directly, in place of llamacc.
-    RunLocally {
-        /// The compiler, as named (the client resolves it in its own PATH).
-        program: OsString,
-        /// Its arguments.
-        args: Vec<OsString>,
-        /// Why (for `LLAMACC_VERBOSE`).
-        reason: String,
-        /// Messages from llamacc itself to print first.
-        notes: Vec<String>,
-    },
-}
 
 /// How a compile left the cached path.
 enum Fallback {

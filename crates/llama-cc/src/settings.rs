@@ -124,6 +124,12 @@ pub fn truthy(v: &str) -> bool {
 }
 
 impl Settings {
+    /// Reads the `LLAMACC_*` variables of this process's environment.
+    pub fn from_process_env() -> Settings {
+        let env: Vec<_> = std::env::vars_os().collect();
+        Settings::from_env(env.iter().map(|(k, v)| (k, v)))
+    }
+
     /// Reads the `LLAMACC_*` variables of `env`.
     pub fn from_env<'a>(env: impl IntoIterator<Item = (&'a OsString, &'a OsString)>) -> Settings {
         let mut settings = Settings::default();

@@ -156,7 +156,7 @@ async fn bootstrap(
             out,
             "next: llama update-function --create {} (the function llamacc compiles on; \
              then `llama doctor` checks everything)",
-            crate::llamacc::remote_function()
+            llama_cc::Settings::from_process_env().function
         )?,
         StackChange::Updated => writeln!(out, "stack {stack} updated")?,
         StackChange::Unchanged => writeln!(out, "stack {stack} is up to date: nothing changed")?,

@@ -3,12 +3,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
-use llama_core::{Backend, Config, Digest, HashCache, Source, Store, keys};
-use llama_exec::{
-    CachePolicy, Engine, Executor, LambdaConfig, LambdaExecutor, LocalExecutor, ObjectStoreUrl,
-    ReapiConfig, ReapiExecutor, ResultLimits,
-};
+use anyhow::Context as _;
+#[cfg(any(feature = "lambda", feature = "reapi"))]
+use anyhow::bail;
+#[cfg(feature = "lambda")]
+use llama_core::Digest;
+use llama_core::{Backend, Config, HashCache, Source, Store, keys};
+use llama_exec::{CachePolicy, Engine, Executor, LocalExecutor, ResultLimits};
+#[cfg(feature = "lambda")]
+use llama_exec::{LambdaConfig, LambdaExecutor, ObjectStoreUrl};
+#[cfg(feature = "reapi")]
+use llama_exec::{ReapiConfig, ReapiExecutor};
 
 use crate::cli::Cli;
 
@@ -40,27 +45,20 @@ impl Context {
     /// Opens the store and builds the engine. Fails with a message naming the setting when
     /// the backend is not usable.
     pub fn new(config: &Config, policy: CachePolicy) -> anyhow::Result<Context> {
-        let backend = config.backend();
         // Checked before the store is opened: a missing setting is the likelier mistake.
-        let reapi = match backend {
-            Backend::Reapi => Some(reapi_config(config)?),
-            Backend::Local | Backend::Lambda => None,
-        };
-        let location = match backend {
-            Backend::Lambda => Some(object_store(config)?),
-            Backend::Local | Backend::Reapi => None,
-        };
+        let remote = remote_settings(config)?;
         let dir = config.dir();
         let store = Store::open(&dir, config.cache_size())
             .with_context(|| format!("opening the local store (dir = {})", dir.display()))?;
         let hash_cache = HashCache::load(hash_cache_path(&dir));
         let limits = result_limits(config);
-        let (executor, jobs): (Arc<dyn Executor>, usize) = match (location, reapi) {
-            (None, Some(reapi)) => {
+        let (executor, jobs): (Arc<dyn Executor>, usize) = match remote {
+            #[cfg(feature = "reapi")]
+            Some(Remote::Reapi(reapi)) => {
                 let jobs = reapi.concurrency;
-                (Arc::new(ReapiExecutor::new(store.clone(), reapi)), jobs)
+                (Arc::new(ReapiExecutor::new(store.clone(), *reapi)), jobs)
             }
-            (None, None) => (
+            None => (
                 Arc::new(LocalExecutor::new(
                     store.clone(),
                     config.jobs(),
@@ -68,7 +66,8 @@ impl Context {
                 )),
                 config.jobs(),
             ),
-            (Some(location), _) => {
+            #[cfg(feature = "lambda")]
+            Some(Remote::Lambda(location)) => {
                 let mut lambda = LambdaConfig::new(location.clone());
                 lambda.default_function = config.function();
                 lambda.concurrency = config.remote_jobs();
@@ -95,6 +94,42 @@ impl Context {
     }
 }
 
+/// The settings of the configured remote backend (`None` for local).
+enum Remote {
+    #[cfg(feature = "reapi")]
+    Reapi(Box<ReapiConfig>),
+    #[cfg(feature = "lambda")]
+    Lambda(ObjectStoreUrl),
+}
+
+/// Reads the configured backend's settings; a backend this build left out is named with
+/// how to get it, rather than failing later or running elsewhere.
+fn remote_settings(config: &Config) -> anyhow::Result<Option<Remote>> {
+    match config.backend() {
+        Backend::Local => Ok(None),
+        #[cfg(feature = "reapi")]
+        Backend::Reapi => Ok(Some(Remote::Reapi(Box::new(reapi_config(config)?)))),
+        #[cfg(not(feature = "reapi"))]
+        Backend::Reapi => Err(not_built_in(config, "reapi")),
+        #[cfg(feature = "lambda")]
+        Backend::Lambda => Ok(Some(Remote::Lambda(object_store(config)?))),
+        #[cfg(not(feature = "lambda"))]
+        Backend::Lambda => Err(not_built_in(config, "lambda")),
+    }
+}
+
+/// The backend `name` is configured but this build was made without its cargo feature.
+#[cfg(not(all(feature = "lambda", feature = "reapi")))]
+fn not_built_in(config: &Config, name: &str) -> anyhow::Error {
+    let from = format!(" (from {})", config.source(&keys::BACKEND));
+    anyhow::anyhow!(
+        "backend = {name}{from}, but this llama was built without the {name} backend: \
+         reinstall with it (`cargo install --locked --path crates/llama-cli --features {name}`, \
+         or without --no-default-features for every backend), or choose one that is built in \
+         (LLAMA_BACKEND=local)"
+    )
+}
+
 /// `max_output_nodes` and `max_output_bytes`.
 fn result_limits(config: &Config) -> ResultLimits {
     ResultLimits {
@@ -109,6 +144,7 @@ fn hash_cache_path(dir: &std::path::Path) -> PathBuf {
 
 /// The reapi backend's settings; a missing endpoint is what a first-time user meets, so the
 /// message says how to set it.
+#[cfg(feature = "reapi")]
 fn reapi_config(config: &Config) -> anyhow::Result<ReapiConfig> {
     let endpoint = config.reapi_endpoint();
     if endpoint.is_empty() {
@@ -151,6 +187,7 @@ fn reapi_config(config: &Config) -> anyhow::Result<ReapiConfig> {
 
 /// The configured `object_store`, parsed; its absence is what a first-time user of the
 /// lambda backend meets, so the message says both ways to set it.
+#[cfg(feature = "lambda")]
 fn object_store(config: &Config) -> anyhow::Result<ObjectStoreUrl> {
     let url = config.object_store();
     if url.trim().is_empty() {
@@ -168,6 +205,7 @@ fn object_store(config: &Config) -> anyhow::Result<ObjectStoreUrl> {
 
 /// `$LLAMA_DIR/s3-present/<hash of bucket and prefix>`: the blobs known to be in that
 /// bucket and prefix, shared by every llama process of the user (the daemon included).
+#[cfg(feature = "lambda")]
 pub fn present_file(dir: &std::path::Path, location: &ObjectStoreUrl) -> PathBuf {
     let key = Digest::of_bytes(location.to_string().as_bytes()).hex();
     dir.join("s3-present").join(&key[..16])

@@ -155,7 +155,7 @@ async fn diagnose(
     report.check("bucket", check_bucket(config, &sdk).await)?;
     report.check("repository", check_repository(config, &sdk).await)?;
     // llamacc's function is the one a build needs; invoke and xargs name theirs.
-    let llamacc = crate::llamacc::remote_function();
+    let llamacc = llama_cc::Settings::from_process_env().function;
     let mut functions = vec![llamacc];
     for name in &args.functions {
         if !functions.contains(name) {

@@ -1,48 +1,17 @@
 //! `llama invoke`: one command through the engine, files shipped both ways.
 
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use llama_core::{ActionSpec, FUNCTION_PROPERTY, TreeBuilder, normalize_remote};
-use llama_exec::{CachePolicy, Delivered, OutputMapping, Termination};
+use llama_core::TreeBuilder;
+use llama_exec::{CachePolicy, Delivered, Termination};
+use llama_jobs::template::{ArgTemplates, JobContext};
+use llama_jobs::{JobSpec, job_action, parse_mapping, path_env};
 
 use crate::cli::InvokeArgs;
 use crate::context::Context;
-use crate::template::{ArgTemplates, InputFile, JobContext};
-
-/// A `LOCAL[:REMOTE]` argument of `-f` or `-o`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapped {
-    pub local: PathBuf,
-    pub remote: String,
-}
-
-/// Parses `LOCAL[:REMOTE]`. REMOTE defaults to LOCAL and must stay inside the command's
-/// directory, so an absolute LOCAL needs an explicit REMOTE.
-pub fn parse_mapping(flag: &str, spec: &str) -> anyhow::Result<Mapped> {
-    let (local, remote) = match spec.split_once(':') {
-        Some((l, r)) if !l.is_empty() => (l, r),
-        _ => (spec, spec),
-    };
-    let remote = normalize_remote(remote).map_err(|_| {
-        if remote == local && local.starts_with('/') {
-            anyhow::anyhow!(
-                "{flag} {spec}: an absolute path needs a relative name on the remote side; write {flag} {spec}:NAME"
-            )
-        } else {
-            anyhow::anyhow!(
-                "{flag} {spec}: remote path {remote:?} must be relative and must not contain '..'"
-            )
-        }
-    })?;
-    Ok(Mapped {
-        local: PathBuf::from(local),
-        remote,
-    })
-}
 
 /// Runs `llama invoke` and returns the exit status.
 pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
@@ -51,12 +20,12 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
         .files
         .iter()
         .map(|s| parse_mapping("-f", s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut outputs = args
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = args
         .outputs
         .iter()
         .map(|s| parse_mapping("-o", s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
 
     // The command's arguments are templates, as in the original: {{.I "x"}} ships x.
     let templates = ArgTemplates::parse_invoke(&args.command)?;
@@ -69,18 +38,6 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
         tree.add_path(&ctx.hash_cache, &f.local, &f.remote)
             .with_context(|| format!("-f {}", f.local.display()))?;
     }
-    for input in &rendered.inputs {
-        match input {
-            InputFile::Local { local, remote } => tree.add_path(&ctx.hash_cache, local, remote)?,
-            InputFile::Bytes { data, remote } => {
-                tree.add_bytes(Arc::from(data.as_slice()), remote, false)?
-            }
-        }
-    }
-    outputs.extend(rendered.outputs.iter().map(|o| Mapped {
-        local: o.local.clone(),
-        remote: o.remote.clone(),
-    }));
 
     let stdin = if args.stdin {
         let mut data = Vec::new();
@@ -92,28 +49,23 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
         None
     };
 
-    let action = ActionSpec {
-        arguments: rendered.args,
-        env: std::env::var("PATH")
-            .map(|p| vec![("PATH".to_string(), p)])
-            .unwrap_or_default(),
-        output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
-        platform: vec![(FUNCTION_PROPERTY.to_string(), args.function.clone())],
-        stdin,
-        ..Default::default()
-    }
-    .prepare(tree.build())?;
+    let env = path_env();
+    let job = job_action(
+        &ctx.hash_cache,
+        tree,
+        rendered,
+        JobSpec {
+            function: &args.function,
+            env: &env,
+            stdin,
+            outputs,
+        },
+    )?;
+    let action = &job.action;
     let prepared = started.elapsed();
     ctx.save();
 
-    let mappings: Vec<OutputMapping> = outputs
-        .iter()
-        .map(|o| OutputMapping {
-            remote: o.remote.clone(),
-            local: o.local.clone(),
-        })
-        .collect();
-    let delivered = ctx.engine.run_and_deliver(&action, &mappings).await?;
+    let delivered = ctx.engine.run_and_deliver(action, &job.outputs).await?;
     let finished_at = started.elapsed();
 
     crate::replay::replay(
@@ -188,32 +140,5 @@ pub fn policy(args: &InvokeArgs) -> CachePolicy {
     CachePolicy {
         read: !args.no_cache,
         write: true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mappings_parse_like_the_original() {
-        assert_eq!(
-            parse_mapping("-f", "a/b").unwrap(),
-            Mapped {
-                local: "a/b".into(),
-                remote: "a/b".into()
-            }
-        );
-        assert_eq!(
-            parse_mapping("-f", "/etc/hosts:hosts").unwrap(),
-            Mapped {
-                local: "/etc/hosts".into(),
-                remote: "hosts".into()
-            }
-        );
-        let abs = parse_mapping("-f", "/etc/hosts").unwrap_err().to_string();
-        assert!(abs.contains("/etc/hosts:NAME"), "{abs}");
-        assert!(parse_mapping("-o", "out:../x").is_err());
-        assert!(parse_mapping("-o", "out:/x").is_err());
     }
 }

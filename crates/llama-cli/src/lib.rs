@@ -1,5 +1,6 @@
-//! The front ends of llama: the `llama` command and `llamacc`. Each binary's `main` calls
-//! one function here; exit statuses are decided in those two functions and nowhere else.
+//! The `llama` command: clap definitions and thin commands. (`llamacc` is a separate thin
+//! binary, `src/bin/llamacc.rs`, that uses only `llama_cc::client` and never this library.)
+//! Exit statuses are decided in [`llama_main`] and nowhere else.
 
 pub mod aws_setup;
 pub mod bootstrap;
@@ -9,12 +10,9 @@ pub mod context;
 pub mod daemon;
 pub mod doctor;
 pub mod invoke;
-pub mod llamacc;
 pub mod oci_image;
-pub mod protocol;
 pub mod replay;
 pub mod stats_cmd;
-pub mod template;
 pub mod update_function;
 pub mod xargs;
 

@@ -6,14 +6,15 @@ use llama_cc::StatsSnapshot;
 use llama_core::Config;
 
 use crate::cli::StatsArgs;
-use crate::daemon::{self, DaemonPaths};
-use crate::protocol::{Request, Response};
+use crate::daemon;
+use llama_cc::client::{self, DaemonPaths};
+use llama_cc::protocol::{Request, Response};
 
 /// Prints the counters (or zeroes them with `--zero`).
 pub fn run(config: &Config, args: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let paths = DaemonPaths::new(&config.dir());
     if args.zero {
-        match daemon::request(&paths, &Request::ResetStats) {
+        match client::request(&paths, &Request::ResetStats) {
             Ok(_) => {}
             Err(_) => {
                 let _ = std::fs::remove_file(&paths.stats);
@@ -22,7 +23,7 @@ pub fn run(config: &Config, args: &StatsArgs, out: &mut dyn Write) -> anyhow::Re
         writeln!(out, "llama stats: counters zeroed")?;
         return Ok(0);
     }
-    let snapshot: StatsSnapshot = match daemon::request(&paths, &Request::Stats) {
+    let snapshot: StatsSnapshot = match client::request(&paths, &Request::Stats) {
         Ok(Response::Stats(json)) => serde_json::from_str(&json)?,
         _ => daemon::load_stats(&paths.stats),
     };

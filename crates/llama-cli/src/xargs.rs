@@ -3,59 +3,27 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use llama_core::{
-    ActionSpec, Digest, FUNCTION_PROPERTY, PreparedAction, TreeBuilder, display_name,
+use llama_core::{HashCache, TreeBuilder, display_name};
+use llama_exec::{CachePolicy, Engine};
+use llama_jobs::template::ArgTemplates;
+use llama_jobs::{
+    Batch, Control, Done, JobEnd, JobHost, JobLog, JobRecord, dispatch, parse_halt, parse_mapping,
+    path_env, read_lines,
 };
-use llama_exec::{CachePolicy, Delivered, OutputMapping};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::cli::XargsArgs;
 use crate::context::Context;
-use crate::invoke::parse_mapping;
-use crate::template::{ArgTemplates, InputFile, JobContext};
 
 /// GNU parallel's cap: exit statuses above it would be mistaken for signals.
 const MAX_FAILED_STATUS: usize = 101;
-
-/// When to stop after failures (`--halt`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Halt {
-    /// Kill running jobs (`now`) or let them finish (`soon`).
-    kill_running: bool,
-    /// Number of failed jobs that triggers the halt.
-    failures: usize,
-}
-
-/// Parses GNU parallel's `now,fail=N` / `soon,fail=N`.
-pub fn parse_halt(spec: &str) -> anyhow::Result<Halt> {
-    let bad = || {
-        anyhow::anyhow!(
-            "--halt {spec:?}: expected now,fail=N or soon,fail=N (N at least 1), as GNU parallel"
-        )
-    };
-    let (when, cond) = spec.split_once(',').ok_or_else(bad)?;
-    let kill_running = match when {
-        "now" => true,
-        "soon" => false,
-        _ => return Err(bad()),
-    };
-    let failures = cond
-        .strip_prefix("fail=")
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n >= 1)
-        .ok_or_else(bad)?;
-    Ok(Halt {
-        kill_running,
-        failures,
-    })
-}
 
 /// The engine's cache policy for the flags given.
 pub fn policy(args: &XargsArgs) -> CachePolicy {
@@ -65,67 +33,15 @@ pub fn policy(args: &XargsArgs) -> CachePolicy {
     }
 }
 
-/// One input line.
-struct Job {
-    idx: usize,
-    line: String,
-}
-
-/// How a job ended.
-enum JobEnd {
-    /// The command ran (now or earlier, from the cache).
-    Ran {
-        delivered: Box<Delivered>,
-        action: Digest,
-    },
-    /// It could not run: a template needed a missing file, or the infrastructure failed
-    /// beyond the retries.
-    Error(String),
-    /// `--halt now` killed it.
-    Killed,
-}
-
-struct Done {
-    idx: usize,
-    line: String,
-    end: JobEnd,
-    seconds: f64,
-}
-
-impl Done {
-    fn succeeded(&self) -> bool {
-        match &self.end {
-            JobEnd::Ran { delivered, .. } => {
-                delivered.finished.termination.success() && delivered.missing.is_empty()
-            }
-            JobEnd::Error(_) | JobEnd::Killed => false,
-        }
+/// Jobs run through the context's engine and hash cache.
+impl JobHost for Context {
+    fn engine(&self) -> &Engine {
+        &self.engine
     }
 
-    fn cached(&self) -> bool {
-        matches!(&self.end, JobEnd::Ran { delivered, .. } if delivered.finished.cached)
+    fn hash_cache(&self) -> &HashCache {
+        &self.hash_cache
     }
-
-    fn exit_status(&self) -> i32 {
-        match &self.end {
-            JobEnd::Ran { delivered, .. } => delivered.finished.termination.shell_status(),
-            JobEnd::Error(_) | JobEnd::Killed => -1,
-        }
-    }
-
-    fn who(&self) -> String {
-        format!("job {} (line {:?})", self.idx, display_name(&self.line))
-    }
-}
-
-/// Everything a job needs, shared by all jobs.
-struct Shared {
-    ctx: Arc<Context>,
-    templates: ArgTemplates,
-    base_tree: TreeBuilder,
-    function: String,
-    path_env: Vec<(String, String)>,
-    retries: u32,
 }
 
 /// Runs `llama xargs` and returns the exit status.
@@ -144,21 +60,18 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
         Some(path) => {
             let file = File::create(path)
                 .with_context(|| format!("--joblog {}: cannot create it", path.display()))?;
-            let mut w = BufWriter::new(file);
-            writeln!(w, "Idx\tLine\tExit\tSeconds\tCached")?;
-            Some(w)
+            Some(JobLog::new(BufWriter::new(file))?)
         }
         None => None,
     };
-    let shared = Arc::new(Shared {
-        ctx: ctx.clone(),
+    let batch = Arc::new(Batch {
+        host: ctx.clone(),
         templates,
         base_tree,
         function: args.function.clone(),
-        path_env: std::env::var("PATH")
-            .map(|p| vec![("PATH".to_string(), p)])
-            .unwrap_or_default(),
+        env: path_env(),
         retries: args.retries,
+        parallel: jobs,
     });
 
     let on_terminal = io::stderr().is_terminal();
@@ -166,13 +79,16 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let halted = Arc::new(AtomicBool::new(false));
+    let bar = progress.bar.clone();
     let dispatcher = tokio::spawn(dispatch(
-        shared.clone(),
-        jobs,
+        batch,
+        read_lines(|| io::stdin().lock()),
         done_tx,
-        cancel_rx,
-        halted.clone(),
-        progress.bar.clone(),
+        Control {
+            cancel: cancel_rx,
+            halted: halted.clone(),
+        },
+        move || bar.inc_length(1),
     ));
 
     let started = Instant::now();
@@ -182,17 +98,13 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
     while let Some(done) = done_rx.recv().await {
         counts.record(&done);
         progress.update(&counts);
-        if let Some(w) = joblog.as_mut() {
-            writeln!(
-                w,
-                "{}\t{}\t{}\t{:.3}\t{}",
-                done.idx,
-                display_name(&done.line).replace('\t', "\\t"),
-                done.exit_status(),
-                done.seconds,
-                done.cached()
-            )?;
-            w.flush()?;
+        if let Some(log) = joblog.as_mut() {
+            log.record(&JobRecord {
+                id: done.who(),
+                exit: done.exit_status(),
+                seconds: done.seconds,
+                cached: done.cached(),
+            })?;
         }
         if let Some(h) = halt
             && !done.succeeded()
@@ -215,16 +127,16 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
         if args.keep_order {
             pending.insert(done.idx, done);
             while let Some(d) = pending.remove(&next_to_print) {
-                progress.suspend(|| print_job(&shared, &d, args.logs))?;
+                progress.suspend(|| print_job(&ctx, &d, args.logs))?;
                 next_to_print += 1;
             }
         } else {
-            progress.suspend(|| print_job(&shared, &done, args.logs))?;
+            progress.suspend(|| print_job(&ctx, &done, args.logs))?;
         }
     }
     // Jobs a halt never started leave gaps; print what is left, still in order.
     for d in pending.into_values() {
-        progress.suspend(|| print_job(&shared, &d, args.logs))?;
+        progress.suspend(|| print_job(&ctx, &d, args.logs))?;
     }
     dispatcher
         .await
@@ -246,177 +158,14 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
     Ok(counts.failed.min(MAX_FAILED_STATUS) as i32)
 }
 
-/// Reads lines and starts a job for each, at most `jobs` at once.
-async fn dispatch(
-    shared: Arc<Shared>,
-    jobs: usize,
-    done_tx: mpsc::UnboundedSender<Done>,
-    cancel: watch::Receiver<bool>,
-    halted: Arc<AtomicBool>,
-    bar: ProgressBar,
-) -> anyhow::Result<()> {
-    let mut lines = read_lines();
-    let slots = Arc::new(Semaphore::new(jobs.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut idx = 0usize;
-    while let Some(line) = lines.recv().await {
-        let line = line.context("reading input lines from standard input")?;
-        let permit = slots.clone().acquire_owned().await?;
-        if halted.load(Ordering::SeqCst) {
-            break;
-        }
-        bar.inc_length(1);
-        let job = Job { idx, line };
-        idx += 1;
-        let shared = shared.clone();
-        let done_tx = done_tx.clone();
-        let mut cancel = cancel.clone();
-        tasks.spawn(async move {
-            let started = Instant::now();
-            // Dropping the job's future on --halt now kills its command.
-            let end = tokio::select! {
-                end = run_job(&shared, &job) => end,
-                _ = cancel.wait_for(|c| *c) => JobEnd::Killed,
-            };
-            drop(permit);
-            let _ = done_tx.send(Done {
-                idx: job.idx,
-                line: job.line,
-                end,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        });
-        // Reap finished tasks as we go so the set stays small.
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
-}
-
-/// Lines of standard input, read on a plain thread. A last line without a newline is a
-/// line too; only the one trailing `\n` is removed.
-fn read_lines() -> mpsc::Receiver<io::Result<String>> {
-    let (tx, rx) = mpsc::channel(1024);
-    std::thread::spawn(move || {
-        let mut stdin = io::stdin().lock();
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match stdin.read_until(b'\n', &mut buf) {
-                Ok(0) => return,
-                Ok(_) => {
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
-                    }
-                    // Escaped, not lossy: a line that is not UTF-8 must name its file exactly.
-                    let line = llama_core::encode_name(&buf).into_owned();
-                    if tx.blocking_send(Ok(line)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
-async fn run_job(shared: &Arc<Shared>, job: &Job) -> JobEnd {
-    let prep_shared = shared.clone();
-    let ctx = JobContext {
-        line: job.line.clone(),
-        idx: job.idx,
-    };
-    let prepared = tokio::task::spawn_blocking(move || prepare(&prep_shared, &ctx)).await;
-    let (action, outputs) = match prepared {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return JobEnd::Error(format!("{e:#}")),
-        Err(e) => return JobEnd::Error(format!("preparing the job failed: {e}")),
-    };
-    let mut attempt = 0;
-    loop {
-        match shared.ctx.engine.run_and_deliver(&action, &outputs).await {
-            Ok(delivered) => {
-                return JobEnd::Ran {
-                    delivered: Box::new(delivered),
-                    action: action.action_digest,
-                };
-            }
-            Err(e) if attempt < shared.retries => {
-                attempt += 1;
-                tracing::warn!(
-                    "job {} (line {:?}): {e}; retry {attempt} of {}",
-                    job.idx,
-                    display_name(&job.line),
-                    shared.retries
-                );
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Err(e) => return JobEnd::Error(e.to_string()),
-        }
-    }
-}
-
-/// Exponential backoff with jitter, so retries of many jobs do not arrive in step.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(6));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()))
-        .unwrap_or(0);
-    base + Duration::from_millis(nanos % 100)
-}
-
-/// Renders the templates for one line and encodes the action.
-fn prepare(
-    shared: &Shared,
-    job: &JobContext,
-) -> anyhow::Result<(PreparedAction, Vec<OutputMapping>)> {
-    let rendered = shared.templates.render(job)?;
-    let mut tree = shared.base_tree.clone();
-    for input in &rendered.inputs {
-        match input {
-            InputFile::Local { local, remote } => {
-                tree.add_path(&shared.ctx.hash_cache, local, remote)?
-            }
-            InputFile::Bytes { data, remote } => {
-                tree.add_bytes(Arc::from(data.as_slice()), remote, false)?
-            }
-        }
-    }
-    let outputs: Vec<OutputMapping> = rendered
-        .outputs
-        .iter()
-        .map(|o| OutputMapping {
-            remote: o.remote.clone(),
-            local: o.local.clone(),
-        })
-        .collect();
-    if rendered.args.is_empty() {
-        bail!("the command is empty");
-    }
-    let action = ActionSpec {
-        arguments: rendered.args,
-        env: shared.path_env.clone(),
-        output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
-        platform: vec![(FUNCTION_PROPERTY.to_string(), shared.function.clone())],
-        ..Default::default()
-    }
-    .prepare(tree.build())?;
-    Ok((action, outputs))
-}
-
 /// Prints one job's output whole, then why it failed, if it did.
-fn print_job(shared: &Shared, done: &Done, logs: bool) -> anyhow::Result<()> {
+fn print_job(ctx: &Context, done: &Done, logs: bool) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     let mut err = io::stderr().lock();
     match &done.end {
         JobEnd::Ran { delivered, action } => {
             crate::replay::replay(
-                shared.ctx.engine.store(),
+                ctx.engine.store(),
                 &delivered.finished.result,
                 &mut out,
                 &mut err,
@@ -424,8 +173,8 @@ fn print_job(shared: &Shared, done: &Done, logs: bool) -> anyhow::Result<()> {
             if logs {
                 crate::replay::print_log(
                     &mut err,
-                    &done.who(),
-                    shared.ctx.engine.executor_name(),
+                    &done.who().to_string(),
+                    ctx.engine.executor_name(),
                     action,
                     &delivered.finished,
                 )?;
@@ -525,37 +274,5 @@ impl Progress {
 
     fn finish(&self) {
         self.bar.finish_and_clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn halt_specs_parse_as_gnu_parallel() {
-        assert_eq!(
-            parse_halt("now,fail=1").unwrap(),
-            Halt {
-                kill_running: true,
-                failures: 1
-            }
-        );
-        assert_eq!(
-            parse_halt("soon,fail=3").unwrap(),
-            Halt {
-                kill_running: false,
-                failures: 3
-            }
-        );
-        for bad in [
-            "now",
-            "later,fail=1",
-            "now,fail=0",
-            "now,fail=x",
-            "now,success=1",
-        ] {
-            assert!(parse_halt(bad).is_err(), "{bad}");
-        }
     }
 }

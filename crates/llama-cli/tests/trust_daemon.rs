@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use llama_cli::protocol::{self, CompileMsg, Request, Response};
+use llama_cc::protocol::{self, CompileReply, CompileRequest, Request, Response};
 
 use crate::util::{World, stderr, stdout};
 
@@ -51,7 +51,7 @@ fn fallback_socket_name(store: &Path) -> String {
 /// A listener posing as the daemon on `socket`: it records every compile it is sent and
 /// answers it with `answer`. Stops when dropped.
 struct FakeDaemon {
-    seen: Arc<Mutex<Vec<CompileMsg>>>,
+    seen: Arc<Mutex<Vec<CompileRequest>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -105,12 +105,12 @@ impl Drop for FakeDaemon {
 /// What an attacker answers: a program of its choosing, here one that creates the file
 /// `$R12_WITNESS` names.
 fn run_the_attackers_program() -> Response {
-    Response::RunLocally {
-        program: b"/bin/sh".to_vec(),
-        args: vec![b"-c".to_vec(), b"touch \"$R12_WITNESS\"".to_vec()],
+    Response::Compiled(CompileReply::RunLocally {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), "touch \"$R12_WITNESS\"".into()],
         reason: "attacker".into(),
         notes: Vec::new(),
-    }
+    })
 }
 
 /// Runs `cmd` with `over` bind-mounted on `target`, in a mount namespace of its own: what
@@ -265,15 +265,12 @@ fn r12_the_daemon_receives_only_the_environment_a_compile_needs() {
     w.write("a.c", SOURCE);
     fs::create_dir_all(w.store()).expect("mkdir store");
     fn compile_here() -> Response {
-        Response::RunLocally {
-            program: b"gcc".to_vec(),
-            args: ["-c", "a.c", "-o", "a.o"]
-                .iter()
-                .map(|a| a.as_bytes().to_vec())
-                .collect(),
+        Response::Compiled(CompileReply::RunLocally {
+            program: "gcc".into(),
+            args: ["-c", "a.c", "-o", "a.o"].iter().map(Into::into).collect(),
             reason: "test".into(),
             notes: Vec::new(),
-        }
+        })
     }
     let fake = FakeDaemon::listen(&w.store().join("daemon.sock"), compile_here);
     let out = w
@@ -297,15 +294,19 @@ fn r12_the_daemon_receives_only_the_environment_a_compile_needs() {
     let names: Vec<String> = msg
         .env
         .iter()
-        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .map(|(k, _)| k.to_string_lossy().into_owned())
         .collect();
     let sent = |secret: &str| {
         msg.env
             .iter()
-            .chain(std::iter::once(&(msg.cwd.clone(), Vec::new())))
-            .flat_map(|(k, v)| [k, v])
-            .chain(&msg.args)
-            .any(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+            .flat_map(|(k, v)| [k.as_os_str(), v.as_os_str()])
+            .chain(std::iter::once(msg.cwd.as_os_str()))
+            .chain(msg.args.iter().map(|a| a.as_os_str()))
+            .any(|b| {
+                b.as_encoded_bytes()
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes())
+            })
     };
     for secret in ["r12-secret-key", "r12-session-token", "r12-github-token"] {
         assert!(!sent(secret), "{secret} was sent: {names:?}");

@@ -11,6 +11,8 @@ action digest, which is the key of the action cache.
 * [`Digest`]: SHA-256 and size, convertible to and from REAPI's message.
 * [`TreeBuilder`] / [`InputTree`]: local files mapped to remote paths, as `Directory` messages.
 * [`Store`]: the on-disk CAS and action cache, bounded, verified, multi-process safe.
+* [`check_result_shape`] / [`check_tree`]: the checks on a result from elsewhere, before
+  any of it is fetched or written.
 * [`HashCache`]: stat-keyed memo of file digests, persisted between runs.
 * [`Config`]: settings from `config.toml` and `LLAMA_*` variables, with their sources.
 
@@ -41,6 +43,7 @@ mod config;
 mod digest;
 mod hashcache;
 pub mod platform;
+mod result;
 mod store;
 mod tree;
 
@@ -52,6 +55,11 @@ pub use crate::{
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,
     platform::{FUNCTION_PROPERTY, STDIN_PROPERTY},
+    result::{
+        Budget, CheckedTree, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_NODES, MAX_TREE_DEPTH,
+        MAX_TREE_MESSAGE_BYTES, Refusal, ResultLimits, check_result_shape, check_tree,
+        result_digests,
+    },
     store::{
         EVICTION_GRACE, MAX_IN_MEMORY_BLOB, RecordKind, Store, StoreError, TOUCH_GRANULARITY,
         VerifyReport,

@@ -7,11 +7,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use llama_core::{Digest, PreparedAction, Store, StoreError, reapi};
+use llama_core::{
+    CheckedTree, Digest, PreparedAction, Refusal, ResultLimits, Store, StoreError,
+    check_result_shape, check_tree, reapi,
+};
 
 use crate::executor::{ExecError, Executor, Termination};
 use crate::fsutil::{materialize_directory, parse_digest, remove_tree};
-use crate::untrusted::{CheckedTree, Refusal, ResultLimits, check_result_shape, check_tree};
 
 /// Whether the action cache is consulted and filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,9 +441,13 @@ impl Staged {
     /// place, and on any failure the outputs already moved are taken back out and what was
     /// there before is put back.
     fn commit(self) -> Result<(), ExecError> {
-        let mut done: Vec<Undo> = Vec::with_capacity(self.items.len());
-        for (item, local) in self.items {
-            match place(item, &local) {
+        let count = self.items.len();
+        let mut done: Vec<Undo> = Vec::with_capacity(count);
+        for (i, (item, local)) in self.items.into_iter().enumerate() {
+            // The last output is never rolled back (nothing after it can fail), so the
+            // file it replaces need not be kept: on a cache hit with one output that
+            // saves making and removing a file beside it.
+            match place(item, &local, i + 1 < count) {
                 Ok(undo) => done.push(undo),
                 Err(error) => {
                     for undo in done.into_iter().rev() {
@@ -522,9 +528,9 @@ fn aside(local: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Moves one staged output to `local`. A file or symlink replaces a non-directory in one
-/// rename (the old one kept as a hard link); it never replaces a directory, whose content
-/// would be lost. A directory replaces a directory.
-fn place(item: StagedItem, local: &Path) -> std::io::Result<Undo> {
+/// rename (the old one kept as a hard link when `keep_old`, for a roll-back); it never
+/// replaces a directory, whose content would be lost. A directory replaces a directory.
+fn place(item: StagedItem, local: &Path, keep_old: bool) -> std::io::Result<Undo> {
     let existing = fs::symlink_metadata(local).ok();
     let existing_dir = existing.as_ref().is_some_and(|m| m.is_dir());
     match item {
@@ -549,6 +555,8 @@ fn place(item: StagedItem, local: &Path) -> std::io::Result<Undo> {
             fs::rename(local, &old)?;
             Some(old)
         }
+        // One rename replaces it, and a failed rename leaves it in place.
+        Some(_) if !keep_old => None,
         Some(_) => {
             let old = aside(local)?;
             fs::hard_link(local, &old)?;

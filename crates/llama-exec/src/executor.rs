@@ -133,7 +133,7 @@ pub enum ExecError {
         /// Where it came from ("local action cache", "reapi server at ...", ...).
         from: String,
         /// What is wrong with it.
-        why: crate::untrusted::Refusal,
+        why: llama_core::Refusal,
     },
     /// A remote executor or its object store failed: the function errored or crashed, the
     /// service refused or throttled beyond the retries, an answer did not decode. The

@@ -5,8 +5,10 @@ An [`Executor`] runs one prepared action and returns an [`ExecOutcome`] whose ou
 the local store. The [`Engine`] sits in front of every executor: it serves earlier successful
 results from the action cache, records new ones, and delivers outputs to local paths
 atomically. [`LocalExecutor`] runs actions on this machine, each in its own scratch directory,
-a bounded number at a time; [`LambdaExecutor`] on AWS Lambda; [`ReapiExecutor`] on any Remote
-Execution API v2 cluster.
+a bounded number at a time; `LambdaExecutor` on AWS Lambda (cargo feature `lambda`, with
+the S3 CAS); `ReapiExecutor` on any Remote Execution API v2 cluster (cargo feature `reapi`).
+Both features are on by default; without them the crate builds with the local executor only
+and links neither the AWS SDK nor tonic's TLS.
 
 # Example
 
@@ -39,13 +41,16 @@ assert_eq!(finished.termination, Termination::Exited(7));
 mod engine;
 mod executor;
 mod fsutil;
+#[cfg(feature = "lambda")]
 mod lambda;
 mod local;
 mod process;
+#[cfg(feature = "reapi")]
 mod reapi;
+mod remote;
+#[cfg(feature = "lambda")]
 mod s3;
 mod safepath;
-mod untrusted;
 mod usage;
 
 pub use crate::{
@@ -54,23 +59,29 @@ pub use crate::{
         cached_result_within, deliver_outputs,
     },
     executor::{ExecError, ExecOutcome, Executor, Termination, signal_name},
-    lambda::{
-        DEADLINE_MARGIN, DEFAULT_REMOTE_JOBS, LambdaConfig, LambdaExecutor, MISSING_BLOBS_ERROR,
-        result_blobs, tree_files, wire,
-    },
     local::{LocalExecutor, find_program},
     process::{HostCommand, HostOutput, run_host},
-    reapi::{BYTESTREAM_CHUNK, ReapiConfig, ReapiExecutor, RemoteAction, remote_action},
-    s3::{
-        DEFAULT_MAX_ATTEMPTS, DEFAULT_S3_CONCURRENCY, MULTIPART_THRESHOLD, ObjectStoreUrl,
-        PART_SIZE, S3Cas, S3Counts, S3Error, S3Options, load_aws_config, s3_client,
-    },
+    remote::{DEFAULT_REMOTE_JOBS, result_blobs, tree_files},
     safepath::{UnsafePath, UnsafeReason, check_relative},
-    untrusted::{
-        DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_NODES, MAX_TREE_DEPTH, MAX_TREE_MESSAGE_BYTES,
-        Refusal, ResultLimits,
-    },
     usage::{
         LAMBDA_USD_PER_GB_SECOND, LAMBDA_USD_PER_REQUEST, S3_USD_PER_GET, S3_USD_PER_PUT, Usage,
     },
 };
+
+/// The result checks, now llama-core's, re-exported where executors' users found them.
+pub use llama_core::{
+    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_NODES, MAX_TREE_DEPTH, MAX_TREE_MESSAGE_BYTES,
+    Refusal, ResultLimits,
+};
+
+#[cfg(feature = "lambda")]
+pub use crate::{
+    lambda::{DEADLINE_MARGIN, LambdaConfig, LambdaExecutor, MISSING_BLOBS_ERROR, wire},
+    s3::{
+        DEFAULT_MAX_ATTEMPTS, DEFAULT_S3_CONCURRENCY, MULTIPART_THRESHOLD, ObjectStoreUrl,
+        PART_SIZE, S3Cas, S3Counts, S3Error, S3Options, load_aws_config, s3_client,
+    },
+};
+
+#[cfg(feature = "reapi")]
+pub use crate::reapi::{BYTESTREAM_CHUNK, ReapiConfig, ReapiExecutor, RemoteAction, remote_action};

@@ -1,6 +1,7 @@
 //! The local executor: runs each action on this machine, in its own scratch directory
 //! materialised from the store, a bounded number at a time.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -16,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
 use crate::fsutil::{populate_tree, remove_tree};
+use crate::process::{GroupKiller, Spawn, spawn};
 use crate::safepath::{create_dirs_beneath, resolve_beneath, unsafe_path};
 
 /// Runs actions as child processes of this one.
@@ -392,23 +394,22 @@ impl Slot {
                 &io::Error::new(io::ErrorKind::NotFound, "not found in the action's PATH"),
             );
         };
-        let mut cmd = tokio::process::Command::new(resolved);
-        cmd.arg0(&program_bytes)
-            .args(&args)
-            .env_clear()
-            .envs(
-                command
-                    .environment_variables
-                    .iter()
-                    .map(|v| (&v.name, &v.value)),
-            )
-            .current_dir(&cwd)
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
+        let spawned = spawn(Spawn {
+            program: &resolved,
+            arg0: Some(&program_bytes),
+            args: &args,
+            env: command
+                .environment_variables
+                .iter()
+                .map(|v| (OsStr::new(&v.name), OsStr::new(&v.value)))
+                .collect(),
+            cwd: &cwd,
+            stdin,
+            stdout: Stdio::from(stdout),
+            stderr: Stdio::from(stderr),
+            umask: None,
+        });
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => return self.spawn_failure(program, &e),
         };
@@ -677,41 +678,4 @@ fn collect_dir(
         }
     }
     Ok(out)
-}
-
-/// Kills a child's process group when dropped, and, unless the child was waited for, every
-/// process descended from it (a descendant that called `setsid` is in no group of ours).
-pub(crate) struct GroupKiller {
-    pid: Option<i32>,
-    reaped: bool,
-}
-
-impl GroupKiller {
-    pub(crate) fn new(pid: Option<u32>) -> GroupKiller {
-        GroupKiller {
-            pid: pid.and_then(|p| i32::try_from(p).ok()),
-            reaped: false,
-        }
-    }
-
-    /// The child was waited for: its pid may be reused by now, so only its group (which
-    /// outlives it while any member lives) is still safe to signal.
-    pub(crate) fn reaped(&mut self) {
-        self.reaped = true;
-    }
-}
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            if !self.reaped {
-                crate::process::kill_tree(pid);
-            }
-            // SAFETY: kill(2) with a negative pid signals the process group the child
-            // leads; it has no memory effects. ESRCH (already gone) is the common outcome.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
-    }
 }

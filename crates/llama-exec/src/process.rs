@@ -1,11 +1,16 @@
-//! Running a program on this machine outside any action: the compiler when llamacc compiles
-//! in place, and probes of a compiler's identity. Output is captured whole (compiler
+//! Starting processes on this machine. [`spawn`] is the one place llama-exec starts a
+//! process (an action's command in the local executor, and [`run_host`]), so a process is
+//! always started the same way (its own environment only, its own process group, killed on
+//! drop) and tests can inject faults at one seam.
+//!
+//! [`run_host`] runs a program outside any action: the compiler when llamacc compiles in
+//! place, and probes of a compiler's identity. Output is captured whole (compiler
 //! diagnostics and version strings are small).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -37,24 +42,46 @@ pub struct HostOutput {
     pub stderr: Vec<u8>,
 }
 
-/// Runs `command` to completion (killing its process group after `timeout`), capturing
-/// its output. Fails only when the program cannot be started.
-///
-/// # Cancel safety
-///
-/// Dropping the future kills the program.
-pub async fn run_host(command: &HostCommand, timeout: Duration) -> io::Result<HostOutput> {
-    let mut cmd = tokio::process::Command::new(&command.program);
-    cmd.args(&command.args)
+/// One process to start, as [`spawn`] takes it.
+pub(crate) struct Spawn<'a> {
+    /// The program's path (or a name looked up in this process's `PATH`).
+    pub(crate) program: &'a Path,
+    /// The name the program sees as `argv[0]`, when not `program`.
+    pub(crate) arg0: Option<&'a OsStr>,
+    /// Arguments after `argv[0]`.
+    pub(crate) args: &'a [OsString],
+    /// The whole environment of the child (nothing is inherited).
+    pub(crate) env: Vec<(&'a OsStr, &'a OsStr)>,
+    /// Working directory.
+    pub(crate) cwd: &'a Path,
+    /// Standard input.
+    pub(crate) stdin: Stdio,
+    /// Standard output.
+    pub(crate) stdout: Stdio,
+    /// Standard error.
+    pub(crate) stderr: Stdio,
+    /// File-creation mask for the child, when it must not inherit ours.
+    pub(crate) umask: Option<u32>,
+}
+
+/// Starts a process: with its own environment only, in a process group of its own (so the
+/// whole group can be killed on timeout or cancellation), killed if the returned child is
+/// dropped. The caller makes a [`GroupKiller`] for it at once.
+pub(crate) fn spawn(spec: Spawn<'_>) -> io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(spec.program);
+    if let Some(arg0) = spec.arg0 {
+        cmd.arg0(arg0);
+    }
+    cmd.args(spec.args)
         .env_clear()
-        .envs(command.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&command.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .envs(spec.env)
+        .current_dir(spec.cwd)
+        .stdin(spec.stdin)
+        .stdout(spec.stdout)
+        .stderr(spec.stderr)
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(mask) = command.umask {
+    if let Some(mask) = spec.umask {
         // SAFETY: umask(2) is async-signal-safe and only changes the child's own mask.
         unsafe {
             cmd.pre_exec(move || {
@@ -63,10 +90,34 @@ pub async fn run_host(command: &HostCommand, timeout: Duration) -> io::Result<Ho
             });
         }
     }
-    let mut child = cmd.spawn()?;
+    cmd.spawn()
+}
+
+/// Runs `command` to completion (killing its process group after `timeout`), capturing
+/// its output. Fails only when the program cannot be started.
+///
+/// # Cancel safety
+///
+/// Dropping the future kills the program.
+pub async fn run_host(command: &HostCommand, timeout: Duration) -> io::Result<HostOutput> {
+    let mut child = spawn(Spawn {
+        program: &command.program,
+        arg0: None,
+        args: &command.args,
+        env: command
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+            .collect(),
+        cwd: &command.cwd,
+        stdin: Stdio::null(),
+        stdout: Stdio::piped(),
+        stderr: Stdio::piped(),
+        umask: command.umask,
+    })?;
     // Declared after the child so that, if this future is dropped, the tree is killed
     // while the child is still unreaped (its pid still ours).
-    let mut group = crate::local::GroupKiller::new(child.id());
+    let mut group = GroupKiller::new(child.id());
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let waited = tokio::time::timeout(timeout, async {
@@ -114,6 +165,43 @@ async fn read_all(pipe: Option<&mut (impl tokio::io::AsyncRead + Unpin)>) -> io:
         pipe.read_to_end(&mut data).await?;
     }
     Ok(data)
+}
+
+/// Kills a child's process group when dropped, and, unless the child was waited for, every
+/// process descended from it (a descendant that called `setsid` is in no group of ours).
+pub(crate) struct GroupKiller {
+    pid: Option<i32>,
+    reaped: bool,
+}
+
+impl GroupKiller {
+    pub(crate) fn new(pid: Option<u32>) -> GroupKiller {
+        GroupKiller {
+            pid: pid.and_then(|p| i32::try_from(p).ok()),
+            reaped: false,
+        }
+    }
+
+    /// The child was waited for: its pid may be reused by now, so only its group (which
+    /// outlives it while any member lives) is still safe to signal.
+    pub(crate) fn reaped(&mut self) {
+        self.reaped = true;
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            if !self.reaped {
+                kill_tree(pid);
+            }
+            // SAFETY: kill(2) with a negative pid signals the process group the child
+            // leads; it has no memory effects. ESRCH (already gone) is the common outcome.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 /// Kills `root` and every process descended from it, including those that left its process

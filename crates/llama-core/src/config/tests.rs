@@ -216,6 +216,9 @@ fn defaults_then_file_then_env() {
     assert_eq!(c.cache_size(), 10 << 30);
     assert_eq!(c.max_output_nodes(), 1_000_000);
     assert_eq!(c.max_output_bytes(), 16 << 30);
+    // result.rs states these for callers without a config; the table is where they live.
+    assert_eq!(c.max_output_nodes(), crate::DEFAULT_MAX_OUTPUT_NODES);
+    assert_eq!(c.max_output_bytes(), crate::DEFAULT_MAX_OUTPUT_BYTES);
     assert_eq!(c.source(&keys::JOBS), Source::Default);
 
     let c = load(

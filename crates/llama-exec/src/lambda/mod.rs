@@ -22,19 +22,18 @@ use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::LogType;
 use base64::Engine as _;
-use llama_core::{BlobSource, Digest, FUNCTION_PROPERTY, PreparedAction, Store, reapi};
+use llama_core::{
+    BlobSource, Digest, FUNCTION_PROPERTY, PreparedAction, ResultLimits, Store, reapi,
+};
 use prost::Message;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
+use crate::remote::{DEFAULT_REMOTE_JOBS, fetch_result};
 use crate::s3::{ObjectStoreUrl, S3Cas, S3Error, S3Options, load_aws_config, s3_client};
-use crate::untrusted::{Budget, ResultLimits, check_result_shape, check_tree};
 use crate::usage::Usage;
 
 const NAME: &str = "lambda";
-
-/// Invocations in flight at once unless configured (`remote_jobs`).
-pub const DEFAULT_REMOTE_JOBS: usize = 64;
 
 /// How long past the action's own timeout the client waits for an invocation: a cold start,
 /// fetching inputs and uploading outputs all happen outside the command's deadline.
@@ -202,32 +201,18 @@ impl LambdaExecutor {
         s3: &S3Cas,
         result: &reapi::ActionResult,
     ) -> Result<(), Fetch> {
+        // A result is data from the bucket, which others can write: checked before its
+        // blobs are fetched.
         let from = format!("S3 object store {}", s3.location());
-        let limits = self.config.result_limits;
-        // Sizes, paths and the trees' expansion are checked before anything is fetched for
-        // them: a result is data from the bucket, which others can write.
-        let mut budget = check_result_shape(result, &limits).map_err(|why| ExecError::Refused {
-            from: from.clone(),
-            why,
-        })?;
-        let (mut blobs, trees) = result_blobs(result)?;
-        download_all(s3, &self.store, &trees).await?;
-        for (dir, tree) in result.output_directories.iter().zip(&trees) {
-            let store = self.store.clone();
-            let tree = *tree;
-            let path = dir.path.clone();
-            let from = from.clone();
-            let (files, used) = blocking(move || {
-                let tree: reapi::Tree = store.get_message(&tree, "Tree")?;
-                let checked = check_tree(&path, &tree, &limits, &mut budget)
-                    .map_err(|why| ExecError::Refused { from, why })?;
-                Ok((checked.files, budget))
-            })
-            .await?;
-            budget = used;
-            blobs.extend(files);
-        }
-        download_all(s3, &self.store, &blobs).await
+        let store = &self.store;
+        fetch_result(
+            store,
+            result,
+            self.config.result_limits,
+            &from,
+            |digests: Vec<Digest>| async move { download_all(s3, store, &digests).await },
+        )
+        .await
     }
 
     /// Builds the request: the Action, and every other blob the function needs inline while
@@ -708,41 +693,6 @@ impl ClassifyRetry for InvokeRetryClassifier {
     fn name(&self) -> &'static str {
         "llama lambda invoke"
     }
-}
-
-/// Every blob an ActionResult names directly, and the digests of its output directories'
-/// Tree messages (whose files are found by reading them).
-pub fn result_blobs(result: &reapi::ActionResult) -> Result<(Vec<Digest>, Vec<Digest>), ExecError> {
-    let parse = |d: Option<&reapi::Digest>| {
-        Digest::from_field(d).map_err(|e| ExecError::InvalidAction(format!("result: {e}")))
-    };
-    let mut blobs = Vec::new();
-    for d in [&result.stdout_digest, &result.stderr_digest]
-        .into_iter()
-        .flatten()
-    {
-        blobs.push(parse(Some(d))?);
-    }
-    for f in &result.output_files {
-        blobs.push(parse(f.digest.as_ref())?);
-    }
-    let mut trees = Vec::new();
-    for dir in &result.output_directories {
-        trees.push(parse(dir.tree_digest.as_ref())?);
-    }
-    Ok((blobs, trees))
-}
-
-/// The distinct file blobs of a Tree, once it is checked against the default
-/// [`ResultLimits`] (names, symlinks, nesting, what it expands to).
-pub fn tree_files(tree: &reapi::Tree) -> Result<Vec<Digest>, ExecError> {
-    let mut budget = Budget::default();
-    check_tree("", tree, &ResultLimits::default(), &mut budget)
-        .map(|checked| checked.files)
-        .map_err(|why| ExecError::Refused {
-            from: "action cache".into(),
-            why,
-        })
 }
 
 /// Why result blobs could not be fetched.

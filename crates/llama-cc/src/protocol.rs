@@ -1,12 +1,14 @@
 //! The daemon's protocol: length-prefixed, versioned frames of postcard-encoded messages
 //! over a Unix socket. One request, one response; a connection may carry several.
 
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a daemon speaking another version is replaced.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 const MAGIC: [u8; 4] = *b"LLMA";
 
@@ -38,7 +40,7 @@ impl Message for Response {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Compile (or tell how to).
-    Compile(CompileMsg),
+    Compile(CompileRequest),
     /// Who is running.
     Status,
     /// The counters, as JSON.
@@ -49,42 +51,87 @@ pub enum Request {
     Shutdown,
 }
 
-/// One compile, as the client saw it. Paths and arguments are raw bytes: they need not be
-/// UTF-8.
+/// One compile, as the client saw it: the daemon's compile service takes exactly this.
+/// Arguments, paths and variables are the client's bytes (they need not be UTF-8).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CompileMsg {
+pub struct CompileRequest {
+    /// Invoked as a C++ driver (`llamac++`) rather than `llamacc`.
     pub cxx: bool,
-    pub args: Vec<Vec<u8>>,
-    pub cwd: Vec<u8>,
-    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The arguments after the program name.
+    pub args: Vec<OsString>,
+    /// The client's working directory.
+    #[serde(with = "os_path")]
+    pub cwd: PathBuf,
+    /// The part of the client's environment a compile can depend on
+    /// ([`crate::needed_by_compile`]).
+    pub env: Vec<(OsString, OsString)>,
+    /// The client's file-creation mask, applied to the files delivered.
     pub umask: u32,
+}
+
+/// What the client does next: the compile service's answer, as it travels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CompileReply {
+    /// The compile is done (from the cache or run now): print these and exit with the code.
+    Done {
+        /// The compiler's exit status.
+        exit_code: i32,
+        /// The compiler's standard output.
+        stdout: Vec<u8>,
+        /// The compiler's standard error (diagnostics).
+        stderr: Vec<u8>,
+        /// Served from the cache.
+        cached: bool,
+        /// Lines for llamacc to print on its stderr first (warnings of llama's own).
+        notes: Vec<String>,
+    },
+    /// Run this compiler with these arguments directly, in place of llamacc.
+    RunLocally {
+        /// The compiler, as named (the client resolves it in its own PATH).
+        program: OsString,
+        /// Its arguments.
+        args: Vec<OsString>,
+        /// Why it is not cached (for `LLAMACC_VERBOSE`).
+        reason: String,
+        /// Lines for llamacc to print on its stderr first.
+        notes: Vec<String>,
+    },
+}
+
+/// A path as its bytes: serde's own `PathBuf` support refuses paths that are not UTF-8.
+mod os_path {
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        path.as_os_str().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        OsString::deserialize(d).map(PathBuf::from)
+    }
 }
 
 /// What the daemon answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
-    /// The compile is done: print and exit with the code.
-    Done {
-        exit_code: i32,
-        stdout: Vec<u8>,
-        stderr: Vec<u8>,
-        cached: bool,
-        notes: Vec<String>,
-    },
-    /// Run this compiler directly.
-    RunLocally {
-        program: Vec<u8>,
-        args: Vec<Vec<u8>>,
-        reason: String,
-        notes: Vec<String>,
-    },
+    /// The answer to a compile.
+    Compiled(CompileReply),
     /// Who is running.
     Status {
+        /// The daemon's process id.
         pid: u32,
+        /// Its llama version.
         version: String,
+        /// How long it has run.
         uptime_secs: u64,
+        /// Compiles it has answered.
         compiles: u64,
+        /// The socket it listens on.
         socket: String,
+        /// Its store directory.
         dir: String,
     },
     /// The counters, as JSON.
@@ -92,7 +139,10 @@ pub enum Response {
     /// Done.
     Ok,
     /// The daemon speaks another protocol version.
-    VersionMismatch { daemon: u32 },
+    VersionMismatch {
+        /// The version the daemon speaks.
+        daemon: u32,
+    },
 }
 
 /// Writes one frame.
@@ -247,11 +297,13 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let buf = frame_of(&Request::Compile(CompileMsg {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+        let buf = frame_of(&Request::Compile(CompileRequest {
             cxx: true,
-            args: vec![b"-c".to_vec(), vec![0xff, 0xfe]],
-            cwd: b"/tmp".to_vec(),
-            env: vec![(b"A".to_vec(), b"1".to_vec())],
+            args: vec!["-c".into(), OsString::from_vec(vec![0xff, 0xfe])],
+            cwd: PathBuf::from(OsString::from_vec(b"/tmp/\xff".to_vec())),
+            env: vec![("A".into(), "1".into())],
             umask: 0o022,
         }));
         let (version, req): (u32, Request) = read_frame(&mut &buf[..]).unwrap();
@@ -259,7 +311,9 @@ mod tests {
         let Request::Compile(msg) = req else {
             panic!("expected a compile")
         };
-        assert_eq!(msg.args[1], vec![0xff, 0xfe]);
+        assert_eq!(msg.args[1].as_bytes(), [0xff, 0xfe]);
+        // Paths need not be UTF-8 either.
+        assert_eq!(msg.cwd.as_os_str().as_bytes(), b"/tmp/\xff");
         assert!(read_frame::<Request>(&mut &b"HTTP/1.1 200"[..]).is_err());
     }
 
@@ -297,16 +351,21 @@ mod tests {
         proptest::collection::vec(any::<u8>(), 0..max)
     }
 
+    fn os(max: usize) -> impl Strategy<Value = OsString> {
+        use std::os::unix::ffi::OsStringExt;
+        bytes(max).prop_map(OsString::from_vec)
+    }
+
     fn request() -> impl Strategy<Value = Request> {
         let compile = (
             any::<bool>(),
-            proptest::collection::vec(bytes(24), 0..8),
-            bytes(32),
-            proptest::collection::vec((bytes(12), bytes(24)), 0..6),
+            proptest::collection::vec(os(24), 0..8),
+            os(32).prop_map(PathBuf::from),
+            proptest::collection::vec((os(12), os(24)), 0..6),
             any::<u32>(),
         )
             .prop_map(|(cxx, args, cwd, env, umask)| {
-                Request::Compile(CompileMsg {
+                Request::Compile(CompileRequest {
                     cxx,
                     args,
                     cwd,
@@ -325,25 +384,26 @@ mod tests {
 
     fn response() -> impl Strategy<Value = Response> {
         let done = (any::<i32>(), bytes(64), bytes(64), any::<bool>(), ".{0,16}").prop_map(
-            |(exit_code, stdout, stderr, cached, note)| Response::Done {
-                exit_code,
-                stdout,
-                stderr,
-                cached,
-                notes: vec![note],
+            |(exit_code, stdout, stderr, cached, note)| {
+                Response::Compiled(CompileReply::Done {
+                    exit_code,
+                    stdout,
+                    stderr,
+                    cached,
+                    notes: vec![note],
+                })
             },
         );
-        let run_locally = (
-            bytes(16),
-            proptest::collection::vec(bytes(16), 0..4),
-            ".{0,16}",
-        )
-            .prop_map(|(program, args, reason)| Response::RunLocally {
-                program,
-                args,
-                reason,
-                notes: Vec::new(),
-            });
+        let run_locally = (os(16), proptest::collection::vec(os(16), 0..4), ".{0,16}").prop_map(
+            |(program, args, reason)| {
+                Response::Compiled(CompileReply::RunLocally {
+                    program,
+                    args,
+                    reason,
+                    notes: Vec::new(),
+                })
+            },
+        );
         prop_oneof![
             done,
             run_locally,

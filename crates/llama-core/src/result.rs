@@ -1,5 +1,6 @@
-//! Checks on results that come from places llama does not control: the action cache (local,
-//! S3, REAPI) and remote executors. A result is data from the network, so before anything
+//! What every executor and the engine need to turn an ActionResult into files: the digests
+//! it names ([`result_digests`]) and the checks on results that come from places llama does
+//! not control: the action cache (local, S3, REAPI) and remote executors. A result is data from the network, so before anything
 //! is downloaded, allocated or written for it, its paths must stay inside the outputs and
 //! what its trees expand to must stay within [`ResultLimits`].
 //!
@@ -9,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use llama_core::{Digest, reapi};
+use crate::{Digest, ParseDigestError, reapi};
 
 /// The most entries (files, directories, symlinks) one action's outputs may expand to,
 /// unless `max_output_nodes` says otherwise.
@@ -137,9 +138,10 @@ pub enum Refusal {
     },
 }
 
-/// What the outputs of one result have used of the limits so far.
+/// What the outputs of one result have used of the limits so far: made by
+/// [`check_result_shape`], charged by each [`check_tree`].
 #[derive(Debug, Default)]
-pub(crate) struct Budget {
+pub struct Budget {
     nodes: u64,
     bytes: u64,
 }
@@ -172,7 +174,7 @@ impl Budget {
 
 /// A checked Tree: its directories by digest, and the distinct file blobs it names.
 #[derive(Debug, Clone)]
-pub(crate) struct CheckedTree {
+pub struct CheckedTree {
     /// The root directory.
     pub root: reapi::Directory,
     /// Every child directory, by digest.
@@ -189,9 +191,9 @@ fn digest_of(what: impl FnOnce() -> String, d: Option<&reapi::Digest>) -> Result
 }
 
 /// Whether `s` holds no NUL but the escapes of bytes that are not UTF-8 (the way llama
-/// names such files: [`llama_core::encode_name`]); any other NUL could cut a name short.
+/// names such files: [`crate::encode_name`]); any other NUL could cut a name short.
 fn nul_free(s: &str) -> bool {
-    !s.contains('\0') || llama_core::decode_name(s).is_ok()
+    !s.contains('\0') || crate::decode_name(s).is_ok()
 }
 
 /// Whether `path` is a plain relative path: components that are neither empty, `.` nor
@@ -226,10 +228,33 @@ pub(crate) fn target_stays_inside(target: &str, depth: usize) -> bool {
     true
 }
 
+/// Every blob `result` names directly (stdout, stderr, output files), and the digests of
+/// its output directories' Tree messages (whose files are found by reading them, then
+/// [`check_tree`]). Remote executors download both before the result is usable here.
+pub fn result_digests(
+    result: &reapi::ActionResult,
+) -> Result<(Vec<Digest>, Vec<Digest>), ParseDigestError> {
+    let mut blobs = Vec::new();
+    for d in [&result.stdout_digest, &result.stderr_digest]
+        .into_iter()
+        .flatten()
+    {
+        blobs.push(Digest::from_proto(d)?);
+    }
+    for f in &result.output_files {
+        blobs.push(Digest::from_field(f.digest.as_ref())?);
+    }
+    let mut trees = Vec::new();
+    for dir in &result.output_directories {
+        trees.push(Digest::from_field(dir.tree_digest.as_ref())?);
+    }
+    Ok((blobs, trees))
+}
+
 /// Checks what can be checked of `result` without reading its trees: output paths,
 /// symlink targets, digests, the sizes of stdout, stderr and output files, and the sizes of
 /// the Tree messages. Returns the budget used so far (for [`check_tree`]).
-pub(crate) fn check_result_shape(
+pub fn check_result_shape(
     result: &reapi::ActionResult,
     limits: &ResultLimits,
 ) -> Result<Budget, Refusal> {
@@ -288,7 +313,7 @@ pub(crate) fn check_result_shape(
 /// Checks the Tree of output directory `output` and charges what it expands to against
 /// `budget`: every name plain and unique within its directory, every symlink inside the
 /// output directory, every child present, the nesting bounded.
-pub(crate) fn check_tree(
+pub fn check_tree(
     output: &str,
     tree: &reapi::Tree,
     limits: &ResultLimits,
