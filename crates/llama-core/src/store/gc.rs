@@ -19,7 +19,7 @@ impl Store {
 
     /// Evicts least-recently-used entries until the store is under its target size, unless
     /// another process is already doing so. Returns the bytes freed. Entries used within
-    /// [`EVICTION_GRACE`] stay even when that leaves the store over its limit (said once per
+    /// [`EVICTION_GRACE`](super::EVICTION_GRACE) stay even when that leaves the store over its limit (said once per
     /// process, naming `cache_size`).
     pub fn evict(&self) -> Result<u64, StoreError> {
         let lock_path = self.root.join("gc.lock");
