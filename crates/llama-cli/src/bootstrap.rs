@@ -14,7 +14,7 @@ use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{
     Capability, ChangeSetStatus, ChangeSetType, Parameter, Stack, StackEvent, StackStatus,
 };
-use llama_core::{Config, Source};
+use llama_core::{Config, Source, keys};
 
 use crate::aws_setup::{self, error_code, sdk_error, wait_for};
 use crate::cli::BootstrapArgs;
@@ -122,7 +122,7 @@ async fn bootstrap(
 
     let mut values: Vec<(&str, &str)> = vec![("backend", "lambda"), ("region", &region)];
     values.extend(outputs.iter().map(|(k, v)| (*k, v.as_str())));
-    if config.source("stack") != Some(Source::Default) {
+    if config.source(&keys::STACK) != Source::Default {
         values.push(("stack", &stack));
     }
     let path = Config::file_path();

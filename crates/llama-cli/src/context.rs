@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use anyhow::bail;
 #[cfg(feature = "lambda")]
 use llama_core::Digest;
-use llama_core::{Backend, Config, HashCache, Source, Store};
+use llama_core::{Backend, Config, HashCache, Source, Store, keys};
 use llama_exec::{CachePolicy, Engine, Executor, LocalExecutor, ResultLimits};
 #[cfg(feature = "lambda")]
 use llama_exec::{LambdaConfig, LambdaExecutor, ObjectStoreUrl};
@@ -21,10 +21,14 @@ use crate::cli::Cli;
 pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::load()?;
     if let Some(region) = &cli.region {
-        config.set("region", region, Source::Flag("-region".into()))?;
+        config.set(keys::REGION.name(), region, Source::Flag("-region".into()))?;
     }
     if let Some(store) = &cli.store {
-        config.set("object_store", store, Source::Flag("-store".into()))?;
+        config.set(
+            keys::OBJECT_STORE.name(),
+            store,
+            Source::Flag("-store".into()),
+        )?;
     }
     Ok(config)
 }
@@ -117,10 +121,7 @@ fn remote_settings(config: &Config) -> anyhow::Result<Option<Remote>> {
 /// The backend `name` is configured but this build was made without its cargo feature.
 #[cfg(not(all(feature = "lambda", feature = "reapi")))]
 fn not_built_in(config: &Config, name: &str) -> anyhow::Error {
-    let from = config
-        .source("backend")
-        .map(|s| format!(" (from {s})"))
-        .unwrap_or_default();
+    let from = format!(" (from {})", config.source(&keys::BACKEND));
     anyhow::anyhow!(
         "backend = {name}{from}, but this llama was built without the {name} backend: \
          reinstall with it (`cargo install --locked --path crates/llama-cli --features {name}`, \
@@ -196,10 +197,7 @@ fn object_store(config: &Config) -> anyhow::Result<ObjectStoreUrl> {
             Config::file_path().display()
         );
     }
-    let from = config
-        .source("object_store")
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let from = config.source(&keys::OBJECT_STORE).to_string();
     url.trim()
         .parse()
         .with_context(|| format!("object_store (from {from})"))

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use llama_core::{Backend, Config};
+use llama_core::{Backend, Config, keys};
 
 use crate::aws_setup::{self, error_code, sdk_error};
 use crate::bootstrap;
@@ -76,12 +76,6 @@ async fn diagnose(
     args: &DoctorArgs,
     report: &mut Report<'_>,
 ) -> std::io::Result<()> {
-    let source = |key: &str| {
-        config
-            .source(key)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    };
     report.check(
         "backend",
         if config.backend() == Backend::Lambda {
@@ -91,7 +85,7 @@ async fn diagnose(
                 what: format!(
                     "{} (from {}): commands and compiles run {}, not on Lambda",
                     config.backend().name(),
-                    source("backend"),
+                    config.source(&keys::BACKEND),
                     if config.backend() == Backend::Local {
                         "on this machine"
                     } else {
@@ -109,7 +103,7 @@ async fn diagnose(
             let from = if config.region().is_empty() {
                 "the AWS SDK's default chain".to_string()
             } else {
-                source("region")
+                config.source(&keys::REGION).to_string()
             };
             report.check("region", Outcome::Ok(format!("{region} (from {from})")))?;
             sdk

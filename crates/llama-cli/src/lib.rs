@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use llama_core::Source;
+use llama_core::{Source, keys};
 
 use crate::cli::{Cli, Command, EXIT_LLAMA_ERROR};
 use crate::context::Context;
@@ -79,7 +79,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Xargs(args) => {
             let mut config = config;
             if let Some(jobs) = args.jobs {
-                config.set("jobs", &jobs.to_string(), Source::Flag("-j".into()))?;
+                config.set(
+                    keys::JOBS.name(),
+                    &jobs.to_string(),
+                    Source::Flag("-j".into()),
+                )?;
             }
             let ctx = Arc::new(Context::new(&config, xargs::policy(&args))?);
             let jobs = ctx.jobs;

@@ -9,16 +9,8 @@ use bazel_remote_apis::google::protobuf::Duration as ProtoDuration;
 use prost::Message;
 
 use crate::digest::Digest;
+use crate::platform::STDIN_PROPERTY;
 use crate::tree::{BlobSource, InputTree, TreeError, normalize_remote};
-
-/// Platform property that names the FUNCTION (the Lambda function, REAPI platform or local
-/// label) an action runs on. It is part of the action digest, so results of one function are
-/// never served for another.
-pub const FUNCTION_PROPERTY: &str = "llama-function";
-
-/// Platform property carrying the digest of the blob fed to the command's standard input.
-/// REAPI has no stdin; llama's own executors honour this property.
-pub const STDIN_PROPERTY: &str = "llama-stdin";
 
 /// What to run, before it is encoded.
 #[derive(Debug, Clone, Default)]
@@ -163,6 +155,7 @@ impl ActionSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::FUNCTION_PROPERTY;
     use crate::tree::TreeBuilder;
 
     fn spec(args: &[&str]) -> ActionSpec {

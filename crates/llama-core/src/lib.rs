@@ -1,40 +1,44 @@
-/*!
-The model of work shared by every part of llama.
-
-Every front end (llamacc, `llama invoke`, `llama xargs`) describes its job as an
-[`ActionSpec`] over an [`InputTree`], which [`ActionSpec::prepare`] encodes as REAPI v2
-`Command` and `Action` messages with SHA-256 [`Digest`]s. The same work always has the same
-action digest, which is the key of the action cache.
-
-# Brief overview
-
-* [`Digest`]: SHA-256 and size, convertible to and from REAPI's message.
-* [`TreeBuilder`] / [`InputTree`]: local files mapped to remote paths, as `Directory` messages.
-* [`Store`]: the on-disk CAS and action cache, bounded, verified, multi-process safe.
-* [`check_result_shape`] / [`check_tree`]: the checks on a result from elsewhere, before
-  any of it is fetched or written.
-* [`HashCache`]: stat-keyed memo of file digests, persisted between runs.
-* [`Config`]: settings from `config.toml` and `LLAMA_*` variables, with their sources.
-
-# Example
-
-```
-use llama_core::{ActionSpec, Store, TreeBuilder};
-
-let dir = tempfile::tempdir()?;
-let store = Store::open(dir.path().join("store"), 1 << 30)?;
-let mut tree = TreeBuilder::new();
-tree.add_bytes(b"hello\n"[..].into(), "INPUT", false)?;
-let action = ActionSpec {
-    arguments: vec!["sha256sum".into(), "INPUT".into()],
-    ..Default::default()
-}
-.prepare(tree.build())?;
-store.put_message(&action.command)?;
-assert_eq!(store.get_action_result(&action.action_digest)?, None);
-# Ok::<(), Box<dyn std::error::Error>>(())
-```
-*/
+//! The model of work shared by every part of llama.
+//!
+//! Not for running anything: executors, the engine and the network live in `llama-exec`,
+//! front ends in `llama-cc` and `llama-cli`. This crate does no network I/O and spawns no
+//! process.
+//!
+//! Every front end (llamacc, `llama invoke`, `llama xargs`) describes its job as an
+//! [`ActionSpec`] over an [`InputTree`], which [`ActionSpec::prepare`] encodes as REAPI v2
+//! `Command` and `Action` messages with SHA-256 [`Digest`]s. The same work always has the same
+//! action digest, which is the key of the action cache.
+//!
+//! # Brief overview
+//!
+//! * [`Digest`]: SHA-256 and size, convertible to and from REAPI's message.
+//! * [`TreeBuilder`] / [`InputTree`]: local files mapped to remote paths, as `Directory` messages.
+//! * [`Store`]: the on-disk CAS and action cache, bounded, verified, multi-process safe.
+//! * [`check_result_shape`] / [`check_tree`]: the checks on a result from elsewhere, before
+//!   any of it is fetched or written.
+//! * [`HashCache`]: stat-keyed memo of file digests, persisted between runs.
+//! * [`Config`]: settings from `config.toml` and `LLAMA_*` variables, with their sources; each
+//!   setting is a typed constant of [`keys`], read with [`Config::get`].
+//! * [`platform`]: every `llama-*` platform property llama puts in an action.
+//!
+//! # Example
+//!
+//! ```
+//! use llama_core::{ActionSpec, Store, TreeBuilder};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path().join("store"), 1 << 30)?;
+//! let mut tree = TreeBuilder::new();
+//! tree.add_bytes(b"hello\n"[..].into(), "INPUT", false)?;
+//! let action = ActionSpec {
+//!     arguments: vec!["sha256sum".into(), "INPUT".into()],
+//!     ..Default::default()
+//! }
+//! .prepare(tree.build())?;
+//! store.put_message(&action.command)?;
+//! assert_eq!(store.get_action_result(&action.action_digest)?, None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![deny(missing_docs)]
 
@@ -42,15 +46,19 @@ mod action;
 mod config;
 mod digest;
 mod hashcache;
+pub mod platform;
 mod result;
 mod store;
 mod tree;
 
 pub use crate::{
-    action::{ActionSpec, FUNCTION_PROPERTY, PreparedAction, STDIN_PROPERTY, canonical_platform},
-    config::{Backend, Config, ConfigError, FunctionPlatform, Source, mask_secret},
+    action::{ActionSpec, PreparedAction, canonical_platform},
+    config::{
+        Backend, Config, ConfigError, FunctionPlatform, Source, keys, keys::Key, mask_secret,
+    },
     digest::{Digest, Hasher, HashingWriter, ParseDigestError},
     hashcache::HashCache,
+    platform::{FUNCTION_PROPERTY, STDIN_PROPERTY},
     result::{
         Budget, CheckedTree, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_OUTPUT_NODES, MAX_TREE_DEPTH,
         MAX_TREE_MESSAGE_BYTES, Refusal, ResultLimits, check_result_shape, check_tree,

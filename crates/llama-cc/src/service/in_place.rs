@@ -8,6 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use llama_core::platform::{
+    COMPILER_PROPERTY, CWD_PROPERTY, PROBES_PROPERTY, PWD_PROPERTY, SYSTEM_HEADERS_PROPERTY,
+};
 use llama_core::{ActionSpec, Hasher, PreparedAction, Store, encode_os};
 use llama_exec::{
     CachePolicy, Engine, HostCommand, HostOutput, LocalExecutor, Produced, Termination, run_host,
@@ -244,20 +247,20 @@ fn in_place_spec(
             .collect(),
         env: output_env(job.req),
         platform: vec![
-            ("llama-compiler".into(), job.identity.digest.hex()),
-            ("llama-cwd".into(), encode_os(cwd.as_os_str()).into_owned()),
+            (COMPILER_PROPERTY.into(), job.identity.digest.hex()),
+            (CWD_PROPERTY.into(), encode_os(cwd.as_os_str()).into_owned()),
         ],
         ..Default::default()
     };
     if let Some(sys) = system {
         spec.platform
-            .push(("llama-system-headers".into(), hex(&sys)));
+            .push((SYSTEM_HEADERS_PROPERTY.into(), hex(&sys)));
     }
     // Two compiles that differ only in $PWD write different objects: the action's key
     // must tell them apart, or one would overwrite the other's cached result.
     if let Some(dir) = logical_dir(job.req) {
         spec.platform
-            .push(("llama-pwd".into(), encode_os(dir).into_owned()));
+            .push((PWD_PROPERTY.into(), encode_os(dir).into_owned()));
     }
     // Which files were absent and which present decides the result as much as the
     // content of the inputs (`__has_include`), so it is part of the action's key.
@@ -272,7 +275,7 @@ fn in_place_spec(
             }
         }
         spec.platform
-            .push(("llama-probes".into(), h.finish().hex()));
+            .push((PROBES_PROPERTY.into(), h.finish().hex()));
     }
     spec
 }

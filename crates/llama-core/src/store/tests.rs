@@ -1,0 +1,234 @@
+use super::*;
+
+fn store(limit: u64) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), limit).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn put_then_get_round_trips() {
+    let (_d, s) = store(1 << 30);
+    let d = s.put_bytes(b"hello\n").unwrap();
+    assert_eq!(d, Digest::of_bytes(b"hello\n"));
+    assert_eq!(s.get_bytes(&d).unwrap(), b"hello\n");
+    // Storing again is a no-op that still succeeds.
+    assert_eq!(s.put_bytes(b"hello\n").unwrap(), d);
+    assert_eq!(s.accounted_size().unwrap(), 6);
+}
+
+#[test]
+fn corrupt_blob_is_removed_not_served() {
+    let (_d, s) = store(1 << 30);
+    let d = s.put_bytes(b"precious bytes").unwrap();
+    let path = s.blob_path(&d);
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut data = fs::read(&path).unwrap();
+    data[3] ^= 0x01;
+    fs::write(&path, data).unwrap();
+    match s.get_bytes(&d) {
+        Err(StoreError::Corrupt { .. }) => {}
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!s.contains(&d), "the corrupt blob must be gone");
+    assert!(matches!(s.get_bytes(&d), Err(StoreError::Missing { .. })));
+}
+
+#[test]
+fn put_file_detects_a_changed_source() {
+    let (dir, s) = store(1 << 30);
+    let src = dir.path().join("src");
+    fs::write(&src, b"one").unwrap();
+    let stale = Digest::of_bytes(b"two");
+    assert!(matches!(
+        s.put_file(&src, Some(stale)),
+        Err(StoreError::Changed { .. })
+    ));
+    assert!(!s.contains(&stale));
+    assert_eq!(s.put_file(&src, None).unwrap(), Digest::of_bytes(b"one"));
+}
+
+#[test]
+fn damaged_action_result_is_a_miss() {
+    let (_d, s) = store(1 << 30);
+    let action = Digest::of_bytes(b"action");
+    let result = reapi::ActionResult {
+        exit_code: 0,
+        stdout_digest: Some(Digest::of_bytes(b"out").to_proto()),
+        ..Default::default()
+    };
+    s.put_action_result(&action, &result).unwrap();
+    assert_eq!(s.get_action_result(&action).unwrap(), Some(result));
+    let path = s.record_path(RecordKind::ActionResult, &action);
+    let mut data = fs::read(&path).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    fs::write(&path, data).unwrap();
+    assert_eq!(s.get_action_result(&action).unwrap(), None);
+    assert!(!path.exists());
+}
+
+fn age(s: &Store, d: &Digest, secs: u64) {
+    File::open(s.blob_path(d))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn eviction_keeps_the_store_under_its_limit_and_drops_the_oldest() {
+    let (_d, s) = store(10_000);
+    let old = s.put_bytes(&[1u8; 3000]).unwrap();
+    let mid = s.put_bytes(&[2u8; 3000]).unwrap();
+    let new = s.put_bytes(&[3u8; 3000]).unwrap();
+    assert!(s.contains(&old) && s.contains(&mid) && s.contains(&new));
+    // All three last used before the grace period, the oldest longest ago.
+    age(&s, &old, 7200);
+    age(&s, &mid, 3600);
+    age(&s, &new, 1800);
+    // This one passes the limit and triggers eviction of the least recently used.
+    let newest = s.put_bytes(&[4u8; 3000]).unwrap();
+    assert!(
+        !s.blob_path(&old).exists(),
+        "least recently used goes first"
+    );
+    assert!(!s.blob_path(&mid).exists());
+    assert!(s.contains(&new) && s.contains(&newest));
+    assert!(s.accounted_size().unwrap() <= 8_000);
+}
+
+// See: issue 12, defect 4
+#[test]
+fn r12_a_hostile_size_is_an_error_not_an_allocation() {
+    let (_d, s) = store(1 << 30);
+    let tree = reapi::Tree::default();
+    let real = s
+        .put_message(&reapi::Tree {
+            root: Some(reapi::Directory::default()),
+            ..tree
+        })
+        .unwrap();
+    let hostile = Digest::from_parts(*real.hash_bytes(), 1 << 50);
+    match s.get_bytes(&hostile) {
+        Err(StoreError::TooLarge { size, .. }) => assert_eq!(size, 1 << 50),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        s.get_message::<reapi::Tree>(&hostile, "Tree"),
+        Err(StoreError::TooLarge { .. })
+    ));
+    // Under the in-memory bound but not the file's size: a miss, still no allocation.
+    let lying = Digest::from_parts(*real.hash_bytes(), MAX_IN_MEMORY_BLOB - 1);
+    assert!(matches!(
+        s.get_bytes(&lying),
+        Err(StoreError::Missing { .. })
+    ));
+    assert!(!s.contains(&hostile) && !s.contains(&lying));
+    assert!(s.get_message::<reapi::Tree>(&real, "Tree").is_ok());
+}
+
+// See: issue 12, defect 4
+#[test]
+fn r12_a_size_mismatch_keeps_the_valid_blob() {
+    let (_d, s) = store(1 << 30);
+    let real = s.put_bytes(b"the valid blob").unwrap();
+    for wrong in [real.size() + 1, real.size() - 1] {
+        let digest = Digest::from_parts(*real.hash_bytes(), wrong);
+        assert!(!s.contains(&digest), "size {wrong} must be a miss");
+        assert!(matches!(
+            s.get_bytes(&digest),
+            Err(StoreError::Missing { .. })
+        ));
+        assert!(matches!(s.verify(&digest), Err(StoreError::Missing { .. })));
+        assert!(s.put_bytes(b"the valid blob").is_ok());
+        assert!(s.contains(&real), "the valid blob was deleted");
+        assert_eq!(s.get_bytes(&real).unwrap(), b"the valid blob");
+    }
+}
+
+#[test]
+fn a_torn_blob_of_the_wrong_size_is_replaced_by_the_next_store() {
+    let (_d, s) = store(1 << 30);
+    let real = s.put_bytes(b"whole content").unwrap();
+    let path = s.blob_path(&real);
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, b"whole").unwrap();
+    assert!(!s.contains(&real));
+    assert_eq!(s.put_bytes(b"whole content").unwrap(), real);
+    assert_eq!(s.get_bytes(&real).unwrap(), b"whole content");
+}
+
+// See: issue 12, defect 6
+#[test]
+fn r12_blobs_in_use_are_not_evicted_even_past_the_limit() {
+    let (_d, s) = store(1000);
+    // One action's inputs: together three times the cache size.
+    let inputs: Vec<Digest> = (0..3u8).map(|i| s.put_bytes(&[i; 1000]).unwrap()).collect();
+    for d in &inputs {
+        assert!(s.contains(d), "an input just stored was evicted");
+        assert_eq!(s.get_bytes(d).unwrap().len(), 1000);
+    }
+    // Once they age past the grace period they go.
+    for d in &inputs {
+        age(&s, d, EVICTION_GRACE.as_secs() + 120);
+    }
+    s.evict().unwrap();
+    assert!(inputs.iter().all(|d| !s.blob_path(d).exists()));
+}
+
+// See: issue 12, defect 6
+#[test]
+fn r12_contains_refreshes_age() {
+    let (_d, s) = store(1 << 30);
+    let d = s.put_bytes(b"used again").unwrap();
+    age(&s, &d, 3600);
+    assert!(s.contains(&d));
+    let mtime = fs::metadata(s.blob_path(&d)).unwrap().modified().unwrap();
+    let age = SystemTime::now().duration_since(mtime).unwrap_or_default();
+    assert!(
+        age < TOUCH_GRANULARITY,
+        "contains left the blob {age:?} old"
+    );
+}
+
+#[test]
+fn a_shorter_grace_lets_eviction_take_recent_entries() {
+    let (_d, s) = store(1000);
+    let s = s.with_eviction_grace(Duration::from_secs(20));
+    let d = s.put_bytes(&[9u8; 800]).unwrap();
+    age(&s, &d, 30);
+    s.put_bytes(&[8u8; 800]).unwrap();
+    assert!(!s.blob_path(&d).exists(), "30 s old is past a 20 s grace");
+}
+
+#[test]
+fn verify_all_removes_damage_and_counts_the_rest() {
+    let (_d, s) = store(1 << 30);
+    let good = s.put_bytes(b"good").unwrap();
+    let bad = s.put_bytes(b"bad!").unwrap();
+    let path = s.blob_path(&bad);
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, b"BAD!").unwrap();
+    s.put_action_result(&good, &reapi::ActionResult::default())
+        .unwrap();
+    let report = s.verify_all().unwrap();
+    assert_eq!(
+        report,
+        VerifyReport {
+            blobs_ok: 1,
+            blobs_removed: 1,
+            records_ok: 1,
+            records_removed: 0
+        }
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn unwritable_directory_is_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    fs::write(&file, b"").unwrap();
+    let err = Store::open(file.join("store"), 1 << 20).unwrap_err();
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
