@@ -1,7 +1,7 @@
 //! The lambda backend end to end: the real `llama` binary against s3s-fs (S3 that checks
 //! signatures), cargo-lambda's Invoke and Runtime API emulator, and real `llama-runtime`
 //! processes serving the function `_` — all on loopback, started and stopped here
-//! (util/harness.rs; install them with scripts/install-test-servers).
+//! (llama-testkit; install them with scripts/install-test-servers).
 //!
 //! The runtime binary is found next to `llama` in the target directory. `cargo test
 //! --workspace` builds it (llama-runtime has tests of its own, which makes cargo build its
@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::harness::{LambdaEmulator, S3Server, Server, http};
-use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
+use llama_testkit::harness::{LambdaEmulator, S3Server, Server, http};
+use llama_testkit::{World, run_with_stdin, sha256sum_line, stderr, stdout};
 
 /// The `llama-runtime` binary built beside `llama`.
 pub(crate) fn runtime_bin() -> PathBuf {
@@ -146,7 +146,7 @@ pub(crate) fn invoke_example(function: &str) -> Vec<&str> {
 #[test]
 fn the_originals_invoke_example_then_the_s3_action_cache() {
     let cloud = Cloud::start(1);
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
 
@@ -260,7 +260,7 @@ pub(crate) fn outputs(w: &World) -> Vec<(String, String)> {
 #[test]
 fn xargs_over_50_jobs_matches_local_then_is_all_cached() {
     let cloud = Cloud::start(4);
-    let w = World::new();
+    let w = crate::world();
     let (lines, local, local_outputs) = xargs_locally(&w, 50);
 
     let started = Instant::now();
@@ -321,7 +321,7 @@ fn kill_once_script(marker: &Path) -> String {
 fn a_runtime_killed_mid_invocation_is_retried_and_reported_once() {
     // The emulator gives up on an invocation 3 s after its runtime died (408).
     let cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(3), 2);
-    let w = World::new();
+    let w = crate::world();
     let marker = w.dir.path().join("killed");
     let mut cmd = w.llama(&[
         "xargs",
@@ -367,7 +367,7 @@ fn a_function_error_is_an_infrastructure_failure_retried_once() {
     cmd.args(["-c", FAIL_ONCE_THEN_RUNTIME]).arg(runtime_bin());
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
-    let w = World::new();
+    let w = crate::world();
     let mut cmd = w.llama(&[
         "xargs",
         "--retries",
@@ -529,7 +529,7 @@ fn proxy_connection(
 fn throttling_is_retried_with_backoff_and_reported_once() {
     let cloud = Cloud::start(2);
     let proxy = ThrottlingProxy::start(cloud.lambda.addr(), 6);
-    let w = World::new();
+    let w = crate::world();
     let mut cmd = w.llama(&["xargs", "-k", "-j", "3", "_", "echo", "{{.Line}}"]);
     cloud.client_via(&mut cmd, &proxy.endpoint());
     let out = run_with_stdin(cmd, "1\n2\n3\n4\n5\n6\n");
@@ -568,7 +568,7 @@ fn letters(size: usize) -> Vec<u8> {
 #[test]
 fn big_blobs_go_up_in_parts_once_and_stdin_reaches_the_command() {
     let cloud = Cloud::start(1);
-    let w = World::new();
+    let w = crate::world();
     let big = letters(20 << 20);
     w.write("big", &big);
     let big_key = format!("test/cas/{}", llama_core::Digest::of_bytes(&big).hex());
@@ -776,7 +776,7 @@ fn the_s3_cas_verifies_and_uploads_each_blob_once() {
 
 #[test]
 fn a_missing_object_store_says_how_to_set_one() {
-    let w = World::new();
+    let w = crate::world();
     let mut cmd = w.llama(&["invoke", "_", "true"]);
     cmd.env("LLAMA_BACKEND", "lambda");
     let out = cmd.output().expect("llama");

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::lambda::{Cloud, ThrottlingProxy, runtime_bin};
-use crate::util::harness::{LambdaEmulator, minbase_root};
-use crate::util::{World, stderr};
+use llama_testkit::harness::{LambdaEmulator, minbase_root};
+use llama_testkit::{World, stderr};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -160,7 +160,7 @@ fn objects(tree: &Path) -> usize {
 #[test]
 fn lua_on_lambda_is_identical_then_served_by_s3_and_uploads_each_file_once() {
     let cloud = Cloud::start(4);
-    let w = World::new();
+    let w = crate::world();
     let tree = w.dir.path().join("lua");
     let reference = reference_build(&w, &tree);
     let compiles = objects(&reference) as u64;
@@ -264,7 +264,7 @@ fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
         return;
     }
     let mut cloud = Cloud::start(0);
-    let w = World::new();
+    let w = crate::world();
     // A private copy of the minimal Debian root, with the runtime in it.
     let jail = w.dir.path().join("jail");
     let out = Command::new("cp")
@@ -429,7 +429,7 @@ fn a_function_timeout_falls_back_to_compiling_here_said_once() {
         cloud.runtime_env(&mut cmd);
         cloud.start_runtime(cmd);
     }
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| cloud.client(cmd));
     fell_back_once(&w, &err, "HTTP 408");
@@ -446,7 +446,7 @@ fn a_runtime_crash_falls_back_to_compiling_here_said_once() {
     ]);
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| cloud.client(cmd));
     fell_back_once(&w, &err, "lambda");
@@ -456,7 +456,7 @@ fn a_runtime_crash_falls_back_to_compiling_here_said_once() {
 fn throttling_beyond_the_retries_falls_back_to_compiling_here_said_once() {
     let cloud = Cloud::start(1);
     let proxy = ThrottlingProxy::start(cloud.lambda.addr(), usize::MAX);
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| cloud.client_via(cmd, &proxy.endpoint()));
     fell_back_once(&w, &err, "TooManyRequests");
@@ -465,7 +465,7 @@ fn throttling_beyond_the_retries_falls_back_to_compiling_here_said_once() {
 #[test]
 fn s3_unavailable_falls_back_to_compiling_here_said_once() {
     let cloud = Cloud::start(1);
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| {
         cloud.client(cmd);
@@ -569,7 +569,7 @@ fn real_aws() {
             }
         }
     };
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let mut cmd = w.llama(&crate::lambda::invoke_example(&function));
     aws(&mut cmd);
@@ -577,7 +577,7 @@ fn real_aws() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         fs::read_to_string(w.path("OUTPUT")).unwrap(),
-        crate::util::sha256sum_line(&w.path("INPUT"), "INPUT")
+        llama_testkit::sha256sum_line(&w.path("INPUT"), "INPUT")
     );
 
     small_project(&w);
@@ -667,14 +667,14 @@ fn flaky_s3(upstream: std::net::SocketAddr, fail: usize) -> String {
 
 #[test]
 fn xargs_jobs_complete_through_s3_503s_and_a_function_timeout() {
-    use crate::util::{run_with_stdin, stdout};
+    use llama_testkit::{run_with_stdin, stdout};
     // One runtime hangs on what it takes (the function times out: 408 after 2 s), one works.
     let mut cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(2), 1);
     let mut cmd = Command::new("python3");
     cmd.args(["-c", HANGING_RUNTIME]);
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
-    let w = World::new();
+    let w = crate::world();
     let input: String = (0..6).map(|i| format!("job{i}\n")).collect();
     let mut cmd = w.llama(&[
         "xargs",

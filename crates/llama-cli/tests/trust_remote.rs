@@ -7,7 +7,7 @@ use std::fs;
 use llama_core::{BlobSource, Digest, Store};
 use llama_exec::{ObjectStoreUrl, S3Cas, S3Error, S3Options};
 
-use crate::util::harness::S3Server;
+use llama_testkit::harness::S3Server;
 
 fn s3_client(s3: &S3Server) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{
