@@ -10,8 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::lambda::{Cloud, ThrottlingProxy, runtime_bin};
+use crate::lambda::{Cloud, runtime_bin, throttling_proxy};
 use llama_testkit::harness::{LambdaEmulator, minbase_root};
+use llama_testkit::proxy::{HttpProxy, Reply, Response};
 use llama_testkit::{World, stderr};
 
 fn repo() -> PathBuf {
@@ -455,7 +456,7 @@ fn a_runtime_crash_falls_back_to_compiling_here_said_once() {
 #[test]
 fn throttling_beyond_the_retries_falls_back_to_compiling_here_said_once() {
     let cloud = Cloud::start(1);
-    let proxy = ThrottlingProxy::start(cloud.lambda.addr(), usize::MAX);
+    let proxy = throttling_proxy(cloud.lambda.addr(), usize::MAX);
     let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| cloud.client_via(cmd, &proxy.endpoint()));
@@ -477,63 +478,8 @@ fn s3_unavailable_falls_back_to_compiling_here_said_once() {
 
 /// An endpoint answering every request with S3's 503 SlowDown.
 fn slowdown_endpoint() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(match conn.try_clone() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                });
-                let mut writer = conn;
-                loop {
-                    let mut length = 0usize;
-                    let mut continue_ = false;
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end().to_ascii_lowercase();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        continue_ |= h.starts_with("expect:") && h.contains("100-continue");
-                    }
-                    if continue_ {
-                        let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let head = line.starts_with("HEAD ");
-                    let xml = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                    let mut r = format!(
-                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
-                        xml.len()
-                    )
-                    .into_bytes();
-                    if !head {
-                        r.extend_from_slice(xml);
-                    }
-                    if writer.write_all(&r).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
+    // The proxy lives as long as the test binary (its threads are detached).
+    HttpProxy::start(None, |_, _| Reply::Respond(Response::s3_slow_down())).endpoint()
 }
 
 // --- real AWS -------------------------------------------------------------------------------
@@ -596,73 +542,14 @@ fn real_aws() {
 /// A proxy in front of S3 that answers the first `fail` requests with 503 SlowDown and
 /// forwards the rest byte for byte (the Host header included: it is signed).
 fn flaky_s3(upstream: std::net::SocketAddr, fail: usize) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let seen = seen.clone();
-            std::thread::spawn(move || -> std::io::Result<()> {
-                let mut reader = BufReader::new(conn.try_clone()?);
-                let mut writer = conn;
-                loop {
-                    let mut head = String::new();
-                    if reader.read_line(&mut head)? == 0 {
-                        return Ok(());
-                    }
-                    let mut length = 0usize;
-                    let mut expect = false;
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h)?;
-                        let lower = h.trim_end().to_ascii_lowercase();
-                        if lower.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if lower.starts_with("expect:") {
-                            expect = true;
-                            continue;
-                        }
-                        if !lower.starts_with("connection:") {
-                            head.push_str(&h);
-                        }
-                    }
-                    if expect {
-                        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body)?;
-                    if seen.fetch_add(1, Ordering::SeqCst) < fail {
-                        let xml = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                        let mut r = format!(
-                            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
-                            xml.len()
-                        )
-                        .into_bytes();
-                        if !head.starts_with("HEAD ") {
-                            r.extend_from_slice(xml);
-                        }
-                        writer.write_all(&r)?;
-                        continue;
-                    }
-                    let mut up = std::net::TcpStream::connect(upstream)?;
-                    head.push_str("Connection: close\r\n\r\n");
-                    up.write_all(head.as_bytes())?;
-                    up.write_all(&body)?;
-                    let mut response = Vec::new();
-                    up.read_to_end(&mut response)?;
-                    writer.write_all(&response)?;
-                }
-            });
+    HttpProxy::start(Some(upstream), move |n, _| {
+        if n < fail {
+            Reply::Respond(Response::s3_slow_down())
+        } else {
+            Reply::Forward
         }
-    });
-    format!("http://{addr}")
+    })
+    .endpoint()
 }
 
 #[test]

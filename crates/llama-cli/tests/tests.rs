@@ -11,7 +11,6 @@ mod reapi_smoke;
 mod trust_daemon;
 mod trust_exec;
 mod trust_names;
-mod trust_remote;
 mod trust_store;
 
 mod xargs;

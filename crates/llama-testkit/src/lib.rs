@@ -10,6 +10,7 @@
 pub mod harness;
 pub mod oci;
 pub mod pngs;
+pub mod proxy;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -187,6 +188,22 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Lowercase letters in lines of 80, `size` bytes, the same every time.
+pub fn letters(size: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..size)
+        .map(|i| {
+            if i % 81 == 80 {
+                return b'\n';
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b'a' + (state % 26) as u8
+        })
+        .collect()
 }
 
 /// Every file under `dir`, recursively.

@@ -14,6 +14,33 @@ pub struct S3Server {
 }
 
 impl S3Server {
+    /// An AWS SDK S3 client for this server, signing with `secret` (a wrong one tests the
+    /// signature check), configured as llama_exec::s3_client configures its own: path-style
+    /// addressing, and checksums only where required (digests verify every blob).
+    pub fn sdk_client(&self, secret: &str) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{
+            BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+            ResponseChecksumValidation,
+        };
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .endpoint_url(self.endpoint())
+                .region(Region::new(self.region()))
+                .credentials_provider(Credentials::new(
+                    self.access_key(),
+                    secret,
+                    None,
+                    None,
+                    "test",
+                ))
+                .force_path_style(true)
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+                .build(),
+        )
+    }
+
     pub const BUCKET: &'static str = "llama-test";
     pub const ACCESS_KEY: &'static str = "LLAMATESTACCESSKEY";
     pub const SECRET_KEY: &'static str = "llama-test-secret-key";
