@@ -7,6 +7,7 @@
 //! llama-cli: a test crate hands the paths of the binaries it built (`env!("CARGO_BIN_EXE_…")`,
 //! which only the test crate itself can expand) to [`World::with_binaries`].
 
+pub mod engine;
 pub mod harness;
 pub mod oci;
 pub mod pngs;
