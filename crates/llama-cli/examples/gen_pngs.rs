@@ -1,7 +1,7 @@
 //! Writes N varied PNG images into a directory: `cargo run --example gen_pngs -- DIR N`.
 //! The benchmark in `bench/xargs.sh` uses it; the tests use the same generator.
 
-#[path = "../tests/util/pngs.rs"]
+#[path = "../../llama-testkit/src/pngs.rs"]
 mod pngs;
 
 fn main() -> Result<(), String> {

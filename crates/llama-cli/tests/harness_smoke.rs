@@ -1,11 +1,11 @@
-//! The test servers themselves (util/harness.rs): they start, answer as the Lambda
+//! The test servers themselves (llama-testkit): they start, answer as the Lambda
 //! executor's and the set-up commands' tests expect, and stop. A failure here is about the
 //! harness or its install (scripts/install-test-servers), not about llama.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::harness::{LambdaEmulator, MotoServer, OciRegistry, S3Server, Server, http};
+use llama_testkit::harness::{LambdaEmulator, MotoServer, OciRegistry, S3Server, Server, http};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

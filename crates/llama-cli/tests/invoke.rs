@@ -2,11 +2,11 @@
 
 use std::fs;
 
-use crate::util::{SmallDisk, World, assert_store_consistent, sha256sum_line, stderr, stdout};
+use llama_testkit::{SmallDisk, assert_store_consistent, sha256sum_line, stderr, stdout};
 
 #[test]
 fn the_originals_readme_example() {
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let out = w.run(&[
         "invoke",
@@ -26,7 +26,7 @@ fn the_originals_readme_example() {
 
 #[test]
 fn exit_status_is_the_commands() {
-    let w = World::new();
+    let w = crate::world();
     assert_eq!(
         w.run(&["invoke", "gcc", "sh", "-c", "exit 7"])
             .status
@@ -41,7 +41,7 @@ fn exit_status_is_the_commands() {
 
 #[test]
 fn a_signal_is_reported_as_such() {
-    let w = World::new();
+    let w = crate::world();
     let out = w.run(&["invoke", "gcc", "sh", "-c", "kill -9 $$"]);
     assert_eq!(out.status.code(), Some(128 + 9));
     assert!(
@@ -53,7 +53,7 @@ fn a_signal_is_reported_as_such() {
 
 #[test]
 fn a_timeout_is_reported_as_such() {
-    let w = World::new();
+    let w = crate::world();
     let out = w
         .llama(&["invoke", "gcc", "sleep", "30"])
         .env("LLAMA_ACTION_TIMEOUT", "500ms")
@@ -65,7 +65,7 @@ fn a_timeout_is_reported_as_such() {
 
 #[test]
 fn the_same_invoke_twice_runs_once() {
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let counter = w.dir.path().join("runs");
     let script = format!(
@@ -113,7 +113,7 @@ fn the_same_invoke_twice_runs_once() {
 
 #[test]
 fn failures_run_again_every_time() {
-    let w = World::new();
+    let w = crate::world();
     let counter = w.dir.path().join("runs");
     let script = format!("echo run >> {}; exit 3", counter.display());
     for _ in 0..2 {
@@ -133,12 +133,12 @@ fn failures_run_again_every_time() {
 
 #[test]
 fn a_corrupted_blob_is_detected_removed_and_the_action_runs_again() {
-    let w = World::new();
+    let w = crate::world();
     let counter = w.dir.path().join("runs");
     let script = format!("echo run >> {}; echo precious > OUT", counter.display());
     let args = ["invoke", "-o", "OUT", "f", "sh", "-c", &script];
     assert!(w.run(&args).status.success());
-    let blob = crate::util::files_under(&w.store().join("cas"))
+    let blob = llama_testkit::files_under(&w.store().join("cas"))
         .into_iter()
         .find(|p| fs::read(p).ok().as_deref() == Some(b"precious\n"))
         .expect("output blob in the store");
@@ -166,7 +166,7 @@ fn a_corrupted_blob_is_detected_removed_and_the_action_runs_again() {
 
 #[test]
 fn files_map_directories_and_stdin() {
-    let w = World::new();
+    let w = crate::world();
     w.write("src/a.txt", b"A\n");
     w.write("src/sub/b.txt", b"B\n");
     let out = w
@@ -208,7 +208,7 @@ fn files_map_directories_and_stdin() {
 
 #[test]
 fn arguments_are_templates_as_in_the_original() {
-    let w = World::new();
+    let w = crate::world();
     w.write("data.txt", b"42\n");
     let out = w.run(&[
         "invoke",
@@ -226,7 +226,7 @@ fn arguments_are_templates_as_in_the_original() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_no_partial_file() {
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"x");
     let cases: &[(&[&str], &str)] = &[
         (
@@ -288,7 +288,7 @@ fn bad_input_gets_a_clear_error_and_no_partial_file() {
 
 #[test]
 fn an_unusable_cache_directory_is_named() {
-    let w = World::new();
+    let w = crate::world();
     let blocker = w.dir.path().join("a-file");
     fs::write(&blocker, b"").expect("write");
     let out = w
@@ -306,7 +306,7 @@ fn an_unusable_cache_directory_is_named() {
 
 #[test]
 fn a_full_cache_directory_is_named() {
-    let w = World::new();
+    let w = crate::world();
     let Some(disk) = SmallDisk::mount(w.dir.path().join("small"), "64k") else {
         return;
     };
@@ -330,7 +330,7 @@ fn a_full_cache_directory_is_named() {
 
 #[test]
 fn sixty_four_concurrent_invokes_share_one_store() {
-    let w = World::new();
+    let w = crate::world();
     w.write("shared.txt", b"shared input\n");
     for i in 0..64 {
         w.write(&format!("in{i}.txt"), format!("input {i}\n").as_bytes());
@@ -379,7 +379,7 @@ fn sixty_four_concurrent_invokes_share_one_store() {
 
 #[test]
 fn config_shows_values_and_their_sources() {
-    let w = World::new();
+    let w = crate::world();
     let cfg = w.dir.path().join("config/llama");
     fs::create_dir_all(&cfg).expect("mkdir");
     fs::write(cfg.join("config.toml"), "jobs = 3\n").expect("write");

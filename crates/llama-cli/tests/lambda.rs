@@ -1,7 +1,7 @@
 //! The lambda backend end to end: the real `llama` binary against s3s-fs (S3 that checks
 //! signatures), cargo-lambda's Invoke and Runtime API emulator, and real `llama-runtime`
 //! processes serving the function `_` — all on loopback, started and stopped here
-//! (util/harness.rs; install them with scripts/install-test-servers).
+//! (llama-testkit; install them with scripts/install-test-servers).
 //!
 //! The runtime binary is found next to `llama` in the target directory. `cargo test
 //! --workspace` builds it (llama-runtime has tests of its own, which makes cargo build its
@@ -9,16 +9,14 @@
 //! first, or the tests say so.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::util::harness::{LambdaEmulator, S3Server, Server, http};
-use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
+use llama_testkit::harness::{LambdaEmulator, S3Server, Server};
+use llama_testkit::proxy::{HttpProxy, Reply, Response};
+use llama_testkit::{World, letters, run_with_stdin, sha256sum_line, stderr, stdout};
 
 /// The `llama-runtime` binary built beside `llama`.
 pub(crate) fn runtime_bin() -> PathBuf {
@@ -146,7 +144,7 @@ pub(crate) fn invoke_example(function: &str) -> Vec<&str> {
 #[test]
 fn the_originals_invoke_example_then_the_s3_action_cache() {
     let cloud = Cloud::start(1);
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
 
@@ -260,7 +258,7 @@ pub(crate) fn outputs(w: &World) -> Vec<(String, String)> {
 #[test]
 fn xargs_over_50_jobs_matches_local_then_is_all_cached() {
     let cloud = Cloud::start(4);
-    let w = World::new();
+    let w = crate::world();
     let (lines, local, local_outputs) = xargs_locally(&w, 50);
 
     let started = Instant::now();
@@ -321,7 +319,7 @@ fn kill_once_script(marker: &Path) -> String {
 fn a_runtime_killed_mid_invocation_is_retried_and_reported_once() {
     // The emulator gives up on an invocation 3 s after its runtime died (408).
     let cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(3), 2);
-    let w = World::new();
+    let w = crate::world();
     let marker = w.dir.path().join("killed");
     let mut cmd = w.llama(&[
         "xargs",
@@ -367,7 +365,7 @@ fn a_function_error_is_an_infrastructure_failure_retried_once() {
     cmd.args(["-c", FAIL_ONCE_THEN_RUNTIME]).arg(runtime_bin());
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
-    let w = World::new();
+    let w = crate::world();
     let mut cmd = w.llama(&[
         "xargs",
         "--retries",
@@ -418,127 +416,31 @@ fn a_function_error_is_an_infrastructure_failure_retried_once() {
 
 /// A proxy in front of the emulator's Invoke API that answers the first `throttle` invokes
 /// with 429 TooManyRequestsException, as Lambda does past the account's concurrency.
-pub(crate) struct ThrottlingProxy {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-}
-
-impl ThrottlingProxy {
-    pub(crate) fn start(upstream: SocketAddr, throttle: usize) -> ThrottlingProxy {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let throttled = Arc::new(AtomicUsize::new(0));
-        let count = throttled.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let count = count.clone();
-                std::thread::spawn(move || {
-                    let _ = proxy_connection(conn, upstream, &count, throttle);
-                });
-            }
-        });
-        ThrottlingProxy {
-            addr,
-            requests: throttled,
+pub(crate) fn throttling_proxy(upstream: SocketAddr, throttle: usize) -> HttpProxy {
+    HttpProxy::start(Some(upstream), move |n, _| {
+        if n >= throttle {
+            return Reply::Forward;
         }
-    }
-
-    pub(crate) fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// Serves one keep-alive connection: each request is throttled or forwarded.
-fn proxy_connection(
-    conn: TcpStream,
-    upstream: SocketAddr,
-    throttled: &AtomicUsize,
-    throttle: usize,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut writer = conn;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let mut headers = Vec::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let line = line.trim_end().to_string();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                let (k, v) = (k.trim().to_string(), v.trim().to_string());
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.parse().unwrap_or(0);
-                }
-                headers.push((k, v));
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        let mut parts = request_line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let response = if throttled.fetch_add(1, Ordering::SeqCst) < throttle {
-            let body = br#"{"Type":"User","message":"Rate Exceeded."}"#;
-            let mut r = format!(
-                "HTTP/1.1 429 Too Many Requests\r\nx-amzn-ErrorType: TooManyRequestsException\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            r.extend_from_slice(body);
-            r
-        } else {
-            let forwarded: Vec<(&str, &str)> = headers
-                .iter()
-                .filter(|(k, _)| {
-                    !["host", "connection", "content-length"]
-                        .contains(&k.to_ascii_lowercase().as_str())
-                })
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let resp = http(
-                upstream,
-                method,
-                path,
-                &forwarded,
-                &body,
-                Duration::from_secs(60),
-            )?;
-            let mut r = format!("HTTP/1.1 {} Proxied\r\n", resp.status);
-            for (k, v) in &resp.headers {
-                if !["connection", "content-length", "transfer-encoding"].contains(&k.as_str()) {
-                    r.push_str(&format!("{k}: {v}\r\n"));
-                }
-            }
-            r.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
-            let mut r = r.into_bytes();
-            r.extend_from_slice(&resp.body);
-            r
-        };
-        writer.write_all(&response)?;
-    }
+        Reply::Respond(
+            Response::new(429, "Too Many Requests")
+                .header("x-amzn-ErrorType", "TooManyRequestsException")
+                .header("Content-Type", "application/json")
+                .body(br#"{"Type":"User","message":"Rate Exceeded."}"#),
+        )
+    })
 }
 
 #[test]
 fn throttling_is_retried_with_backoff_and_reported_once() {
     let cloud = Cloud::start(2);
-    let proxy = ThrottlingProxy::start(cloud.lambda.addr(), 6);
-    let w = World::new();
+    let proxy = throttling_proxy(cloud.lambda.addr(), 6);
+    let w = crate::world();
     let mut cmd = w.llama(&["xargs", "-k", "-j", "3", "_", "echo", "{{.Line}}"]);
     cloud.client_via(&mut cmd, &proxy.endpoint());
     let out = run_with_stdin(cmd, "1\n2\n3\n4\n5\n6\n");
     assert!(out.status.success(), "{}\n{}", stderr(&out), cloud.logs());
     assert_eq!(stdout(&out), "1\n2\n3\n4\n5\n6\n");
-    assert!(
-        proxy.requests.load(Ordering::SeqCst) >= 12,
-        "6 throttled, then 6 served"
-    );
+    assert!(proxy.requests() >= 12, "6 throttled, then 6 served");
     let err = stderr(&out);
     assert_eq!(
         err.matches("throttling invocations (TooManyRequestsException)")
@@ -549,26 +451,10 @@ fn throttling_is_retried_with_backoff_and_reported_once() {
     assert!(err.contains("llama xargs: lambda: 6 invocations"), "{err}");
 }
 
-/// Lowercase letters in lines of 80, `size` bytes, the same every time.
-fn letters(size: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..size)
-        .map(|i| {
-            if i % 81 == 80 {
-                return b'\n';
-            }
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            b'a' + (state % 26) as u8
-        })
-        .collect()
-}
-
 #[test]
 fn big_blobs_go_up_in_parts_once_and_stdin_reaches_the_command() {
     let cloud = Cloud::start(1);
-    let w = World::new();
+    let w = crate::world();
     let big = letters(20 << 20);
     w.write("big", &big);
     let big_key = format!("test/cas/{}", llama_core::Digest::of_bytes(&big).hex());
@@ -624,159 +510,9 @@ fn big_blobs_go_up_in_parts_once_and_stdin_reaches_the_command() {
     assert_eq!(stdout(&out), "PIPED IN\n");
 }
 
-fn s3_client(s3: &S3Server, secret: &str) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config::{
-        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
-        ResponseChecksumValidation,
-    };
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(s3.endpoint())
-            .region(Region::new(s3.region()))
-            .credentials_provider(Credentials::new(
-                s3.access_key(),
-                secret,
-                None,
-                None,
-                "test",
-            ))
-            .force_path_style(true)
-            // As llama_exec::s3_client configures it: digests verify every blob.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build(),
-    )
-}
-
-#[test]
-fn the_s3_cas_verifies_and_uploads_each_blob_once() {
-    use llama_core::{BlobSource, Digest, Store, reapi};
-    use llama_exec::{ObjectStoreUrl, S3Cas, S3Error, S3Options};
-
-    let s3 = S3Server::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url: ObjectStoreUrl = format!("s3://{}/cas-test", s3.bucket()).parse().unwrap();
-    let options = S3Options {
-        present_file: Some(dir.path().join("present")),
-        ..S3Options::default()
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio");
-    runtime.block_on(async {
-        let cas = S3Cas::with_client(
-            s3_client(&s3, s3.secret_key()),
-            url.clone(),
-            options.clone(),
-        )
-        .await;
-        let small = b"small blob".to_vec();
-        let small_d = Digest::of_bytes(&small);
-        let big = letters(17 << 20);
-        let big_d = Digest::of_bytes(&big);
-        let big_path = dir.path().join("big");
-        fs::write(&big_path, &big).unwrap();
-        let empty = Digest::of_bytes(b"");
-
-        let mut missing = cas
-            .find_missing(&[small_d, big_d, empty, small_d])
-            .await
-            .unwrap();
-        missing.sort_by_key(|d| d.size());
-        assert_eq!(missing, vec![small_d, big_d]);
-        assert!(
-            cas.upload(small_d, BlobSource::Bytes(small.clone().into()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !cas.upload(small_d, BlobSource::Bytes(small.clone().into()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            cas.upload(big_d, BlobSource::File(big_path.clone()))
-                .await
-                .unwrap()
-        );
-        assert_eq!(s3.count("UploadPart", "cas-test/cas/"), 2, "{}", s3.log());
-        assert_eq!(s3.put_count("cas-test/cas/"), 2);
-        let heads = s3.count("HeadObject", "");
-        assert!(
-            cas.find_missing(&[small_d, big_d])
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        // Another process sharing the known-present file asks nothing either.
-        let other = S3Cas::with_client(
-            s3_client(&s3, s3.secret_key()),
-            url.clone(),
-            options.clone(),
-        )
-        .await;
-        assert!(
-            other
-                .find_missing(&[small_d, big_d])
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(s3.count("HeadObject", ""), heads);
-        let counts = cas.counts();
-        assert!(counts.bytes_up >= big.len() as u64, "{counts:?}");
-        // HEADs: two to find them missing, one before each upload; PUTs: one, then three for
-        // the multipart upload (create, two parts, complete makes four).
-        assert_eq!((counts.heads, counts.puts), (4, 5), "{counts:?}");
-
-        // A file that changed since it was hashed is never uploaded under the old digest.
-        let changed = dir.path().join("changed");
-        fs::write(&changed, b"now").unwrap();
-        let err = cas
-            .upload(Digest::of_bytes(b"then"), BlobSource::File(changed.clone()))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, S3Error::Changed { .. }), "{err}");
-
-        // Downloads land in the store, verified; a tampered object is refused by name.
-        let store = Store::open(dir.path().join("store"), 1 << 30).unwrap();
-        cas.download_to_store(&big_d, &store).await.unwrap();
-        assert!(store.get_bytes(&big_d).unwrap() == big);
-        let object = s3.root().join(s3.bucket()).join(url.cas_key(&small_d));
-        fs::write(&object, b"tampered").unwrap();
-        let err = cas.download_to_store(&small_d, &store).await.unwrap_err();
-        assert!(matches!(err, S3Error::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains(&url.cas_key(&small_d)), "{err}");
-        assert!(!store.contains(&small_d));
-        let gone = Digest::of_bytes(b"never uploaded");
-        let err = cas.download_to_store(&gone, &store).await.unwrap_err();
-        assert!(matches!(err, S3Error::NotFound { .. }), "{err}");
-
-        // The action cache.
-        let action = Digest::of_bytes(b"an action");
-        assert_eq!(cas.get_action_result(&action).await.unwrap(), None);
-        let result = reapi::ActionResult {
-            exit_code: 0,
-            stdout_digest: Some(small_d.to_proto()),
-            ..Default::default()
-        };
-        cas.put_action_result(&action, &result).await.unwrap();
-        assert_eq!(cas.get_action_result(&action).await.unwrap(), Some(result));
-
-        // A wrong secret: the error names the bucket and key and says what to check.
-        let wrong =
-            S3Cas::with_client(s3_client(&s3, "wrong"), url.clone(), S3Options::default()).await;
-        let err = wrong.find_missing(&[gone]).await.unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("s3://{}/cas-test/cas/", s3.bucket()))
-                && err.contains("check that the credentials"),
-            "{err}"
-        );
-    });
-}
-
 #[test]
 fn a_missing_object_store_says_how_to_set_one() {
-    let w = World::new();
+    let w = crate::world();
     let mut cmd = w.llama(&["invoke", "_", "true"]);
     cmd.env("LLAMA_BACKEND", "lambda");
     let out = cmd.output().expect("llama");

@@ -10,9 +10,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::lambda::{Cloud, ThrottlingProxy, runtime_bin};
-use crate::util::harness::{LambdaEmulator, minbase_root};
-use crate::util::{World, stderr};
+use crate::lambda::{Cloud, runtime_bin, throttling_proxy};
+use llama_testkit::harness::{LambdaEmulator, minbase_root};
+use llama_testkit::proxy::{HttpProxy, Reply, Response};
+use llama_testkit::{World, stderr};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -160,7 +161,7 @@ fn objects(tree: &Path) -> usize {
 #[test]
 fn lua_on_lambda_is_identical_then_served_by_s3_and_uploads_each_file_once() {
     let cloud = Cloud::start(4);
-    let w = World::new();
+    let w = crate::world();
     let tree = w.dir.path().join("lua");
     let reference = reference_build(&w, &tree);
     let compiles = objects(&reference) as u64;
@@ -264,7 +265,7 @@ fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
         return;
     }
     let mut cloud = Cloud::start(0);
-    let w = World::new();
+    let w = crate::world();
     // A private copy of the minimal Debian root, with the runtime in it.
     let jail = w.dir.path().join("jail");
     let out = Command::new("cp")
@@ -429,7 +430,7 @@ fn a_function_timeout_falls_back_to_compiling_here_said_once() {
         cloud.runtime_env(&mut cmd);
         cloud.start_runtime(cmd);
     }
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| cloud.client(cmd));
     fell_back_once(&w, &err, "HTTP 408");
@@ -446,7 +447,7 @@ fn a_runtime_crash_falls_back_to_compiling_here_said_once() {
     ]);
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| cloud.client(cmd));
     fell_back_once(&w, &err, "lambda");
@@ -455,8 +456,8 @@ fn a_runtime_crash_falls_back_to_compiling_here_said_once() {
 #[test]
 fn throttling_beyond_the_retries_falls_back_to_compiling_here_said_once() {
     let cloud = Cloud::start(1);
-    let proxy = ThrottlingProxy::start(cloud.lambda.addr(), usize::MAX);
-    let w = World::new();
+    let proxy = throttling_proxy(cloud.lambda.addr(), usize::MAX);
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| cloud.client_via(cmd, &proxy.endpoint()));
     fell_back_once(&w, &err, "TooManyRequests");
@@ -465,7 +466,7 @@ fn throttling_beyond_the_retries_falls_back_to_compiling_here_said_once() {
 #[test]
 fn s3_unavailable_falls_back_to_compiling_here_said_once() {
     let cloud = Cloud::start(1);
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let err = build_small(&w, &|cmd| {
         cloud.client(cmd);
@@ -477,63 +478,8 @@ fn s3_unavailable_falls_back_to_compiling_here_said_once() {
 
 /// An endpoint answering every request with S3's 503 SlowDown.
 fn slowdown_endpoint() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(match conn.try_clone() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                });
-                let mut writer = conn;
-                loop {
-                    let mut length = 0usize;
-                    let mut continue_ = false;
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end().to_ascii_lowercase();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        continue_ |= h.starts_with("expect:") && h.contains("100-continue");
-                    }
-                    if continue_ {
-                        let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let head = line.starts_with("HEAD ");
-                    let xml = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                    let mut r = format!(
-                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
-                        xml.len()
-                    )
-                    .into_bytes();
-                    if !head {
-                        r.extend_from_slice(xml);
-                    }
-                    if writer.write_all(&r).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
+    // The proxy lives as long as the test binary (its threads are detached).
+    HttpProxy::start(None, |_, _| Reply::Respond(Response::s3_slow_down())).endpoint()
 }
 
 // --- real AWS -------------------------------------------------------------------------------
@@ -569,7 +515,7 @@ fn real_aws() {
             }
         }
     };
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let mut cmd = w.llama(&crate::lambda::invoke_example(&function));
     aws(&mut cmd);
@@ -577,7 +523,7 @@ fn real_aws() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         fs::read_to_string(w.path("OUTPUT")).unwrap(),
-        crate::util::sha256sum_line(&w.path("INPUT"), "INPUT")
+        llama_testkit::sha256sum_line(&w.path("INPUT"), "INPUT")
     );
 
     small_project(&w);
@@ -596,85 +542,26 @@ fn real_aws() {
 /// A proxy in front of S3 that answers the first `fail` requests with 503 SlowDown and
 /// forwards the rest byte for byte (the Host header included: it is signed).
 fn flaky_s3(upstream: std::net::SocketAddr, fail: usize) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let seen = seen.clone();
-            std::thread::spawn(move || -> std::io::Result<()> {
-                let mut reader = BufReader::new(conn.try_clone()?);
-                let mut writer = conn;
-                loop {
-                    let mut head = String::new();
-                    if reader.read_line(&mut head)? == 0 {
-                        return Ok(());
-                    }
-                    let mut length = 0usize;
-                    let mut expect = false;
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h)?;
-                        let lower = h.trim_end().to_ascii_lowercase();
-                        if lower.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if lower.starts_with("expect:") {
-                            expect = true;
-                            continue;
-                        }
-                        if !lower.starts_with("connection:") {
-                            head.push_str(&h);
-                        }
-                    }
-                    if expect {
-                        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body)?;
-                    if seen.fetch_add(1, Ordering::SeqCst) < fail {
-                        let xml = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                        let mut r = format!(
-                            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
-                            xml.len()
-                        )
-                        .into_bytes();
-                        if !head.starts_with("HEAD ") {
-                            r.extend_from_slice(xml);
-                        }
-                        writer.write_all(&r)?;
-                        continue;
-                    }
-                    let mut up = std::net::TcpStream::connect(upstream)?;
-                    head.push_str("Connection: close\r\n\r\n");
-                    up.write_all(head.as_bytes())?;
-                    up.write_all(&body)?;
-                    let mut response = Vec::new();
-                    up.read_to_end(&mut response)?;
-                    writer.write_all(&response)?;
-                }
-            });
+    HttpProxy::start(Some(upstream), move |n, _| {
+        if n < fail {
+            Reply::Respond(Response::s3_slow_down())
+        } else {
+            Reply::Forward
         }
-    });
-    format!("http://{addr}")
+    })
+    .endpoint()
 }
 
 #[test]
 fn xargs_jobs_complete_through_s3_503s_and_a_function_timeout() {
-    use crate::util::{run_with_stdin, stdout};
+    use llama_testkit::{run_with_stdin, stdout};
     // One runtime hangs on what it takes (the function times out: 408 after 2 s), one works.
     let mut cloud = Cloud::start_with(LambdaEmulator::start_with_invoke_timeout(2), 1);
     let mut cmd = Command::new("python3");
     cmd.args(["-c", HANGING_RUNTIME]);
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
-    let w = World::new();
+    let w = crate::world();
     let input: String = (0..6).map(|i| format!("job{i}\n")).collect();
     let mut cmd = w.llama(&[
         "xargs",

@@ -1,6 +1,6 @@
 //! `llama bootstrap`, `llama update-function` and `llama doctor` against moto (CloudFormation,
 //! IAM, ECR, Lambda, S3, STS) and a real OCI registry (Debian's docker-registry), both on
-//! loopback and started here (util/harness.rs; install them with scripts/install-test-servers).
+//! loopback and started here (llama-testkit; install them with scripts/install-test-servers).
 
 use std::fs;
 use std::process::{Command, Output};
@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use aws_sdk_cloudformation::types::Capability;
 
 use crate::lambda::runtime_bin;
-use crate::util::harness::{MotoServer, OciRegistry};
-use crate::util::{World, oci, stderr, stdout};
+use llama_testkit::harness::{MotoServer, OciRegistry};
+use llama_testkit::{World, oci, stderr, stdout};
 
 /// The template this llama applies.
 const TEMPLATE: &str = include_str!("../src/stack.yaml");
@@ -23,7 +23,7 @@ pub(crate) struct Account {
 impl Account {
     pub(crate) fn new() -> Account {
         Account {
-            world: World::new(),
+            world: crate::world(),
             moto: MotoServer::start(),
         }
     }

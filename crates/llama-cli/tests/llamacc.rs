@@ -3,7 +3,7 @@
 use std::fs;
 use std::process::{Command, Output};
 
-use crate::util::{World, stderr, stdout};
+use llama_testkit::{World, stderr, stdout};
 
 const HEADER: &str = "#define ANSWER 42\nint helper(int);\n";
 const SOURCE: &str = "#include <stdio.h>\n#include \"answer.h\"\nint main(void) { printf(\"%d\\n\", ANSWER); return helper(0); }\n";
@@ -65,7 +65,7 @@ fn assert_identical_to_plain(w: &World, cc: &str, args: &[&str], outputs: &[&str
 
 #[test]
 fn objects_are_identical_to_gcc_and_the_second_compile_is_a_hit() {
-    let w = World::new();
+    let w = crate::world();
     project(&w);
     let args = ["-O2", "-g", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
     assert_identical_to_plain(&w, "gcc", &args, &["main.o"]);
@@ -75,7 +75,7 @@ fn objects_are_identical_to_gcc_and_the_second_compile_is_a_hit() {
 
 #[test]
 fn objects_are_identical_to_clang() {
-    let w = World::new();
+    let w = crate::world();
     project(&w);
     let args = ["-O1", "-g", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
     assert_identical_to_plain(&w, "clang", &args, &["main.o"]);
@@ -84,7 +84,7 @@ fn objects_are_identical_to_clang() {
 
 #[test]
 fn depfiles_are_identical_in_every_spelling() {
-    let w = World::new();
+    let w = crate::world();
     project(&w);
     let spellings: &[&[&str]] = &[
         &[
@@ -126,7 +126,7 @@ fn depfiles_are_identical_in_every_spelling() {
 
 #[test]
 fn a_changed_header_is_a_miss_and_changing_it_back_a_hit() {
-    let w = World::new();
+    let w = crate::world();
     project(&w);
     let args = ["-Iinclude", "-c", "src/main.c", "-o", "main.o"];
     ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
@@ -145,7 +145,7 @@ fn a_changed_header_is_a_miss_and_changing_it_back_a_hit() {
 
 #[test]
 fn a_new_header_shadowing_an_old_one_is_noticed() {
-    let w = World::new();
+    let w = crate::world();
     project(&w);
     fs::create_dir_all(w.path("first")).expect("mkdir");
     let args = ["-Ifirst", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
@@ -160,7 +160,7 @@ fn a_new_header_shadowing_an_old_one_is_noticed() {
 
 #[test]
 fn compile_errors_keep_the_compilers_diagnostics_and_status_and_are_not_cached() {
-    let w = World::new();
+    let w = crate::world();
     w.write("bad.c", b"int main(void) { return undefined_thing; }\n");
     let plain = Command::new("gcc")
         .args(["-c", "bad.c", "-o", "bad.o"])
@@ -181,7 +181,7 @@ fn compile_errors_keep_the_compilers_diagnostics_and_status_and_are_not_cached()
 
 #[test]
 fn warnings_are_replayed_on_a_hit() {
-    let w = World::new();
+    let w = crate::world();
     w.write("warn.c", b"int f(void) { int unused; return 0; }\n");
     let args = ["-Wall", "-c", "warn.c", "-o", "warn.o"];
     let first = w.llamacc("gcc", &args).output().expect("llamacc");
@@ -194,7 +194,7 @@ fn warnings_are_replayed_on_a_hit() {
 
 #[test]
 fn links_and_preprocessing_run_the_compiler_directly_with_a_reason() {
-    let w = World::new();
+    let w = crate::world();
     w.write("prog.c", b"int main(void) { return 3; }\n");
     ok(&w
         .llamacc("gcc", &["-o", "prog", "prog.c"])
@@ -216,7 +216,7 @@ fn links_and_preprocessing_run_the_compiler_directly_with_a_reason() {
 
 #[test]
 fn the_compilers_own_failures_come_through_unchanged() {
-    let w = World::new();
+    let w = crate::world();
     w.write("ok.c", b"int x;\n");
     // -o into a directory that does not exist: gcc's message and status.
     let plain = Command::new("gcc")
@@ -253,7 +253,7 @@ fn the_compilers_own_failures_come_through_unchanged() {
 
 #[test]
 fn gccs_default_output_name_is_in_the_current_directory() {
-    let w = World::new();
+    let w = crate::world();
     project(&w);
     ok(&w
         .llamacc("gcc", &["-Iinclude", "-c", "src/main.c"])
@@ -265,7 +265,7 @@ fn gccs_default_output_name_is_in_the_current_directory() {
 
 #[test]
 fn time_macros_are_not_cached() {
-    let w = World::new();
+    let w = crate::world();
     w.write("when.c", b"const char *built = __DATE__ \" \" __TIME__;\n");
     for _ in 0..2 {
         ok(&w
@@ -279,7 +279,7 @@ fn time_macros_are_not_cached() {
 
 #[test]
 fn an_unknown_llamacc_variable_warns_once() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", b"int a;\n");
     w.write("b.c", b"int b;\n");
     let first = w
@@ -308,7 +308,7 @@ fn an_unknown_llamacc_variable_warns_once() {
 
 #[test]
 fn llamacxx_compiles_cxx_and_llamacc_local_bypasses_the_cache() {
-    let w = World::new();
+    let w = crate::world();
     w.write(
         "a.cc",
         b"#include <vector>\nint f() { return std::vector<int>(3).size(); }\n",
@@ -352,7 +352,7 @@ fn llamacxx_compiles_cxx_and_llamacc_local_bypasses_the_cache() {
 
 #[test]
 fn a_killed_daemon_is_replaced_and_the_build_goes_on() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", b"int a;\n");
     w.write("b.c", b"int b;\n");
     ok(&w.llamacc("gcc", &["-c", "a.c"]).output().expect("llamacc"));
@@ -371,7 +371,7 @@ fn a_killed_daemon_is_replaced_and_the_build_goes_on() {
 
 #[test]
 fn daemon_start_status_stop() {
-    let w = World::new();
+    let w = crate::world();
     assert_eq!(w.run(&["daemon", "status"]).status.code(), Some(1));
     ok(&w.run(&["daemon", "start"]));
     let status = w.run(&["daemon", "status"]);
@@ -389,7 +389,7 @@ fn daemon_start_status_stop() {
 
 #[test]
 fn has_include_sees_a_header_appear_and_disappear() {
-    let w = World::new();
+    let w = crate::world();
     w.write(
         "probe.c",
         b"#if __has_include(\"optional.h\")\nint which = 1;\n#else\nint which = 2;\n#endif\n",
@@ -412,7 +412,7 @@ fn has_include_sees_a_header_appear_and_disappear() {
 
 #[test]
 fn include_next_and_computed_includes_are_followed() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a/wrap.h", b"#define FROM_A 1\n#include_next <wrap.h>\n");
     w.write("b/wrap.h", b"#define FROM_B 2\n");
     w.write("cfg/pick.h", b"#define HEADER \"chosen.h\"\n");
@@ -442,7 +442,7 @@ fn include_next_and_computed_includes_are_followed() {
 
 #[test]
 fn a_daemon_killed_during_a_compile_is_replaced_and_the_compile_finishes() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", b"int a;\n");
     // A compiler that takes long enough to kill the daemon while it runs.
     let slow = w.dir.path().join("slowcc");
@@ -474,7 +474,7 @@ fn a_daemon_killed_during_a_compile_is_replaced_and_the_compile_finishes() {
 
 #[test]
 fn without_a_usable_store_llamacc_compiles_directly_and_says_so_once() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", b"int a;\n");
     w.write("b.c", b"int b;\n");
     // A store that cannot be created: its parent is a file.

@@ -1,6 +1,6 @@
 //! The reapi backend end to end: the real `llama` binary against BuildGrid 0.4.4 with
 //! PostgreSQL 15 and the Bots-API test worker, all on loopback, started and stopped here
-//! (util/harness.rs `ReapiServer`; install them with scripts/install-test-servers).
+//! (llama-testkit `ReapiServer`; install them with scripts/install-test-servers).
 
 use std::fs;
 use std::process::Command;
@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use crate::lambda::{XARGS_JOB, invoke_example, outputs, xargs_locally};
 use crate::lambda_cc::{build_small, counter, fell_back_once, small_project, stats, stop_daemon};
-use crate::util::harness::{ReapiServer, ReapiTls};
-use crate::util::{World, run_with_stdin, sha256sum_line, stderr, stdout};
+use llama_testkit::harness::{ReapiServer, ReapiTls};
+use llama_testkit::{World, run_with_stdin, sha256sum_line, stderr, stdout};
 
 /// `cmd` (a llama command of a [`World`]) on the reapi backend, talking to `server`.
 fn client(server: &ReapiServer, cmd: &mut Command) {
@@ -26,7 +26,7 @@ fn executions(server: &ReapiServer) -> usize {
 #[test]
 fn the_originals_invoke_example_then_the_remote_action_cache() {
     let server = ReapiServer::start(1);
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
 
@@ -79,7 +79,7 @@ fn the_originals_invoke_example_then_the_remote_action_cache() {
 #[test]
 fn stdin_is_refused_with_a_clear_error() {
     let server = ReapiServer::start(1);
-    let w = World::new();
+    let w = crate::world();
     let mut cmd = w.llama(&["invoke", "-stdin", "gcc", "cat"]);
     client(&server, &mut cmd);
     let out = run_with_stdin(cmd, "data\n");
@@ -92,7 +92,7 @@ fn stdin_is_refused_with_a_clear_error() {
 #[test]
 fn xargs_of_10_jobs_matches_local() {
     let server = ReapiServer::start(2);
-    let w = World::new();
+    let w = crate::world();
     let (lines, local, local_outputs) = xargs_locally(&w, 10);
 
     let started = Instant::now();
@@ -114,7 +114,7 @@ fn xargs_of_10_jobs_matches_local() {
 
 #[test]
 fn an_unreachable_server_is_named_with_what_to_do() {
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -149,7 +149,7 @@ fn an_unreachable_server_is_named_with_what_to_do() {
 #[test]
 fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
     let server = ReapiServer::start(2);
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let started = Instant::now();
     let err = build_small(&w, &|cmd| {
@@ -164,7 +164,7 @@ fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
     assert_eq!(executions(&server), 8, "{}", server.log());
     // The compiler itself (cc1, tens of MB) went up with ByteStream Write: no batch carries
     // a blob over 4 MiB.
-    let biggest = crate::util::files_under(&server.cas_dir())
+    let biggest = llama_testkit::files_under(&server.cas_dir())
         .iter()
         .filter_map(|p| fs::metadata(p).ok())
         .map(|m| m.len())
@@ -180,7 +180,7 @@ fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
 #[test]
 fn the_server_killed_mid_run_the_jobs_still_complete_said_once() {
     let mut server = ReapiServer::start(4);
-    let w = World::new();
+    let w = crate::world();
     let (lines, local, local_outputs) = xargs_locally(&w, 10);
     let job: Vec<&str> = XARGS_JOB
         .iter()
@@ -219,7 +219,7 @@ fn the_server_killed_mid_run_the_jobs_still_complete_said_once() {
 #[test]
 fn a_rejected_platform_property_is_named() {
     let server = ReapiServer::start(1);
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let mut cmd = w.llama(&invoke_example("gcc"));
     client(&server, &mut cmd);
@@ -249,7 +249,7 @@ fn a_rejected_platform_property_is_named() {
 #[test]
 fn blobs_the_server_lost_are_uploaded_again() {
     let server = ReapiServer::start(2);
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let env = |cmd: &mut Command| {
         client(&server, cmd);
@@ -260,9 +260,9 @@ fn blobs_the_server_lost_are_uploaded_again() {
     // (The test worker keeps its own blob cache beside BuildGrid's CAS, in work/cache: that
     // goes too, as on a fresh bot.)
     let worker_cache = server.cas_dir().with_file_name("work").join("cache");
-    for blob in crate::util::files_under(&server.cas_dir())
+    for blob in llama_testkit::files_under(&server.cas_dir())
         .into_iter()
-        .chain(crate::util::files_under(&worker_cache))
+        .chain(llama_testkit::files_under(&worker_cache))
     {
         fs::remove_file(blob).unwrap();
     }
@@ -285,7 +285,7 @@ fn blobs_the_server_lost_are_uploaded_again() {
 
 #[test]
 fn an_unreachable_server_falls_back_to_compiling_here_said_once() {
-    let w = World::new();
+    let w = crate::world();
     small_project(&w);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -309,7 +309,7 @@ fn an_unreachable_server_falls_back_to_compiling_here_said_once() {
 fn lua_and_leveldb_on_buildgrid_are_identical_then_all_remote_cache_hits() {
     use crate::lambda_cc::{build_corpus, clean_corpus, compare_objects, reference_corpus};
     let server = ReapiServer::start(2);
-    let w = World::new();
+    let w = crate::world();
     let (llamacc, llamacxx) = (env!("CARGO_BIN_EXE_llamacc"), llamacxx(&w));
     let server = &server;
     for corpus in ["lua", "leveldb"] {
@@ -367,7 +367,7 @@ fn llama_lines(stderr: &str) -> Vec<&str> {
 fn buildgrid_killed_mid_build_the_build_completes_identical_said_once() {
     use crate::lambda_cc::{build_corpus_with_jobs, compare_objects, reference_corpus};
     let mut server = ReapiServer::start(2);
-    let w = World::new();
+    let w = crate::world();
     let tree = w.dir.path().join("lua");
     let reference = reference_corpus(&w, "lua", &tree);
     let (endpoint, instance) = (server.endpoint(), server.instance().to_string());
@@ -547,7 +547,7 @@ fn tls_client(server: &ReapiServer, cmd: &mut Command) {
 fn grpcs_with_reapi_ca_works_without_it_the_failure_names_the_key() {
     let pki = Pki::new();
     let server = ReapiServer::start_tls(1, pki.server(false));
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
 
@@ -600,7 +600,7 @@ fn grpcs_with_reapi_ca_works_without_it_the_failure_names_the_key() {
 fn grpcs_with_mtls_the_client_certificate_works_and_its_absence_is_named() {
     let pki = Pki::new();
     let server = ReapiServer::start_tls(1, pki.server(true));
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
 
     let mut cmd = w.llama(&invoke_example("gcc"));
@@ -680,7 +680,7 @@ for root, _, files in os.walk(cas):
 #[test]
 fn reapi_cache_switches_read_off_executes_again_write_off_caches_nothing() {
     let server = ReapiServer::start(1);
-    let w = World::new();
+    let w = crate::world();
     w.write("INPUT", b"hello\n");
     let expected = sha256sum_line(&w.path("INPUT"), "INPUT");
     // Each run with a store of its own (another machine): the local action cache stays out.
@@ -778,7 +778,7 @@ fn daemon_cpu(w: &World, dir: &std::path::Path) -> f64 {
 fn bench_lua_over_reapi() {
     use crate::lambda_cc::{build_corpus, clean_corpus, corpus_tree};
     let server = ReapiServer::start(2);
-    let w = World::new();
+    let w = crate::world();
     let tree = w.dir.path().join("lua");
     corpus_tree("lua", &tree);
     let compiles = 34.0;

@@ -1,4 +1,4 @@
-//! The REAPI test server itself (util/harness.rs, `ReapiServer`): BuildGrid, PostgreSQL and
+//! The REAPI test server itself (llama-testkit, `ReapiServer`): BuildGrid, PostgreSQL and
 //! the test worker start, run one action end to end, survive a restart of the server, and
 //! stop. A failure here is about the harness or its install (scripts/install-test-servers),
 //! not about llama.
@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::harness::ReapiServer;
+use llama_testkit::harness::ReapiServer;
 
 /// A REAPI client in a few lines of Python (the protos come with the BuildGrid venv): uploads
 /// an input tree, a Command and an Action, executes it, and prints one JSON object with what

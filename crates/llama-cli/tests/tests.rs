@@ -11,7 +11,15 @@ mod reapi_smoke;
 mod trust_daemon;
 mod trust_exec;
 mod trust_names;
-mod trust_remote;
 mod trust_store;
-mod util;
+
 mod xargs;
+
+/// A fresh test world running the `llama` and `llamacc` built with this test binary (only
+/// the test crate can name them: `env!("CARGO_BIN_EXE_…")`).
+pub fn world() -> llama_testkit::World {
+    llama_testkit::World::with_binaries(llama_testkit::Binaries {
+        llama: env!("CARGO_BIN_EXE_llama").into(),
+        llamacc: env!("CARGO_BIN_EXE_llamacc").into(),
+    })
+}

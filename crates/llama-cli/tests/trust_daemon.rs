@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use llama_cc::protocol::{self, CompileReply, CompileRequest, Request, Response};
 
-use crate::util::{World, stderr, stdout};
+use llama_testkit::{World, stderr, stdout};
 
 const SOURCE: &[u8] = b"int answer(void) { return 42; }\n";
 
@@ -152,7 +152,7 @@ fn r12_a_socket_directory_someone_else_made_is_refused() {
         eprintln!("skipped: simulating another user needs root (mount namespaces, chown)");
         return;
     }
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", SOURCE);
     let want = plain_gcc(&w, &["-c", "a.c", "-o", "plain.o"]);
     // Where llamacc looks when LLAMA_DIR is too long; in the parent namespace it is only
@@ -205,7 +205,7 @@ fn r12_a_socket_directory_someone_else_made_is_refused() {
 // See: issue 12, defect 1
 #[test]
 fn r12_a_planted_warning_marker_link_is_not_written_through() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", SOURCE);
     let victim = w.dir.path().join("victim");
     fs::write(&victim, b"precious").expect("write");
@@ -261,7 +261,7 @@ fn r12_a_planted_warning_marker_link_is_not_written_through() {
 // See: issue 12, defect 1
 #[test]
 fn r12_the_daemon_receives_only_the_environment_a_compile_needs() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", SOURCE);
     fs::create_dir_all(w.store()).expect("mkdir store");
     fn compile_here() -> Response {
@@ -380,7 +380,7 @@ fn closed_within(conn: &mut UnixStream, bound: Duration) -> Duration {
 // See: issue 12, defect 9
 #[test]
 fn r12_an_idle_connection_delays_neither_stop_nor_the_next_compile() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", SOURCE);
     let want = plain_gcc(&w, &["-c", "a.c", "-o", "plain.o"]);
     ok(&w.run(&["daemon", "start"]));
@@ -419,7 +419,7 @@ fn r12_an_idle_connection_delays_neither_stop_nor_the_next_compile() {
 // See: issue 12, defect 9
 #[test]
 fn r12_a_lying_frame_header_neither_allocates_nor_hangs_the_daemon() {
-    let w = World::new();
+    let w = crate::world();
     w.write("a.c", SOURCE);
     let want = plain_gcc(&w, &["-c", "a.c", "-o", "plain.o"]);
     ok(&w.run(&["daemon", "start"]));

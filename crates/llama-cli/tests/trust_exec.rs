@@ -8,12 +8,12 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::util::{World, stderr};
+use llama_testkit::{World, stderr};
 
 /// A world whose input directory `d` holds `link`, a symlink to the directory `outside`
 /// (beside `work/`), which holds `secret` and `proj/{a,sub/b}`.
 fn world_with_outside_link() -> (World, std::path::PathBuf) {
-    let w = World::new();
+    let w = crate::world();
     let outside = w.dir.path().join("outside");
     fs::create_dir_all(outside.join("proj/sub")).expect("mkdir");
     for f in ["secret", "proj/a", "proj/sub/b"] {
@@ -128,7 +128,7 @@ impl Drop for LockHolder {
 #[test]
 fn r12_a_locked_run_directory_survives_the_sweep() {
     // See: issue 12, defect 7
-    let w = World::new();
+    let w = crate::world();
     assert!(w.run(&["invoke", "fn", "true"]).status.success());
     // A pid that exists in no namespace here: only the lock says the run is alive.
     let live = w.store().join("work/run-999999999-live");
@@ -154,7 +154,7 @@ fn r12_a_locked_run_directory_survives_the_sweep() {
 #[test]
 fn r12_a_setsid_child_dies_with_its_timed_out_action() {
     // See: issue 12, defect 11
-    let w = World::new();
+    let w = crate::world();
     let pidfile = w.dir.path().join("pidfile");
     let script = format!("setsid sleep 300 & echo $! > '{}'; wait", pidfile.display());
     let out = w

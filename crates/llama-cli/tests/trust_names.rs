@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::util::{World, stderr, stdout};
+use llama_testkit::{stderr, stdout};
 
 /// Runs `cmd` with `input` (any bytes) on its standard input.
 fn run_with_bytes(mut cmd: Command, input: &[u8]) -> Output {
@@ -44,7 +44,7 @@ fn names_in(dir: &Path) -> Vec<Vec<u8>> {
 // See: issue 12, defect 11b
 #[test]
 fn r12_invoke_ships_non_utf8_names_distinct_and_byte_identical() {
-    let w = World::new();
+    let w = crate::world();
     let d = w.path("d");
     fs::create_dir(&d).expect("mkdir d");
     fs::write(exact(&d, b"n\xe9"), b"latin-1 e acute\n").expect("write");
@@ -74,7 +74,7 @@ fn r12_invoke_ships_non_utf8_names_distinct_and_byte_identical() {
 // See: issue 12, defect 11b
 #[test]
 fn r12_xargs_gives_commands_the_exact_bytes_of_non_utf8_lines() {
-    let w = World::new();
+    let w = crate::world();
     fs::write(exact(&w.work(), b"n\xe9"), b"one\n").expect("write");
     fs::write(exact(&w.work(), b"n\xe8"), b"two\n").expect("write");
     let cmd = w.llama(&[
@@ -113,7 +113,7 @@ fn r12_xargs_gives_commands_the_exact_bytes_of_non_utf8_lines() {
 // See: issue 12, defect 11b
 #[test]
 fn r12_a_reapi_backend_refuses_a_non_utf8_name_and_names_it() {
-    let w = World::new();
+    let w = crate::world();
     let d = w.path("d");
     fs::create_dir(&d).expect("mkdir d");
     fs::write(exact(&d, b"n\xe9"), b"x").expect("write");
@@ -135,7 +135,7 @@ fn r12_a_reapi_backend_refuses_a_non_utf8_name_and_names_it() {
 // See: issue 12, defect 11d
 #[test]
 fn r12_config_never_prints_the_reapi_bearer_token() {
-    let w = World::new();
+    let w = crate::world();
     let token = "eyJhbGciOiJIUzI1NiJ9.dG9wLXNlY3JldC1sbGFtYQ";
     let file = w.dir.path().join("config/llama/config.toml");
     fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use llama_core::{Digest, HashCache, RecordKind, Store, reapi};
 
-use crate::util::{World, files_under, run_with_stdin, stderr};
+use llama_testkit::{World, files_under, run_with_stdin, stderr};
 
 /// A small deterministic generator: tests must be reproducible from the seed they print.
 struct Rng(u64);
@@ -68,7 +68,7 @@ fn age_store(store: &Path, secs: u64) {
 fn r12_xargs_with_a_4mib_cache_loses_no_blob() {
     // 40 inputs of 1 MiB: the eight actions running at once use four times the cache.
     for run in 0..3 {
-        let w = World::new();
+        let w = crate::world();
         let mut names = Vec::new();
         for i in 0..40u64 {
             let name = format!("in{i}.txt");
@@ -106,7 +106,7 @@ fn r12_xargs_with_a_4mib_cache_loses_no_blob() {
 // See: issue 12, defect 6
 #[test]
 fn r12_a_cache_smaller_than_one_actions_inputs_still_runs() {
-    let w = World::new();
+    let w = crate::world();
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         // 1.5 MiB each, 4.5 MiB of inputs for a 1 MiB cache.
         w.write(name, &text(i as u64 + 7, 48 * 1024));
@@ -149,7 +149,7 @@ fn r12_a_cache_smaller_than_one_actions_inputs_still_runs() {
 // See: issue 12, defect 4
 #[test]
 fn r12_an_action_cache_entry_with_a_2_pow_50_tree_is_a_miss_not_a_crash() {
-    let w = World::new();
+    let w = crate::world();
     w.write("in.txt", b"tree input\n");
     let args = [
         "invoke",
@@ -364,7 +364,7 @@ fn crash_consistency_200_kills_then_verify_and_rebuild() {
     let seed = seed();
     eprintln!("crash consistency: seed {seed}");
     let mut rng = Rng(seed);
-    let w = World::new();
+    let w = crate::world();
     let root = w.store();
     let sources = w.dir.path().join("hammer-src");
     fs::create_dir_all(&sources).expect("mkdir");
@@ -509,7 +509,7 @@ fn load_concurrent_llamacc_on_an_evicting_store() {
     // About two thirds of what the objects take: every write passes the limit.
     let cache = format!("{n}KiB");
     let cache = cache.as_str();
-    let w = World::new();
+    let w = crate::world();
     let units = c_project(&w, n, 11);
     reference_objects(&w, &units);
     start_daemon(&w, cache);

@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::util::{SmallDisk, World, run_with_stdin, stderr, stdout};
+use llama_testkit::{SmallDisk, World, run_with_stdin, stderr, stdout};
 
 /// `llama xargs ARGS` with `input` on its standard input.
 fn xargs(w: &World, args: &[&str], input: &str) -> Output {
@@ -13,7 +13,7 @@ fn xargs(w: &World, args: &[&str], input: &str) -> Output {
 
 #[test]
 fn a_last_line_without_a_newline_is_a_job_too() {
-    let w = World::new();
+    let w = crate::world();
     let out = xargs(&w, &["f", "echo", "{{.Line}}"], "a\nb\nlast");
     assert!(out.status.success(), "{}", stderr(&out));
     let mut lines: Vec<_> = stdout(&out).lines().map(String::from).collect();
@@ -35,8 +35,8 @@ fn require(tool: &str) {
 #[test]
 fn the_originals_optipng_example_matches_optipng_run_directly() {
     require("optipng");
-    let w = World::new();
-    let names = crate::util::pngs::make_pngs(&w.work(), 120);
+    let w = crate::world();
+    let names = llama_testkit::pngs::make_pngs(&w.work(), 120);
     // The reference: Debian's optipng run directly on a copy of each image.
     let direct = w.dir.path().join("direct");
     fs::create_dir_all(&direct).expect("mkdir");
@@ -93,7 +93,7 @@ fn the_originals_optipng_example_matches_optipng_run_directly() {
 
 #[test]
 fn output_is_whole_per_job_and_k_keeps_input_order() {
-    let w = World::new();
+    let w = crate::world();
     // Each job prints three lines with pauses, later lines finishing first.
     let script = "for i in 1 2 3; do echo {{.Line}}-$i; sleep 0.0{{.Line}}; done";
     let input = "5\n4\n3\n2\n1\n";
@@ -120,7 +120,7 @@ fn output_is_whole_per_job_and_k_keeps_input_order() {
 
 #[test]
 fn exit_status_counts_failed_jobs_up_to_101() {
-    let w = World::new();
+    let w = crate::world();
     let out = xargs(&w, &["f", "sh", "-c", "exit {{.Line}}"], "0\n1\n2\n0\n3\n");
     assert_eq!(out.status.code(), Some(3));
     let many: String = (0..105).map(|i| format!("{i}\n")).collect();
@@ -141,7 +141,7 @@ fn exit_status_counts_failed_jobs_up_to_101() {
 
 #[test]
 fn a_missing_input_fails_that_job_only_and_names_line_and_file() {
-    let w = World::new();
+    let w = crate::world();
     w.write("here.txt", b"present\n");
     let out = xargs(&w, &["f", "cat", "{{.I .Line}}"], "here.txt\ngone.txt\n");
     assert_eq!(out.status.code(), Some(1));
@@ -155,7 +155,7 @@ fn a_missing_input_fails_that_job_only_and_names_line_and_file() {
 
 #[test]
 fn bad_templates_fail_before_any_job_runs() {
-    let w = World::new();
+    let w = crate::world();
     let marker = w.dir.path().join("ran");
     let touch = format!("touch {}", marker.display());
     let cases: &[(&[&str], &str)] = &[
@@ -193,7 +193,7 @@ fn bad_templates_fail_before_any_job_runs() {
 
 #[test]
 fn halt_now_stops_at_the_first_failure() {
-    let w = World::new();
+    let w = crate::world();
     let counter = w.dir.path().join("started");
     let script = format!(
         "echo x >> {}; if [ {{{{.Line}}}} = 0 ]; then exit 1; fi; sleep 5.4321",
@@ -240,7 +240,7 @@ fn halt_now_stops_at_the_first_failure() {
 
 #[test]
 fn shared_files_reach_every_job() {
-    let w = World::new();
+    let w = crate::world();
     w.write("tool.sh", b"echo tool says $1\n");
     let out = xargs(
         &w,
@@ -265,7 +265,7 @@ fn shared_files_reach_every_job() {
 #[test]
 fn a_progress_bar_on_a_terminal_and_nothing_extra_otherwise() {
     require("script");
-    let w = World::new();
+    let w = crate::world();
     let quiet = xargs(&w, &["f", "echo", "{{.Line}}"], "1\n2\n3\n");
     assert!(quiet.status.success());
     assert_eq!(stderr(&quiet), "", "nothing extra when not on a terminal");
@@ -294,7 +294,7 @@ fn a_progress_bar_on_a_terminal_and_nothing_extra_otherwise() {
 
 #[test]
 fn retries_cover_infrastructure_failures_only() {
-    let w = World::new();
+    let w = crate::world();
     // A command's own failure: run once, never retried.
     let counter = w.dir.path().join("runs");
     let script = format!("echo run >> {}; exit 4", counter.display());

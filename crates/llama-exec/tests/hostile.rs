@@ -5,39 +5,15 @@
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llama_core::{ActionSpec, Digest, PreparedAction, Store, TreeBuilder, reapi};
-use llama_exec::{
-    CachePolicy, Engine, ExecError, LocalExecutor, OutputMapping, Refusal, ResultLimits,
-    cached_result_within,
-};
+use llama_core::{Digest, PreparedAction, Store, reapi};
+use llama_exec::{Engine, ExecError, OutputMapping, Refusal, ResultLimits, cached_result_within};
+use llama_testkit::engine::fixture;
 use proptest::prelude::*;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    engine: Engine,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("store"), 1 << 30).unwrap();
-    let executor = LocalExecutor::new(store.clone(), 2, Duration::from_secs(30));
-    let engine = Engine::new(store, Arc::new(executor), CachePolicy::default());
-    fs::create_dir(dir.path().join("work")).unwrap();
-    Fixture { dir, engine }
-}
-
 fn sh(script: &str, outputs: &[&str]) -> PreparedAction {
-    ActionSpec {
-        arguments: vec!["sh".into(), "-c".into(), script.into()],
-        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-        output_paths: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-    .prepare(TreeBuilder::new().build())
-    .unwrap()
+    llama_testkit::engine::sh(script, &[], outputs)
 }
 
 fn mapping(remote: &str, local: &Path) -> OutputMapping {

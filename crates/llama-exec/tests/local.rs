@@ -1,39 +1,11 @@
 //! The local executor and the engine against real processes and a real on-disk store.
 
 use std::fs;
-use std::sync::Arc;
 use std::time::Duration;
 
-use llama_core::{ActionSpec, Digest, PreparedAction, Store, TreeBuilder};
-use llama_exec::{CachePolicy, Engine, LocalExecutor, OutputMapping, Termination};
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    engine: Engine,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("store"), 1 << 30).unwrap();
-    let executor = LocalExecutor::new(store.clone(), 2, Duration::from_secs(30));
-    let engine = Engine::new(store, Arc::new(executor), CachePolicy::default());
-    Fixture { dir, engine }
-}
-
-fn sh(script: &str, inputs: &[(&str, &[u8])], outputs: &[&str]) -> PreparedAction {
-    let mut tree = TreeBuilder::new();
-    for (remote, data) in inputs {
-        tree.add_bytes(Arc::from(*data), remote, false).unwrap();
-    }
-    ActionSpec {
-        arguments: vec!["sh".into(), "-c".into(), script.into()],
-        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
-        output_paths: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-    .prepare(tree.build())
-    .unwrap()
-}
+use llama_core::Digest;
+use llama_exec::{Engine, OutputMapping, Termination};
+use llama_testkit::engine::{fixture, sh};
 
 fn stdout_of(engine: &Engine, finished: &llama_exec::Finished) -> String {
     let d = Digest::from_field(finished.result.stdout_digest.as_ref()).unwrap();

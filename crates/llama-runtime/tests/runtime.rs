@@ -5,8 +5,7 @@
 //! (These tests also make `cargo test --workspace` build the `llama-runtime` binary, which
 //! llama-cli's lambda tests run.)
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -14,6 +13,7 @@ use std::time::Duration;
 
 use llama_core::{ActionSpec, Digest, PreparedAction, TreeBuilder, reapi};
 use llama_runtime::{FailureKind, Service, Settings, wire};
+use llama_testkit::proxy::{HttpProxy, Reply, Response};
 use prost::Message;
 
 fn action(script: &str, stdin: Option<&[u8]>, timeout: Option<Duration>) -> PreparedAction {
@@ -160,99 +160,42 @@ fn fake_runtime_api(
     event: Vec<u8>,
 ) -> mpsc::Receiver<Posted> {
     let (tx, rx) = mpsc::channel();
-    let event = Arc::new(event);
-    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (tx, event, served) = (tx.clone(), event.clone(), served.clone());
-            std::thread::spawn(move || {
-                let _ = serve_connection(conn, prefix, &event, &served, &tx);
-            });
-        }
-    });
-    rx
-}
-
-fn serve_connection(
-    conn: TcpStream,
-    prefix: &str,
-    event: &[u8],
-    served: &std::sync::atomic::AtomicBool,
-    tx: &mpsc::Sender<Posted>,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut writer = conn;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let mut length = 0;
-        let mut chunked = false;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line)?;
-            let line = line.trim_end().to_ascii_lowercase();
-            if line.is_empty() {
-                break;
-            }
-            if let Some(v) = line.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            if line.starts_with("transfer-encoding:") && line.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                reader.read_line(&mut size)?;
-                let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                let mut chunk = vec![0; size + 2];
-                reader.read_exact(&mut chunk)?;
-                if size == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..size]);
-            }
-        } else {
-            body.resize(length, 0);
-            reader.read_exact(&mut body)?;
-        }
-        let mut parts = request_line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let next = format!("{prefix}/2018-06-01/runtime/invocation/next");
-        if method == "GET" && path == next {
+    let served = std::sync::atomic::AtomicBool::new(false);
+    let next = format!("{prefix}/2018-06-01/runtime/invocation/next");
+    HttpProxy::start_on(listener, None, move |_, request| {
+        if request.method == "GET" && request.path == next {
             if served.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 // Long-poll forever, as the Runtime API does between invocations.
-                std::thread::sleep(Duration::from_secs(3600));
-                return Ok(());
+                return Reply::Hold;
             }
             let deadline = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_millis()
                 + 60_000;
-            write!(
-                writer,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                 Lambda-Runtime-Aws-Request-Id: req-1\r\n\
-                 Lambda-Runtime-Deadline-Ms: {deadline}\r\n\
-                 Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:000000000000:function:test\r\n\
-                 Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\n\
-                 Content-Length: {}\r\n\r\n",
-                event.len()
-            )?;
-            writer.write_all(event)?;
-        } else {
-            let _ = tx.send(Posted {
-                path: path.to_string(),
-                body,
-            });
-            writer.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")?;
+            return Reply::Respond(
+                Response::new(200, "OK")
+                    .header("Content-Type", "application/json")
+                    .header("Lambda-Runtime-Aws-Request-Id", "req-1")
+                    .header("Lambda-Runtime-Deadline-Ms", &deadline.to_string())
+                    .header(
+                        "Lambda-Runtime-Invoked-Function-Arn",
+                        "arn:aws:lambda:us-east-1:000000000000:function:test",
+                    )
+                    .header(
+                        "Lambda-Runtime-Trace-Id",
+                        "Root=1-00000000-000000000000000000000000",
+                    )
+                    .body(&event),
+            );
         }
-    }
+        let _ = tx.send(Posted {
+            path: request.path.clone(),
+            body: request.body.clone(),
+        });
+        Reply::Respond(Response::new(202, "Accepted"))
+    });
+    rx
 }
 
 struct Runtime(Child);

@@ -5,8 +5,6 @@
 //!
 //! Everything here is deterministic: the same files give the same digests.
 
-#![allow(dead_code)] // shared by several test modules; none uses every helper
-
 use std::collections::BTreeMap;
 use std::io::Read;
 

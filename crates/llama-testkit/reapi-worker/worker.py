@@ -3,7 +3,7 @@
 on this host.
 
 BuildGrid ships no installable worker (DESIGN.md, "Test harness"); this one is started by
-ReapiServer (crates/llama-cli/tests/util/harness.rs) with the Python of the BuildGrid venv,
+ReapiServer (crates/llama-testkit/src/harness/reapi.rs) with the Python of the BuildGrid venv,
 whose `buildgrid` package carries the generated protos it needs (REAPI v2,
 google.devtools.remoteworkers.v1test2, ByteStream, google.rpc).
 

@@ -1,8 +1,17 @@
-//! Shared helpers: a private store, config dir and working directory per test.
+//! The test kit of the llama workspace: what end-to-end tests need around the code they test.
+//! A [`World`] (a private store, config dir and working directory per test, running the
+//! `llama` and `llamacc` binaries it is given), the real servers the Lambda and REAPI
+//! executors' tests talk to ([`harness`]), and helpers to inspect a store.
+//!
+//! Not for: anything a shipped binary links (`publish = false`), and not a dependent of
+//! llama-cli: a test crate hands the paths of the binaries it built (`env!("CARGO_BIN_EXE_…")`,
+//! which only the test crate itself can expand) to [`World::with_binaries`].
 
+pub mod engine;
 pub mod harness;
 pub mod oci;
 pub mod pngs;
+pub mod proxy;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,12 +20,15 @@ use std::process::{Command, Output};
 /// One test's world: `work/` is the current directory, `store/` the LLAMA_DIR.
 pub struct World {
     pub dir: tempfile::TempDir,
+    binaries: Binaries,
 }
 
-impl Default for World {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The `llama` and `llamacc` executables a [`World`] runs: the test crate's
+/// `env!("CARGO_BIN_EXE_llama")` and `env!("CARGO_BIN_EXE_llamacc")`.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub llama: PathBuf,
+    pub llamacc: PathBuf,
 }
 
 impl Drop for World {
@@ -38,10 +50,15 @@ pub fn cxx_for(cc: &str) -> &'static str {
 }
 
 impl World {
-    pub fn new() -> World {
+    pub fn with_binaries(binaries: Binaries) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(dir.path().join("work")).expect("mkdir work");
-        World { dir }
+        World { dir, binaries }
+    }
+
+    /// The executables this world runs.
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
     }
 
     pub fn work(&self) -> PathBuf {
@@ -66,7 +83,7 @@ impl World {
 
     /// `llama ARGS` in this world, with no settings leaking in from the environment.
     pub fn llama(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llama"));
+        let mut cmd = Command::new(&self.binaries.llama);
         cmd.args(args);
         self.isolate(&mut cmd);
         cmd
@@ -74,7 +91,7 @@ impl World {
 
     /// `llamacc ARGS` in this world, standing in for the C compiler `cc`.
     pub fn llamacc(&self, cc: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llamacc"));
+        let mut cmd = Command::new(&self.binaries.llamacc);
         cmd.args(args);
         self.isolate(&mut cmd);
         cmd.env("LLAMACC_LOCAL_CC", cc)
@@ -172,6 +189,22 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Lowercase letters in lines of 80, `size` bytes, the same every time.
+pub fn letters(size: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..size)
+        .map(|i| {
+            if i % 81 == 80 {
+                return b'\n';
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b'a' + (state % 26) as u8
+        })
+        .collect()
 }
 
 /// Every file under `dir`, recursively.
