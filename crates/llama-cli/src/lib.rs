@@ -10,7 +10,6 @@ pub mod daemon;
 pub mod doctor;
 pub mod invoke;
 pub mod llamacc;
-pub mod oci_image;
 pub mod protocol;
 pub mod replay;
 pub mod stats_cmd;

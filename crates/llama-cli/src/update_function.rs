@@ -17,8 +17,9 @@ use aws_sdk_lambda::types::{
 use llama_core::Config;
 
 use crate::aws_setup::{self, error_code, sdk_error, wait_for};
-use crate::cli::{Arch, UpdateFunctionArgs};
-use crate::oci_image;
+use llama_aws::{Arch, oci_image};
+
+use crate::cli::UpdateFunctionArgs;
 
 /// Memory of a new function: Lambda gives one full vCPU at 1769 MB.
 pub const DEFAULT_MEMORY_MB: i32 = 1769;
@@ -72,7 +73,7 @@ async fn update_function(
         (None, None, None) if existing.is_none() => Source::Base(DEFAULT_BASE),
         (None, None, None) => Source::Keep,
     };
-    let arch = args.arch.unwrap_or_else(|| {
+    let arch = args.arch.map(Arch::from).unwrap_or_else(|| {
         existing
             .as_ref()
             .and_then(|f| f.architectures().first())
