@@ -347,48 +347,18 @@ pub async fn push_runtime_image(
         })?;
     let manifest_digest = format!("sha256:{}", Digest::of_bytes(&manifest).hex());
 
-    let same_registry = base_ref.resolve_registry() == target_ref.resolve_registry();
     let count = base.layers.len() + 1;
-    for (i, descriptor) in base.layers.iter().enumerate() {
-        let name = format!("layer {}/{count}", i + 1);
-        let present = blob_exists(&target_client, &target_ref, &descriptor.digest, &name).await?;
-        if present {
-            report(blob_step(&name, descriptor.size, Transfer::Present));
-            continue;
-        }
-        let from = format!("{}/{}", base_ref.registry(), base_ref.repository());
-        if same_registry {
-            report(blob_step(
-                &name,
-                descriptor.size,
-                Transfer::Mount { from: from.clone() },
-            ));
-            match target_client
-                .mount_blob(&target_ref, &base_ref, &descriptor.digest)
-                .await
-            {
-                Ok(()) => continue,
-                Err(e) => tracing::debug!("mounting {name} from {from} declined: {e}"),
-            }
-        }
-        report(blob_step(&name, descriptor.size, Transfer::Copy { from }));
-        copy_blob(
-            &base_client,
-            &base_ref,
-            &target_client,
-            &target_ref,
-            descriptor,
-        )
-        .await
-        .map_err(|e| {
-            registry_error(
-                format!("copying {name} ({}) to", descriptor.digest),
-                &target_ref,
-                Role::Target,
-                e,
-            )
-        })?;
-    }
+    copy_base_layers(
+        Clients {
+            base: &base_client,
+            base_ref: &base_ref,
+            target: &target_client,
+            target_ref: &target_ref,
+        },
+        &base.layers,
+        &mut report,
+    )
+    .await?;
 
     let name = format!("layer {count}/{count}");
     let size = layer.data.len() as u64;
@@ -420,12 +390,92 @@ pub async fn push_runtime_image(
     }
 
     let tagged = format!("{repository}:{}", spec.tag);
+    let media_type = base.kind.manifest_media_type();
+    tag_manifest(
+        &target_client,
+        &target_ref,
+        &spec.target_auth,
+        (manifest, &manifest_digest, media_type),
+        tagged,
+        &mut report,
+    )
+    .await?;
+
+    Ok(PushedImage {
+        reference: format!("{repository}@{manifest_digest}"),
+        repository,
+        digest: manifest_digest,
+    })
+}
+
+/// The registries of a push: where the base comes from and where the image goes.
+#[derive(Clone, Copy)]
+struct Clients<'a> {
+    base: &'a Client,
+    base_ref: &'a Reference,
+    target: &'a Client,
+    target_ref: &'a Reference,
+}
+
+/// Puts each of the base's `layers` into the target repository: found there already,
+/// mounted from the base's repository when both are on one registry, or else copied.
+async fn copy_base_layers(
+    c: Clients<'_>,
+    layers: &[Descriptor],
+    report: &mut (dyn FnMut(Progress) + Send),
+) -> Result<(), ImageError> {
+    let same_registry = c.base_ref.resolve_registry() == c.target_ref.resolve_registry();
+    let count = layers.len() + 1;
+    for (i, descriptor) in layers.iter().enumerate() {
+        let name = format!("layer {}/{count}", i + 1);
+        let present = blob_exists(c.target, c.target_ref, &descriptor.digest, &name).await?;
+        if present {
+            report(blob_step(&name, descriptor.size, Transfer::Present));
+            continue;
+        }
+        let from = format!("{}/{}", c.base_ref.registry(), c.base_ref.repository());
+        if same_registry {
+            report(blob_step(
+                &name,
+                descriptor.size,
+                Transfer::Mount { from: from.clone() },
+            ));
+            match c
+                .target
+                .mount_blob(c.target_ref, c.base_ref, &descriptor.digest)
+                .await
+            {
+                Ok(()) => continue,
+                Err(e) => tracing::debug!("mounting {name} from {from} declined: {e}"),
+            }
+        }
+        report(blob_step(&name, descriptor.size, Transfer::Copy { from }));
+        copy_blob(c.base, c.base_ref, c.target, c.target_ref, descriptor)
+            .await
+            .map_err(|e| {
+                registry_error(
+                    format!("copying {name} ({}) to", descriptor.digest),
+                    c.target_ref,
+                    Role::Target,
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Tags `manifest` as `tagged` unless the tag names it already.
+async fn tag_manifest(
+    target: &Client,
+    target_ref: &Reference,
+    auth: &RegistryAuth,
+    (manifest, manifest_digest, media_type): (Vec<u8>, &str, &str),
+    tagged: String,
+    report: &mut (dyn FnMut(Progress) + Send),
+) -> Result<(), ImageError> {
     // The tag may name this very manifest already (a second push of the same inputs).
-    let current = target_client
-        .fetch_manifest_digest(&target_ref, &spec.target_auth)
-        .await
-        .ok();
-    if current.as_deref() == Some(manifest_digest.as_str()) {
+    let current = target.fetch_manifest_digest(target_ref, auth).await.ok();
+    if current.as_deref() == Some(manifest_digest) {
         report(Progress::Manifest {
             reference: tagged,
             transfer: Transfer::Present,
@@ -435,29 +485,22 @@ pub async fn push_runtime_image(
             reference: tagged,
             transfer: Transfer::Upload,
         });
-        let content_type = base
-            .kind
-            .manifest_media_type()
+        let content_type = media_type
             .parse()
             .map_err(|e| ImageError::Task(format!("manifest media type: {e}")))?;
-        target_client
-            .push_manifest_raw(&target_ref, manifest, content_type)
+        target
+            .push_manifest_raw(target_ref, manifest, content_type)
             .await
             .map_err(|e| {
                 registry_error(
                     "pushing the manifest to".into(),
-                    &target_ref,
+                    target_ref,
                     Role::Target,
                     e,
                 )
             })?;
     }
-
-    Ok(PushedImage {
-        reference: format!("{repository}@{manifest_digest}"),
-        repository,
-        digest: manifest_digest,
-    })
+    Ok(())
 }
 
 fn blob_step(name: &str, size: u64, transfer: Transfer) -> Progress {
