@@ -4,6 +4,7 @@
 //! Not for running builds on Lambda (that is llama-exec) nor for parsing flags (llama-cli
 //! fills the plain option types defined here from its clap arguments).
 
+pub mod aws_setup;
 pub mod oci_image;
 
 /// The CPU architecture of a Lambda function.

@@ -16,8 +16,8 @@ use aws_sdk_cloudformation::types::{
 };
 use llama_core::{Config, Source};
 
-use crate::aws_setup::{self, error_code, sdk_error, wait_for};
 use crate::cli::BootstrapArgs;
+use llama_aws::aws_setup::{self, error_code, sdk_error, wait_for};
 
 /// The stack's template. Its outputs are the settings `bootstrap` writes.
 pub const TEMPLATE: &str = include_str!("stack.yaml");
@@ -195,7 +195,7 @@ async fn apply(
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("deleting stack {stack}: {}", sdk_error(&e)))?;
-        wait_for(
+        wait_for::<_, anyhow::Error, _, _>(
             &format!("stack {stack} to be deleted"),
             STACK_DEADLINE,
             || async { Ok(describe(cfn, stack).await?.is_none().then_some(())) },
@@ -242,7 +242,7 @@ async fn apply(
         Err(e) => bail!("creating a change set for stack {stack}: {}", sdk_error(&e)),
     }
 
-    let described = wait_for(
+    let described = wait_for::<_, anyhow::Error, _, _>(
         &format!("change set {change_set} of stack {stack}"),
         STACK_DEADLINE,
         || async {
@@ -443,7 +443,7 @@ pub async fn settings_from_stack(
 }
 
 async fn wait_settled(cfn: &Client, stack: &str) -> anyhow::Result<Stack> {
-    wait_for(
+    wait_for::<_, anyhow::Error, _, _>(
         &format!("stack {stack} to settle"),
         STACK_DEADLINE,
         || async {

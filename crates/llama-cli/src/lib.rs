@@ -1,7 +1,6 @@
 //! The front ends of llama: the `llama` command and `llamacc`. Each binary's `main` calls
 //! one function here; exit statuses are decided in those two functions and nowhere else.
 
-pub mod aws_setup;
 pub mod bootstrap;
 pub mod cli;
 pub mod config_cmd;

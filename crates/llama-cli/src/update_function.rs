@@ -16,7 +16,7 @@ use aws_sdk_lambda::types::{
 };
 use llama_core::Config;
 
-use crate::aws_setup::{self, error_code, sdk_error, wait_for};
+use llama_aws::aws_setup::{self, error_code, sdk_error, wait_for};
 use llama_aws::{Arch, oci_image};
 
 use crate::cli::UpdateFunctionArgs;
@@ -141,7 +141,7 @@ async fn update_function(
             let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
             // A role bootstrap has just made takes a few seconds to reach Lambda, which
             // until then says it "cannot be assumed": that one error is waited out.
-            wait_for(
+            wait_for::<_, anyhow::Error, _, _>(
                 &format!("Lambda to accept role {role}"),
                 ROLE_PROPAGATION,
                 || async {
@@ -264,7 +264,7 @@ pub async fn function(
 /// Waits until the function is active and its last update finished; a failed one is an error
 /// carrying Lambda's reason.
 async fn settled(lambda: &Client, name: &str) -> anyhow::Result<FunctionConfiguration> {
-    wait_for(
+    wait_for::<_, anyhow::Error, _, _>(
         &format!("function {name} to become active"),
         UPDATE_DEADLINE,
         || async {
@@ -301,7 +301,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), (Option<String>, String)>>,
 {
-    wait_for(
+    wait_for::<_, anyhow::Error, _, _>(
         &format!("function {name} to accept the update"),
         UPDATE_DEADLINE,
         || {
