@@ -16,8 +16,8 @@ use aws_sdk_cloudformation::types::{
 };
 use llama_core::{Config, Source, keys};
 
-use crate::aws_setup::{self, error_code, sdk_error, wait_for};
 use crate::cli::BootstrapArgs;
+use llama_aws::aws_setup::{self, error_code, sdk_error, wait_for};
 
 /// The stack's template. Its outputs are the settings `bootstrap` writes.
 pub const TEMPLATE: &str = include_str!("stack.yaml");
@@ -164,13 +164,13 @@ async fn bootstrap(
     Ok(0)
 }
 
-/// Creates or updates `stack` through a change set, printing the changes and the events.
-async fn apply(
+/// The stack as it stands once no operation is running on it: `None` when there is none,
+/// or when one whose creation failed (which CloudFormation can only delete) was deleted.
+async fn settled_stack(
     cfn: &Client,
     stack: &str,
-    parameters: Vec<Parameter>,
     out: &mut dyn Write,
-) -> anyhow::Result<StackChange> {
+) -> anyhow::Result<Option<Stack>> {
     let mut existing = describe(cfn, stack).await?;
     if let Some(current) = &existing
         && is_in_progress(current)
@@ -195,7 +195,7 @@ async fn apply(
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("deleting stack {stack}: {}", sdk_error(&e)))?;
-        wait_for(
+        wait_for::<_, anyhow::Error, _, _>(
             &format!("stack {stack} to be deleted"),
             STACK_DEADLINE,
             || async { Ok(describe(cfn, stack).await?.is_none().then_some(())) },
@@ -203,7 +203,37 @@ async fn apply(
         .await?;
         existing = None;
     }
-    let kind = match &existing {
+    Ok(existing)
+}
+
+/// One line per resource the change set adds, modifies or removes.
+fn print_changes(
+    described: &aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    for change in described.changes() {
+        if let Some(rc) = change.resource_change() {
+            let replacement = match rc.replacement().map(|r| r.as_str()) {
+                Some("True") => " (replaced)",
+                Some("Conditional") => " (may be replaced)",
+                _ => "",
+            };
+            writeln!(
+                out,
+                "    {} {} ({}){replacement}",
+                rc.action().map(|a| a.as_str()).unwrap_or("Change"),
+                rc.logical_resource_id().unwrap_or("?"),
+                rc.resource_type().unwrap_or("?"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the change set creates the stack or updates it; an error when its state
+/// allows neither.
+fn change_set_kind(stack: &str, existing: Option<&Stack>) -> anyhow::Result<ChangeSetType> {
+    Ok(match existing {
         None => ChangeSetType::Create,
         Some(s) if s.stack_status() == Some(&StackStatus::ReviewInProgress) => {
             ChangeSetType::Create
@@ -215,7 +245,61 @@ async fn apply(
              `aws cloudformation continue-update-rollback --stack-name {stack}`), then run llama bootstrap again",
             status_of(s)
         ),
+    })
+}
+
+/// Prints the stack's new events until no operation runs on it; returns the stack as it
+/// ended and the failure events printed on the way.
+async fn watch_until_settled(
+    cfn: &Client,
+    stack: &str,
+    mut seen: HashSet<String>,
+    out: &mut dyn Write,
+) -> anyhow::Result<(Stack, Vec<String>)> {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    let mut printed_failures = Vec::new();
+    let finished = loop {
+        let fresh: Vec<StackEvent> = events(cfn, stack)
+            .await?
+            .into_iter()
+            .rev()
+            .filter(|e| e.event_id().is_some_and(|id| seen.insert(id.to_string())))
+            .collect();
+        for event in &fresh {
+            writeln!(out, "    {}", event_line(event))?;
+            if is_failure_event(event) {
+                printed_failures.push(event_line(event));
+            }
+        }
+        let current = describe(cfn, stack)
+            .await?
+            .with_context(|| format!("stack {stack} disappeared while it was being changed"))?;
+        if !is_in_progress(&current) {
+            break current;
+        }
+        if started.elapsed() > STACK_DEADLINE {
+            bail!(
+                "stack {stack} is still {} after {} minutes; watch it in the CloudFormation console and run llama bootstrap again when it settles",
+                status_of(&current),
+                STACK_DEADLINE.as_secs() / 60
+            );
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     };
+    Ok((finished, printed_failures))
+}
+
+/// Creates or updates `stack` through a change set, printing the changes and the events.
+async fn apply(
+    cfn: &Client,
+    stack: &str,
+    parameters: Vec<Parameter>,
+    out: &mut dyn Write,
+) -> anyhow::Result<StackChange> {
+    let existing = settled_stack(cfn, stack, out).await?;
+    let kind = change_set_kind(stack, existing.as_ref())?;
 
     let change_set = format!(
         "llama-{}",
@@ -242,7 +326,7 @@ async fn apply(
         Err(e) => bail!("creating a change set for stack {stack}: {}", sdk_error(&e)),
     }
 
-    let described = wait_for(
+    let described = wait_for::<_, anyhow::Error, _, _>(
         &format!("change set {change_set} of stack {stack}"),
         STACK_DEADLINE,
         || async {
@@ -293,24 +377,9 @@ async fn apply(
             "updating"
         }
     )?;
-    for change in described.changes() {
-        if let Some(rc) = change.resource_change() {
-            let replacement = match rc.replacement().map(|r| r.as_str()) {
-                Some("True") => " (replaced)",
-                Some("Conditional") => " (may be replaced)",
-                _ => "",
-            };
-            writeln!(
-                out,
-                "    {} {} ({}){replacement}",
-                rc.action().map(|a| a.as_str()).unwrap_or("Change"),
-                rc.logical_resource_id().unwrap_or("?"),
-                rc.resource_type().unwrap_or("?"),
-            )?;
-        }
-    }
+    print_changes(&described, out)?;
 
-    let mut seen: HashSet<String> = events(cfn, stack)
+    let seen: HashSet<String> = events(cfn, stack)
         .await
         .unwrap_or_default()
         .into_iter()
@@ -331,38 +400,7 @@ async fn apply(
         );
     }
 
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(250);
-    let mut printed_failures = Vec::new();
-    let finished = loop {
-        let fresh: Vec<StackEvent> = events(cfn, stack)
-            .await?
-            .into_iter()
-            .rev()
-            .filter(|e| e.event_id().is_some_and(|id| seen.insert(id.to_string())))
-            .collect();
-        for event in &fresh {
-            writeln!(out, "    {}", event_line(event))?;
-            if is_failure_event(event) {
-                printed_failures.push(event_line(event));
-            }
-        }
-        let current = describe(cfn, stack)
-            .await?
-            .with_context(|| format!("stack {stack} disappeared while it was being changed"))?;
-        if !is_in_progress(&current) {
-            break current;
-        }
-        if started.elapsed() > STACK_DEADLINE {
-            bail!(
-                "stack {stack} is still {} after {} minutes; watch it in the CloudFormation console and run llama bootstrap again when it settles",
-                status_of(&current),
-                STACK_DEADLINE.as_secs() / 60
-            );
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
-    };
+    let (finished, printed_failures) = watch_until_settled(cfn, stack, seen, out).await?;
 
     if is_stable_ok(&finished) && !is_rolled_back(&finished) {
         return Ok(if kind == ChangeSetType::Create {
@@ -443,7 +481,7 @@ pub async fn settings_from_stack(
 }
 
 async fn wait_settled(cfn: &Client, stack: &str) -> anyhow::Result<Stack> {
-    wait_for(
+    wait_for::<_, anyhow::Error, _, _>(
         &format!("stack {stack} to settle"),
         STACK_DEADLINE,
         || async {

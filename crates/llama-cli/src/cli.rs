@@ -129,6 +129,16 @@ pub enum Arch {
     Arm64,
 }
 
+#[cfg(feature = "lambda")]
+impl From<Arch> for llama_aws::Arch {
+    fn from(arch: Arch) -> Self {
+        match arch {
+            Arch::X86_64 => llama_aws::Arch::X86_64,
+            Arch::Arm64 => llama_aws::Arch::Arm64,
+        }
+    }
+}
+
 /// `llama update-function`.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("source").args(["base", "build", "tag"]))]

@@ -9,10 +9,10 @@ use std::io::Write;
 
 use llama_core::{Backend, Config, keys};
 
-use crate::aws_setup::{self, error_code, sdk_error};
 use crate::bootstrap;
 use crate::cli::DoctorArgs;
 use crate::update_function::{self, DESCRIPTION_PREFIX};
+use llama_aws::aws_setup::{self, error_code, sdk_error};
 
 /// The outcome of one check.
 enum Outcome {

@@ -2,17 +2,18 @@
 //! binary, `src/bin/llamacc.rs`, that uses only `llama_cc::client` and never this library.)
 //! Exit statuses are decided in [`llama_main`] and nowhere else.
 
-pub mod aws_setup;
+#[cfg(feature = "lambda")]
 pub mod bootstrap;
 pub mod cli;
 pub mod config_cmd;
 pub mod context;
 pub mod daemon;
+#[cfg(feature = "lambda")]
 pub mod doctor;
 pub mod invoke;
-pub mod oci_image;
 pub mod replay;
 pub mod stats_cmd;
+#[cfg(feature = "lambda")]
 pub mod update_function;
 pub mod xargs;
 
@@ -64,11 +65,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             cli::DaemonAction::Status => daemon::status(&config),
             cli::DaemonAction::Run => daemon::run(&config),
         },
+        #[cfg(feature = "lambda")]
         Command::Bootstrap(args) => bootstrap::run(&config, &args, &mut std::io::stdout().lock()),
+        #[cfg(feature = "lambda")]
         Command::UpdateFunction(args) => {
             update_function::run(&config, &args, &mut std::io::stdout().lock())
         }
+        #[cfg(feature = "lambda")]
         Command::Doctor(args) => doctor::run(&config, &args, &mut std::io::stdout().lock()),
+        #[cfg(not(feature = "lambda"))]
+        Command::Bootstrap(_) | Command::UpdateFunction(_) | Command::Doctor(_) => {
+            anyhow::bail!(
+                "this llama was built without the lambda backend, which bootstrap, update-function and doctor set up and check: reinstall with it (cargo install --locked --path crates/llama-cli --features lambda)"
+            )
+        }
         Command::Invoke(args) => {
             let ctx = Context::new(&config, invoke::policy(&args))?;
             let runtime = tokio::runtime::Runtime::new()?;

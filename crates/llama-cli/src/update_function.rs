@@ -16,9 +16,10 @@ use aws_sdk_lambda::types::{
 };
 use llama_core::Config;
 
-use crate::aws_setup::{self, error_code, sdk_error, wait_for};
-use crate::cli::{Arch, UpdateFunctionArgs};
-use crate::oci_image;
+use llama_aws::aws_setup::{self, error_code, sdk_error, wait_for};
+use llama_aws::{Arch, oci_image};
+
+use crate::cli::UpdateFunctionArgs;
 
 /// Memory of a new function: Lambda gives one full vCPU at 1769 MB.
 pub const DEFAULT_MEMORY_MB: i32 = 1769;
@@ -49,6 +50,31 @@ enum Source<'a> {
     Keep,
 }
 
+/// Where the image comes from: a flag, else the default base for a new function, else
+/// the image the function has.
+fn image_source(args: &UpdateFunctionArgs, exists: bool) -> Source<'_> {
+    match (&args.base, &args.build, &args.tag) {
+        (Some(base), _, _) => Source::Base(base),
+        (_, Some(dir), _) => Source::Build(dir),
+        (_, _, Some(tag)) => Source::Tag(tag),
+        (None, None, None) if !exists => Source::Base(DEFAULT_BASE),
+        (None, None, None) => Source::Keep,
+    }
+}
+
+/// `--arch`, else the function's own, else x86_64.
+fn arch_of(args: &UpdateFunctionArgs, existing: Option<&FunctionConfiguration>) -> Arch {
+    args.arch.map(Arch::from).unwrap_or_else(|| {
+        existing
+            .and_then(|f| f.architectures().first())
+            .map(|a| match a {
+                Architecture::Arm64 => Arch::Arm64,
+                _ => Arch::X86_64,
+            })
+            .unwrap_or(Arch::X86_64)
+    })
+}
+
 async fn update_function(
     config: &Config,
     args: &UpdateFunctionArgs,
@@ -65,63 +91,10 @@ async fn update_function(
             aws_setup::region_of(&sdk)
         );
     }
-    let source = match (&args.base, &args.build, &args.tag) {
-        (Some(base), _, _) => Source::Base(base),
-        (_, Some(dir), _) => Source::Build(dir),
-        (_, _, Some(tag)) => Source::Tag(tag),
-        (None, None, None) if existing.is_none() => Source::Base(DEFAULT_BASE),
-        (None, None, None) => Source::Keep,
-    };
-    let arch = args.arch.unwrap_or_else(|| {
-        existing
-            .as_ref()
-            .and_then(|f| f.architectures().first())
-            .map(|a| match a {
-                Architecture::Arm64 => Arch::Arm64,
-                _ => Arch::X86_64,
-            })
-            .unwrap_or(Arch::X86_64)
-    });
+    let source = image_source(args, existing.is_some());
+    let arch = arch_of(args, existing.as_ref());
 
-    let image = match source {
-        Source::Keep => None,
-        Source::Base(base) => {
-            let base = &through_mirror(base, &config.registry_mirror());
-            let repository = image_repository(config)?;
-            let runtime = runtime_binary(args.runtime.as_deref(), arch)?;
-            writeln!(
-                out,
-                "image: {base} + {} → {repository}:{name}",
-                runtime.display()
-            )?;
-            let target_auth = registry_auth(&sdk, &repository).await?;
-            let spec = oci_image::ImageSpec {
-                base: base.to_string(),
-                base_auth: oci_image::RegistryAuth::Anonymous,
-                repository: repository.clone(),
-                tag: name.to_string(),
-                target_auth,
-                architecture: arch,
-                runtime,
-                insecure_registries: insecure_registries(&[base, &repository]),
-            };
-            // Progress goes to stderr, as a registry client's does: stdout keeps the result.
-            let pushed =
-                oci_image::push_runtime_image(&spec, &mut |step| eprintln!("  {step}")).await?;
-            Some(pushed.reference)
-        }
-        Source::Build(dir) => {
-            let repository = image_repository(config)?;
-            let auth = registry_auth(&sdk, &repository).await?;
-            let tagged = format!("{repository}:{name}");
-            build_and_push(dir, &tagged, &auth, out)?;
-            Some(by_digest(&tagged, &auth).await?)
-        }
-        Source::Tag(tag) => {
-            let auth = registry_auth(&sdk, tag).await?;
-            Some(by_digest(tag, &auth).await?)
-        }
-    };
+    let image = image_for(config, args, &sdk, source, arch, out).await?;
     if let Some(image) = &image {
         writeln!(out, "image: {image}")?;
     }
@@ -140,7 +113,7 @@ async fn update_function(
             let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
             // A role bootstrap has just made takes a few seconds to reach Lambda, which
             // until then says it "cannot be assumed": that one error is waited out.
-            wait_for(
+            wait_for::<_, anyhow::Error, _, _>(
                 &format!("Lambda to accept role {role}"),
                 ROLE_PROPAGATION,
                 || async {
@@ -223,6 +196,69 @@ async fn update_function(
             }
         }
     };
+    print_summary(&lambda, name, &final_config, out).await?;
+    Ok(0)
+}
+
+/// The image the function should run, made or found as `source` says: `None` to keep
+/// the one it has.
+async fn image_for(
+    config: &Config,
+    args: &UpdateFunctionArgs,
+    sdk: &aws_config::SdkConfig,
+    source: Source<'_>,
+    arch: Arch,
+    out: &mut dyn Write,
+) -> anyhow::Result<Option<String>> {
+    let name = args.name.as_str();
+    Ok(match source {
+        Source::Keep => None,
+        Source::Base(base) => {
+            let base = &through_mirror(base, &config.registry_mirror());
+            let repository = image_repository(config)?;
+            let runtime = runtime_binary(args.runtime.as_deref(), arch)?;
+            writeln!(
+                out,
+                "image: {base} + {} → {repository}:{name}",
+                runtime.display()
+            )?;
+            let target_auth = registry_auth(sdk, &repository).await?;
+            let spec = oci_image::ImageSpec {
+                base: base.to_string(),
+                base_auth: oci_image::RegistryAuth::Anonymous,
+                repository: repository.clone(),
+                tag: name.to_string(),
+                target_auth,
+                architecture: arch,
+                runtime,
+                insecure_registries: insecure_registries(&[base, &repository]),
+            };
+            // Progress goes to stderr, as a registry client's does: stdout keeps the result.
+            let pushed =
+                oci_image::push_runtime_image(&spec, &mut |step| eprintln!("  {step}")).await?;
+            Some(pushed.reference)
+        }
+        Source::Build(dir) => {
+            let repository = image_repository(config)?;
+            let auth = registry_auth(sdk, &repository).await?;
+            let tagged = format!("{repository}:{name}");
+            build_and_push(dir, &tagged, &auth, out)?;
+            Some(by_digest(&tagged, &auth).await?)
+        }
+        Source::Tag(tag) => {
+            let auth = registry_auth(sdk, tag).await?;
+            Some(by_digest(tag, &auth).await?)
+        }
+    })
+}
+
+/// The line saying what the function is now.
+async fn print_summary(
+    lambda: &Client,
+    name: &str,
+    final_config: &FunctionConfiguration,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let code = lambda
         .get_function()
         .function_name(name)
@@ -243,7 +279,7 @@ async fn update_function(
             .and_then(|c| c.image_uri())
             .unwrap_or("(unknown)")
     )?;
-    Ok(0)
+    Ok(())
 }
 
 /// The function's configuration, or `None` when there is no such function.
@@ -263,7 +299,7 @@ pub async fn function(
 /// Waits until the function is active and its last update finished; a failed one is an error
 /// carrying Lambda's reason.
 async fn settled(lambda: &Client, name: &str) -> anyhow::Result<FunctionConfiguration> {
-    wait_for(
+    wait_for::<_, anyhow::Error, _, _>(
         &format!("function {name} to become active"),
         UPDATE_DEADLINE,
         || async {
@@ -300,7 +336,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), (Option<String>, String)>>,
 {
-    wait_for(
+    wait_for::<_, anyhow::Error, _, _>(
         &format!("function {name} to accept the update"),
         UPDATE_DEADLINE,
         || {

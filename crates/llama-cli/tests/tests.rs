@@ -1,4 +1,6 @@
 //! End-to-end tests of the `llama` binary: one test binary, one module per subcommand.
+//! They drive every backend, so they are built only with both (the default features).
+#![cfg(all(feature = "lambda", feature = "reapi"))]
 
 mod harness_smoke;
 mod invoke;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
 use aws_sdk_cloudformation::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use llama_core::Config;
 
@@ -12,17 +11,39 @@ const MAX_ATTEMPTS: u32 = 5;
 
 /// The SDK configuration for `region` (flag, `LLAMA_REGION`, config file), else the SDK's own
 /// chain (`AWS_REGION`, the profile). No region at all is an error that says how to give one.
-pub async fn sdk_config(config: &Config) -> anyhow::Result<aws_config::SdkConfig> {
+pub async fn sdk_config(config: &Config) -> Result<aws_config::SdkConfig, NoRegion> {
     let region = config.region();
     let sdk = llama_exec::load_aws_config(Some(region.as_str()), MAX_ATTEMPTS).await;
     if sdk.region().is_none() {
-        bail!(
-            "no AWS region is set: pass -region REGION (e.g. llama bootstrap -region us-east-1), \
-             or set `region` in {} or AWS_REGION",
-            Config::file_path().display()
-        );
+        return Err(NoRegion {
+            config_file: Config::file_path(),
+        });
     }
     Ok(sdk)
+}
+
+/// Neither llama's configuration nor the SDK's chain names a region.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no AWS region is set: pass -region REGION (e.g. llama bootstrap -region us-east-1), \
+     or set `region` in {} or AWS_REGION",
+    config_file.display()
+)]
+pub struct NoRegion {
+    /// The config file where `region` may be set.
+    pub config_file: std::path::PathBuf,
+}
+
+/// [`wait_for`] ran past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "gave up waiting after {seconds}s for {what}; it may still finish: run the command again later"
+)]
+pub struct GaveUp {
+    /// What was awaited, in words.
+    pub what: String,
+    /// The deadline, in seconds.
+    pub seconds: u64,
 }
 
 /// The region the SDK configuration uses.
@@ -72,10 +93,11 @@ where
 
 /// Polls `probe` until it returns `Some`, sleeping a little longer each time (CloudFormation
 /// and Lambda take from milliseconds to minutes), and gives up after `deadline`.
-pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> anyhow::Result<T>
+pub async fn wait_for<T, E, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> Result<T, E>
 where
+    E: From<GaveUp>,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+    Fut: std::future::Future<Output = Result<Option<T>, E>>,
 {
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(250);
@@ -84,10 +106,11 @@ where
             return Ok(done);
         }
         if started.elapsed() > deadline {
-            bail!(
-                "gave up waiting after {}s for {what}; it may still finish: run the command again later",
-                deadline.as_secs()
-            );
+            return Err(GaveUp {
+                what: what.to_string(),
+                seconds: deadline.as_secs(),
+            }
+            .into());
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
