@@ -56,7 +56,7 @@ impl Ledger {
             .unknown
             .iter()
             .filter(|v| warned.insert((*v).clone()))
-            .map(|v| format!("llamacc: warning: unknown variable {v} ignored (see the README for LLAMACC_* variables)"))
+            .map(|v| format!("llamacc: warning: unknown variable {v} ignored (see docs/llamacc.md for the LLAMACC_* variables)"))
             .collect()
     }
 }
