@@ -237,6 +237,12 @@ pub(super) async fn read_blob(
     })?;
     let (file, path) = tmp.into_parts();
     let mut file = tokio::fs::File::from_std(file);
+    let scratch = |error| {
+        Download::Other(ExecError::Scratch {
+            path: path.to_path_buf(),
+            error,
+        })
+    };
     let mut hasher = llama_core::Hasher::default();
     let mut received = 0u64;
     while let Some(message) = stream.message().await.map_err(Download::Rpc)? {
@@ -251,21 +257,11 @@ pub(super) async fn read_blob(
         hasher.update(&message.data);
         tokio::io::AsyncWriteExt::write_all(&mut file, &message.data)
             .await
-            .map_err(|error| {
-                Download::Other(ExecError::Scratch {
-                    path: path.to_path_buf(),
-                    error,
-                })
-            })?;
+            .map_err(scratch)?;
     }
     tokio::io::AsyncWriteExt::flush(&mut file)
         .await
-        .map_err(|error| {
-            Download::Other(ExecError::Scratch {
-                path: path.to_path_buf(),
-                error,
-            })
-        })?;
+        .map_err(scratch)?;
     drop(file);
     let actual = hasher.finish();
     if actual != *digest {
