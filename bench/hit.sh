@@ -6,12 +6,19 @@
 # Each LABEL=DIR names a directory holding a `llama` and a `llamacc` (e.g. the release
 # binaries of an older commit, to compare before and after a change); without any, the
 # release binaries of this checkout are built and used as `llamacc`.
-# Every tool compiles a one-line C file at -O2 once (filling its cache), then the rounds
-# run: in each, every tool in turn does 100 compiles of it, all hits. Interleaving the tools
-# round by round spreads the machine's drift over all of them; the median round is reported
-# per tool, in ms per compile and as a ratio to ccache. Also shown per llamacc: the binary's
-# size, and its start-up alone (100 runs with LLAMACC_LOCAL=1 and /bin/true as the
-# compiler: the cost of starting llamacc before any daemon is asked).
+#
+# Two units, each compiled at -O2 by every tool:
+#   one-line  a C file of one line: no headers, so the hit is all fixed cost;
+#   headers   a C++ file including nine standard headers (~460 files read, as a real
+#             unit of a C++ project does): the hit must show all of them unchanged.
+# Each tool first compiles the unit to out/1.o … out/100.o (filling its cache). Then the
+# rounds run: in each, for every unit and every tool in turn, out/ is emptied (untimed, as
+# `make clean` does) and the 100 compiles run again, all hits, each writing a fresh object.
+# Interleaving the tools round by round spreads the machine's drift over all of them; the
+# median round is reported per tool, in ms per compile and as a ratio to ccache.
+# Also shown: the floor (the shell starting /bin/true, 100 times: what any tool run per
+# compile pays before doing anything) and, per llamacc, its binary's size and its start-up
+# alone (LLAMACC_LOCAL=1 with /bin/true as the compiler: two programs started).
 # With --record the table is appended to bench/RESULTS.md with the date and machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,56 +53,83 @@ stop_daemons() {
   done
 }
 trap 'stop_daemons; rm -rf "$work"' EXIT
-export CCACHE_DIR=$work/ccache LLAMACC_LOCAL_CC=gcc LLAMA_DAEMON_IDLE_TIMEOUT=30m
+export CCACHE_DIR=$work/ccache LLAMACC_LOCAL_CC=gcc LLAMACC_LOCAL_CXX=g++ LLAMA_DAEMON_IDLE_TIMEOUT=30m
 echo 'int one(void) { return 1; }' > "$work/one.c"
+{
+  for h in algorithm functional iostream map memory regex string unordered_map vector; do
+    echo "#include <$h>"
+  done
+  echo 'int first() { std::vector<int> v{3, 1, 2}; std::sort(v.begin(), v.end()); return v[0]; }'
+} > "$work/headers.cc"
 cd "$work"
+units=(one-line headers)
+declare -A source=([one-line]=one.c [headers]=headers.cc)
 
-# tool → the command that compiles with it
+# tool → the command that compiles C with it (C++ adds the driver's ++)
 labels=(ccache)
-declare -A cmd=([ccache]="ccache gcc")
+declare -A cc=([ccache]="ccache gcc") cxx=([ccache]="ccache g++")
 for b in "${builds[@]}"; do
-  label=${b%%=*}
+  label=${b%%=*} dir=${b#*=}
   labels+=("$label")
-  cmd[$label]="env LLAMA_DIR=$work/$label.store ${b#*=}/llamacc"
+  mkdir -p "$work/$label.bin"
+  ln -s "$dir/llamacc" "$work/$label.bin/llamacc"
+  ln -s "$dir/llamacc" "$work/$label.bin/llamac++"
+  cc[$label]="env LLAMA_DIR=$work/$label.store $work/$label.bin/llamacc"
+  cxx[$label]="env LLAMA_DIR=$work/$label.store $work/$label.bin/llamac++"
 done
-
-hundred() { # prints ms per compile over 100 compiles
-  local start end
-  start=$(date +%s%N)
-  for _ in $(seq 100); do $1 -O2 -c one.c -o one.o; done
-  end=$(date +%s%N)
-  echo "scale=3; ($end - $start) / 100000000" | bc -l
+compiler() { # tool unit → its command
+  if [ "$2" = headers ]; then echo "${cxx[$1]}"; else echo "${cc[$1]}"; fi
 }
 
-for label in "${labels[@]}"; do ${cmd[$label]} -O2 -c one.c -o one.o; done
+hundred() { # command source → ms per compile over 100 compiles, each to a fresh object
+  local start end
+  rm -rf out && mkdir out
+  start=$(date +%s%N)
+  for i in $(seq 100); do $1 -O2 -c "$2" -o "out/$i.o"; done
+  end=$(date +%s%N)
+  printf %.3f "$(echo "scale=4; ($end - $start) / 100000000" | bc -l)"
+}
+
+for unit in "${units[@]}"; do
+  for label in "${labels[@]}"; do
+    hundred "$(compiler "$label" "$unit")" "${source[$unit]}" >/dev/null
+  done
+done
 declare -A samples
 for round in $(seq "$rounds"); do
-  for label in "${labels[@]}"; do
-    samples[$label]+="$(hundred "${cmd[$label]}") "
+  for unit in "${units[@]}"; do
+    for label in "${labels[@]}"; do
+      samples[$unit.$label]+="$(hundred "$(compiler "$label" "$unit")" "${source[$unit]}") "
+    done
   done
   echo "bench/hit.sh: round $round of $rounds" >&2
 done
+floor=$(hundred /bin/true one.c)
 declare -A startup size
 for b in "${builds[@]}"; do
   label=${b%%=*}
-  startup[$label]=$(LLAMACC_LOCAL=1 LLAMACC_LOCAL_CC=/bin/true hundred "${b#*=}/llamacc")
+  startup[$label]=$(LLAMACC_LOCAL=1 LLAMACC_LOCAL_CC=/bin/true hundred "${cc[$label]}" one.c)
   size[$label]=$(stat -c %s "${b#*=}/llamacc")
 done
 
 median() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-base=$(echo "${samples[ccache]}" | median)
-table="| tool | hit, ms per compile (median of $rounds rounds of 100) | × ccache | llamacc binary | start-up alone, ms |
-|---|---|---|---|---|"
-for label in "${labels[@]}"; do
-  ms=$(echo "${samples[$label]}" | median)
-  ratio=$(echo "scale=3; $ms / $base" | bc -l)
-  if [ "$label" = ccache ]; then
-    table+=$'\n'"| ccache | $ms | 1.000 | | |"
-  else
-    mb=$(echo "scale=1; ${size[$label]} / 1048576" | bc -l)
-    table+=$'\n'"| $label | $ms | $ratio | $mb MB | ${startup[$label]} |"
-  fi
+table="| unit | tool | hit, ms per compile (median of $rounds rounds of 100) | × ccache | llamacc binary | start-up alone, ms |
+|---|---|---|---|---|---|"
+for unit in "${units[@]}"; do
+  base=$(echo "${samples[$unit.ccache]}" | median)
+  for label in "${labels[@]}"; do
+    ms=$(echo "${samples[$unit.$label]}" | median)
+    ratio=$(printf %.3f "$(echo "scale=4; $ms / $base" | bc -l)")
+    if [ "$label" = ccache ]; then
+      table+=$'\n'"| $unit | ccache | $ms | 1.000 | | |"
+    else
+      mb=$(echo "scale=1; ${size[$label]} / 1048576" | bc -l)
+      table+=$'\n'"| $unit | $label | $ms | $ratio | $mb MB | ${startup[$label]} |"
+    fi
+  done
 done
+floor_ratio=$(printf %.3f "$(echo "scale=4; $floor / $(echo "${samples[one-line.ccache]}" | median)" | bc -l)")
+table+=$'\n'"| floor | /bin/true | $floor | $floor_ratio of one-line | | |"
 echo "$table"
 if [ "$record" = 1 ]; then
   {
@@ -103,7 +137,8 @@ if [ "$record" = 1 ]; then
     echo "## Cache-hit latency, llamacc vs ccache — $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
     echo
     echo "Command: \`bench/hit.sh --record --rounds $rounds ${builds[*]}\` ($(ccache --version | head -1), gcc $(gcc -dumpfullversion))."
-    echo "A one-line C file at -O2, every compile a hit; tools interleaved round by round."
+    echo "Units: a one-line C file and a C++ file including nine standard headers, at -O2; every"
+    echo "compile a hit writing a fresh object; tools interleaved round by round."
     echo
     echo "$table"
   } >> "$root/bench/RESULTS.md"

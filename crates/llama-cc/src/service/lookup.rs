@@ -231,36 +231,54 @@ impl CompileService {
     }
 
     /// Step 3: an earlier compile whose inputs are unchanged, its outputs delivered.
+    ///
+    /// Checking the entries' files, reading the action cache and writing the outputs all
+    /// touch the disk, so they run as one blocking task: one hand-off per hit, none of it
+    /// on the async threads.
     pub(super) async fn lookup(&self, job: &Job<'_>) -> Result<Option<Done>, Fallback> {
         let manifest = self.manifest(&job.prekey)?;
-        for entry in &manifest.entries {
-            if !self.entry_matches(entry, job).await? {
-                continue;
-            }
-            tracing::debug!(action = %entry.action_digest(), "manifest entry matches");
-            let store = self.store.clone();
-            let action = entry.action_digest();
-            let mappings = job.outputs.clone();
-            let umask = job.req.umask;
-            let depfile_remote = depfile_remote(&job.req.cwd, &job.c);
-            let hit = tokio::task::spawn_blocking(move || -> Result<_, Fallback> {
+        if manifest.entries.is_empty() {
+            return Ok(None);
+        }
+        // Entries made under -MMD also name the system directories' state; it may take
+        // asking the compiler (once per compiler and flags), which is async.
+        let system = if manifest.entries.iter().any(|e| e.system.is_some()) {
+            let dirs = self.system_dirs(job).await?;
+            Some(*self.caches.sysdirs.fingerprint(&dirs).hash_bytes())
+        } else {
+            None
+        };
+        let store = self.store.clone();
+        let hash_cache = self.caches.hash_cache.clone();
+        let mappings = job.outputs.clone();
+        let umask = job.req.umask;
+        let depfile_remote = depfile_remote(&job.req.cwd, &job.c);
+        let hit = tokio::task::spawn_blocking(move || -> Result<_, Fallback> {
+            for entry in &manifest.entries {
+                if !entry_matches(entry, &hash_cache, system.as_ref()) {
+                    continue;
+                }
+                let action = entry.action_digest();
+                tracing::debug!(%action, "manifest entry matches");
                 let Some(result) = cached_result(&store, &action)? else {
-                    return Ok(None);
+                    continue;
                 };
                 let delivered =
                     deliver_compile(&store, &result, &mappings, depfile_remote.as_deref(), umask)?;
-                Ok(delivered.map(|(stdout, stderr)| (result, stdout, stderr)))
-            })
-            .await
-            .map_err(|e| Fallback::Error(llama_exec::ExecError::Task(e.to_string()).into()))??;
-            if let Some((result, stdout, stderr)) = hit {
-                let mut done = Done::new(Outcome::Hit, 0, stdout, stderr);
-                done.cached = true;
-                done.saved = compile_seconds(&result) - job.started.elapsed().as_secs_f64();
-                return Ok(Some(done));
+                if let Some((stdout, stderr)) = delivered {
+                    return Ok(Some((result, stdout, stderr)));
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
+        .await
+        .map_err(|e| Fallback::Error(llama_exec::ExecError::Task(e.to_string()).into()))??;
+        Ok(hit.map(|(result, stdout, stderr)| {
+            let mut done = Done::new(Outcome::Hit, 0, stdout, stderr);
+            done.cached = true;
+            done.saved = compile_seconds(&result) - job.started.elapsed().as_secs_f64();
+            done
+        }))
     }
 
     /// The manifest of `prekey`: what earlier compiles with it read, and their actions.
@@ -291,34 +309,6 @@ impl CompileService {
         Ok(())
     }
 
-    async fn entry_matches(&self, entry: &Entry, job: &Job<'_>) -> Result<bool, Fallback> {
-        for (path, hash, size) in &entry.inputs {
-            let path = Path::new(path);
-            let Ok(meta) = fs::metadata(path) else {
-                return Ok(false);
-            };
-            if meta.len() != *size {
-                return Ok(false);
-            }
-            match self.caches.hash_cache.digest(path, &meta) {
-                Ok(d) if d.hash_bytes() == hash => {}
-                _ => return Ok(false),
-            }
-        }
-        if entry.absent.iter().any(|p| fs::symlink_metadata(p).is_ok())
-            || entry.present.iter().any(|p| fs::metadata(p).is_err())
-        {
-            return Ok(false);
-        }
-        if let Some(system) = entry.system {
-            let dirs = self.system_dirs(job).await?;
-            if self.caches.sysdirs.fingerprint(&dirs).hash_bytes() != &system {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Every system include directory of this compile: the compiler's own for the language
     /// and flags, and those the arguments add.
     pub(super) async fn system_dirs(&self, job: &Job<'_>) -> Result<Vec<PathBuf>, CcError> {
@@ -343,6 +333,25 @@ impl CompileService {
         }
         Ok(dirs)
     }
+}
+
+/// Whether every file `entry` lists still has the content it had, every path it saw
+/// absent is still absent and every one it saw present still present, and (for an entry
+/// that names it) the system directories' fingerprint is still `system`.
+fn entry_matches(entry: &Entry, hash_cache: &HashCache, system: Option<&[u8; 32]>) -> bool {
+    let unchanged = |(path, hash, size): &(String, [u8; 32], u64)| {
+        let path = Path::new(path);
+        fs::metadata(path).is_ok_and(|meta| {
+            meta.len() == *size
+                && hash_cache
+                    .digest(path, &meta)
+                    .is_ok_and(|d| d.hash_bytes() == hash)
+        })
+    };
+    entry.inputs.iter().all(unchanged)
+        && !entry.absent.iter().any(|p| fs::symlink_metadata(p).is_ok())
+        && entry.present.iter().all(|p| fs::metadata(p).is_ok())
+        && entry.system.is_none_or(|s| system == Some(&s))
 }
 
 /// The blob `digest` names, empty when it names none.
