@@ -1,6 +1,8 @@
 //! The `llama` command: clap definitions and thin commands. (`llamacc` is a separate thin
 //! binary, `src/bin/llamacc.rs`, that uses only `llama_cc::client` and never this library.)
-//! Exit statuses are decided in [`llama_main`] and nowhere else.
+//! Exit statuses are decided in [`llama_main`] and nowhere else. The lambda set-up commands
+//! (`bootstrap`, `update-function`, `doctor`; feature `lambda`) only fill llama-aws's options
+//! from their flags and call it.
 
 #[cfg(feature = "lambda")]
 pub mod bootstrap;

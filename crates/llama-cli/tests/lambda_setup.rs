@@ -12,7 +12,7 @@ use llama_testkit::harness::{MotoServer, OciRegistry};
 use llama_testkit::{World, oci, stderr, stdout};
 
 /// The template this llama applies.
-const TEMPLATE: &str = include_str!("../src/stack.yaml");
+const TEMPLATE: &str = llama_aws::stack::TEMPLATE;
 
 /// A world whose `llama` talks to `moto` and to nothing else.
 pub(crate) struct Account {
