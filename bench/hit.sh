@@ -74,11 +74,14 @@ for b in "${builds[@]}"; do
   mkdir -p "$work/$label.bin"
   ln -s "$dir/llamacc" "$work/$label.bin/llamacc"
   ln -s "$dir/llamacc" "$work/$label.bin/llamac++"
-  cc[$label]="env LLAMA_DIR=$work/$label.store $work/$label.bin/llamacc"
-  cxx[$label]="env LLAMA_DIR=$work/$label.store $work/$label.bin/llamac++"
+  cc[$label]="$work/$label.bin/llamacc"
+  cxx[$label]="$work/$label.bin/llamac++"
 done
-compiler() { # tool unit → its command
-  if [ "$2" = headers ]; then echo "${cxx[$1]}"; else echo "${cc[$1]}"; fi
+use() { # tool unit: sets $tool to the command that compiles the unit with it
+  if [ "$2" = headers ]; then tool=${cxx[$1]}; else tool=${cc[$1]}; fi
+  # Each llamacc its own store, set here rather than through env(1), which would add a
+  # program's start to every compile.
+  export LLAMA_DIR=$work/$1.store
 }
 
 hundred() { # command source → ms per compile over 100 compiles, each to a fresh object
@@ -92,14 +95,16 @@ hundred() { # command source → ms per compile over 100 compiles, each to a fre
 
 for unit in "${units[@]}"; do
   for label in "${labels[@]}"; do
-    hundred "$(compiler "$label" "$unit")" "${source[$unit]}" >/dev/null
+    use "$label" "$unit"
+    hundred "$tool" "${source[$unit]}" >/dev/null
   done
 done
 declare -A samples
 for round in $(seq "$rounds"); do
   for unit in "${units[@]}"; do
     for label in "${labels[@]}"; do
-      samples[$unit.$label]+="$(hundred "$(compiler "$label" "$unit")" "${source[$unit]}") "
+      use "$label" "$unit"
+      samples[$unit.$label]+="$(hundred "$tool" "${source[$unit]}") "
     done
   done
   echo "bench/hit.sh: round $round of $rounds" >&2
@@ -108,7 +113,8 @@ floor=$(hundred /bin/true one.c)
 declare -A startup size
 for b in "${builds[@]}"; do
   label=${b%%=*}
-  startup[$label]=$(LLAMACC_LOCAL=1 LLAMACC_LOCAL_CC=/bin/true hundred "${cc[$label]}" one.c)
+  use "$label" one-line
+  startup[$label]=$(LLAMACC_LOCAL=1 LLAMACC_LOCAL_CC=/bin/true hundred "$tool" one.c)
   size[$label]=$(stat -c %s "${b#*=}/llamacc")
 done
 
