@@ -71,6 +71,7 @@ pub mod protocol;
 mod remote_args;
 mod response_file;
 mod scan;
+pub mod scanner;
 mod service;
 mod settings;
 mod stats;
