@@ -7,7 +7,8 @@
 //! macro table. It may list a header that is not needed; it must never miss one, so where
 //! it cannot decide it says so and the compile falls back to `-M`.
 //!
-//! In place so far: the directive extraction. Still to come (issue 14): the `#if`
-//! evaluator, the include-path resolver, the walk and its cache.
+//! In place so far: the directive extraction and the `#if` evaluator. Still to come
+//! (issue 14): the include-path resolver, the walk and its cache.
 
 pub mod directives;
+pub mod expr;
