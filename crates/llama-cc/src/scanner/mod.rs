@@ -7,8 +7,13 @@
 //! macro table. It may list a header that is not needed; it must never miss one, so where
 //! it cannot decide it says so and the compile falls back to `-M`.
 //!
-//! In place so far: the directive extraction and the `#if` evaluator. Still to come
-//! (issue 14): the include-path resolver, the walk and its cache.
+//! - [`directives`]: a file's directives and include guard, from its text in one pass.
+//! - [`expr`]: `#if` expressions, expanded and evaluated as the preprocessor does.
+//! - [`walk`]: the includes of a compile followed along its search path.
+//!
+//! Still to come (issue 14): the caches the daemon keeps (directives by digest, predefined
+//! macros and feature tests by compiler and flags) and the remote path using the walk.
 
 pub mod directives;
 pub mod expr;
+pub mod walk;

@@ -78,6 +78,14 @@ pub fn evaluate(expr: &str, cx: &mut dyn Context) -> Result<bool, Undecidable> {
     Ok(value.bits != 0)
 }
 
+/// The header a computed `#include` names once its macros are expanded: whether it is the
+/// quoted form, and the name.
+pub fn header_of(text: &str, cx: &mut dyn Context) -> Result<(bool, String), Undecidable> {
+    let tokens = tokenize(text)?;
+    let expanded = expand(&tokens, cx, 0)?;
+    header_name(&expanded)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Ident(String),
