@@ -10,10 +10,15 @@
 //! - [`directives`]: a file's directives and include guard, from its text in one pass.
 //! - [`expr`]: `#if` expressions, expanded and evaluated as the preprocessor does.
 //! - [`walk`]: the includes of a compile followed along its search path.
+//! - [`setup`]: what a walk starts from, taken from the command line: the probe for the
+//!   compiler's predefined macros, `-D`/`-U` in order, the search path as gcc orders it.
 //!
 //! Still to come (issue 14): the caches the daemon keeps (directives by digest, predefined
 //! macros and feature tests by compiler and flags) and the remote path using the walk.
 
 pub mod directives;
 pub mod expr;
+pub mod setup;
+#[cfg(test)]
+mod testing;
 pub mod walk;

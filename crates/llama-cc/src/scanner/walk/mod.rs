@@ -112,6 +112,8 @@ pub struct Start<'a> {
     pub forced: &'a [PathBuf],
     /// C++ (`true` and `false` are values).
     pub cplusplus: bool,
+    /// The compile's working directory (where forced includes are looked for first).
+    pub cwd: &'a Path,
     /// Answers to feature tests, by `(test, argument)`.
     pub features: &'a HashMap<(String, String), i64>,
 }
@@ -124,6 +126,7 @@ pub fn walk(
     search: &SearchPath,
     files: &mut dyn Files,
 ) -> Result<Scanned, GiveUp> {
+    let cwd = start.cwd;
     let mut walker = Walker {
         search,
         files,
@@ -142,9 +145,10 @@ pub fn walk(
         found_at: None,
     };
     for forced in start.forced {
-        // gcc looks for these in the working directory, then along the `"name"` chain.
+        // gcc looks for these in the working directory, then along the `"name"` chain, as
+        // if a file there (its "<command-line>") included them.
         let at = Location {
-            file: PathBuf::from("./"),
+            file: cwd.join("<command-line>"),
             found_at: None,
         };
         let found = walker

@@ -2,35 +2,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use super::*;
-use crate::scanner::directives::{self, Directive};
-
-/// The real file system, directives extracted on each read.
-struct Disk;
-
-impl Files for Disk {
-    fn directives(&mut self, path: &Path) -> Option<Arc<Directives>> {
-        if !fs::metadata(path).is_ok_and(|m| m.is_file()) {
-            return None;
-        }
-        fs::read(path)
-            .ok()
-            .map(|t| Arc::new(directives::extract(&t)))
-    }
-}
-
-fn macros_of(text: &str) -> HashMap<String, Macro> {
-    directives::extract(text.as_bytes())
-        .list
-        .into_iter()
-        .filter_map(|d| match d {
-            Directive::Define { name, params, body } => Some((name, Macro { params, body })),
-            _ => None,
-        })
-        .collect()
-}
+use crate::scanner::testing::{Disk, gcc_features, gcc_start, macros_of};
 
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -48,6 +22,7 @@ fn scan(root: &Path, source: &str, search: &SearchPath, defines: &str) -> Result
         macros: macros_of(defines),
         forced: &[],
         cplusplus: false,
+        cwd: root,
         features: &features,
     };
     walk(&root.join(source), start, search, &mut Disk)
@@ -174,74 +149,9 @@ fn has_include_ships_what_it_finds_and_undecidable_text_gives_up() {
     );
 }
 
-/// What gcc says about a language and flags: its predefined macros and search path.
-fn gcc_start(language: &str, flags: &[&str]) -> Option<(HashMap<String, Macro>, SearchPath)> {
-    let run = |extra: &[&str]| {
-        Command::new("gcc")
-            .args(flags)
-            .args(["-x", language])
-            .args(extra)
-            .arg("/dev/null")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-    };
-    let defines = run(&["-dM", "-E"])?;
-    let verbose = run(&["-E", "-v"])?;
-    let mut angled = Vec::new();
-    let stderr = String::from_utf8_lossy(&verbose.stderr);
-    let mut inside = false;
-    for line in stderr.lines() {
-        if line.starts_with("#include <...> search starts here:") {
-            inside = true;
-        } else if line.starts_with("End of search list.") {
-            break;
-        } else if inside && let Some(d) = line.strip_prefix(' ') {
-            angled.push(PathBuf::from(d));
-        }
-    }
-    let search = SearchPath {
-        quote: Vec::new(),
-        angled,
-        including_dir_first: true,
-    };
-    Some((macros_of(&String::from_utf8_lossy(&defines.stdout)), search))
-}
-
-/// Asks gcc the feature tests a walk met.
-fn gcc_features(
-    language: &str,
-    flags: &[&str],
-    tests: &[(String, String)],
-    into: &mut HashMap<(String, String), i64>,
-) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let probe = dir.path().join("probe");
-    let mut text = String::new();
-    for (i, (test, arg)) in tests.iter().enumerate() {
-        text += &format!(
-            "#if {test}({arg})\n#define LLAMA_ANSWER_{i} 1\n#else\n#define LLAMA_ANSWER_{i} 0\n#endif\n"
-        );
-    }
-    fs::write(&probe, text).expect("write");
-    let out = Command::new("gcc")
-        .args(flags)
-        .args(["-x", language, "-dM", "-E"])
-        .arg(&probe)
-        .output()
-        .expect("gcc runs");
-    let answers = macros_of(&String::from_utf8_lossy(&out.stdout));
-    for (i, key) in tests.iter().enumerate() {
-        let value = answers
-            .get(&format!("LLAMA_ANSWER_{i}"))
-            .map_or(0, |m| i64::from(m.body == "1"));
-        into.insert(key.clone(), value);
-    }
-}
-
 /// The walk against gcc's own `-M` on real system headers: nothing gcc reads is missed.
 fn matches_gcc(language: &str, flags: &[&str], text: &str) {
-    let Some((macros, search)) = gcc_start(language, flags) else {
+    let Some((macros, search)) = gcc_start(language, flags, Path::new("/")) else {
         eprintln!("no gcc: skipped");
         return;
     };
@@ -255,11 +165,12 @@ fn matches_gcc(language: &str, flags: &[&str], text: &str) {
             macros: macros.clone(),
             forced: &[],
             cplusplus: language == "c++",
+            cwd: dir.path(),
             features: &features,
         };
         match walk(&source, start, &search, &mut Disk) {
             Err(GiveUp::Features(tests)) if rounds < 3 => {
-                gcc_features(language, flags, &tests, &mut features);
+                gcc_features(language, flags, Path::new("/"), &tests, &mut features);
                 rounds += 1;
             }
             other => break other.expect("the walk decides"),

@@ -1,0 +1,110 @@
+//! Test helpers shared by the scanner's tests: the real file system and what the real gcc
+//! says (its predefined macros, search path and feature tests).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use super::directives::{self, Directive, Directives};
+use super::expr::Macro;
+use super::walk::{Files, SearchPath};
+
+/// The real file system, directives extracted on each read.
+pub(crate) struct Disk;
+
+impl Files for Disk {
+    fn directives(&mut self, path: &Path) -> Option<Arc<Directives>> {
+        if !fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        fs::read(path)
+            .ok()
+            .map(|t| Arc::new(directives::extract(&t)))
+    }
+}
+
+/// The macros `#define` lines define.
+pub(crate) fn macros_of(text: &str) -> HashMap<String, Macro> {
+    directives::extract(text.as_bytes())
+        .list
+        .into_iter()
+        .filter_map(|d| match d {
+            Directive::Define { name, params, body } => Some((name, Macro { params, body })),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What gcc says about a language and flags: its predefined macros and search path.
+pub(crate) fn gcc_start(
+    language: &str,
+    flags: &[&str],
+    cwd: &Path,
+) -> Option<(HashMap<String, Macro>, SearchPath)> {
+    let run = |extra: &[&str]| {
+        Command::new("gcc")
+            .current_dir(cwd)
+            .args(flags)
+            .args(["-x", language])
+            .args(extra)
+            .arg("/dev/null")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    let defines = run(&["-dM", "-E"])?;
+    let verbose = run(&["-E", "-v"])?;
+    let mut angled = Vec::new();
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    let mut inside = false;
+    for line in stderr.lines() {
+        if line.starts_with("#include <...> search starts here:") {
+            inside = true;
+        } else if line.starts_with("End of search list.") {
+            break;
+        } else if inside && let Some(d) = line.strip_prefix(' ') {
+            angled.push(PathBuf::from(d));
+        }
+    }
+    let search = SearchPath {
+        quote: Vec::new(),
+        angled,
+        including_dir_first: true,
+    };
+    Some((macros_of(&String::from_utf8_lossy(&defines.stdout)), search))
+}
+
+/// Asks gcc the feature tests a walk met.
+pub(crate) fn gcc_features(
+    language: &str,
+    flags: &[&str],
+    cwd: &Path,
+    tests: &[(String, String)],
+    into: &mut HashMap<(String, String), i64>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let probe = dir.path().join("probe");
+    let mut text = String::new();
+    for (i, (test, arg)) in tests.iter().enumerate() {
+        text += &format!(
+            "#if {test}({arg})\n#define LLAMA_ANSWER_{i} 1\n#else\n#define LLAMA_ANSWER_{i} 0\n#endif\n"
+        );
+    }
+    fs::write(&probe, text).expect("write");
+    let out = Command::new("gcc")
+        .current_dir(cwd)
+        .args(flags)
+        .args(["-x", language, "-dM", "-E"])
+        .arg(&probe)
+        .output()
+        .expect("gcc runs");
+    let answers = macros_of(&String::from_utf8_lossy(&out.stdout));
+    for (i, key) in tests.iter().enumerate() {
+        let value = answers
+            .get(&format!("LLAMA_ANSWER_{i}"))
+            .map_or(0, |m| i64::from(m.body == "1"));
+        into.insert(key.clone(), value);
+    }
+}
