@@ -269,7 +269,7 @@ fn relevant_flags(args: &[OsString]) -> Vec<OsString> {
 }
 
 /// Reads the `#include <...> search starts here:` list from `cc -E -v` output.
-fn parse_search_list(stderr: &str) -> Vec<PathBuf> {
+pub(crate) fn parse_search_list(stderr: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let mut inside = false;
     for line in stderr.lines() {

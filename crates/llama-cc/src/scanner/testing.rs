@@ -1,7 +1,7 @@
 //! Test helpers shared by the scanner's tests: the real file system and what the real gcc
 //! says (its predefined macros, search path and feature tests).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,18 +56,7 @@ pub(crate) fn gcc_start(
     };
     let defines = run(&["-dM", "-E"])?;
     let verbose = run(&["-E", "-v"])?;
-    let mut angled = Vec::new();
-    let stderr = String::from_utf8_lossy(&verbose.stderr);
-    let mut inside = false;
-    for line in stderr.lines() {
-        if line.starts_with("#include <...> search starts here:") {
-            inside = true;
-        } else if line.starts_with("End of search list.") {
-            break;
-        } else if inside && let Some(d) = line.strip_prefix(' ') {
-            angled.push(PathBuf::from(d));
-        }
-    }
+    let angled = crate::sysdirs::parse_search_list(&String::from_utf8_lossy(&verbose.stderr));
     let search = SearchPath {
         quote: Vec::new(),
         angled,
@@ -107,4 +96,32 @@ pub(crate) fn gcc_features(
             .map_or(0, |m| i64::from(m.body == "1"));
         into.insert(key.clone(), value);
     }
+}
+
+/// The files a gcc depfile lists (after its target), each resolved against `cwd` and
+/// through links.
+pub(crate) fn depfile_paths(text: &str, cwd: &Path) -> BTreeSet<PathBuf> {
+    text.replace("\\\n", " ")
+        .split_whitespace()
+        .skip(1)
+        .map(|p| canonical(cwd, Path::new(p)))
+        .collect()
+}
+
+/// `path` against `cwd`, through links (as given when that fails).
+pub(crate) fn canonical(cwd: &Path, path: &Path) -> PathBuf {
+    fs::canonicalize(cwd.join(path)).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Asserts that `listed` names every file of `gcc` (both resolved through links); returns
+/// the listed set.
+pub(crate) fn assert_covers(
+    gcc: &BTreeSet<PathBuf>,
+    listed: &[PathBuf],
+    cwd: &Path,
+) -> BTreeSet<PathBuf> {
+    let ours: BTreeSet<PathBuf> = listed.iter().map(|p| canonical(cwd, p)).collect();
+    let missed: Vec<_> = gcc.difference(&ours).collect();
+    assert!(missed.is_empty(), "the scanner missed {missed:?}");
+    ours
 }

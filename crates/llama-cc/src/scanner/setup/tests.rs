@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,9 @@ use std::process::Command;
 use super::*;
 use crate::compilation::{Driver, Verdict};
 use crate::remote_args::remote_args;
-use crate::scanner::testing::{Disk, gcc_features, gcc_start};
+use crate::scanner::testing::{
+    Disk, assert_covers, canonical, depfile_paths, gcc_features, gcc_start,
+};
 use crate::scanner::walk::{GiveUp, Start, walk};
 
 fn words(line: &str) -> Vec<OsString> {
@@ -131,16 +133,8 @@ fn a_compile_with_every_search_flag_lists_what_gcc_lists() {
         String::from_utf8_lossy(&out.stderr)
     );
     let depfile = fs::read_to_string(root.join("deps.d")).expect("depfile");
-    let canonical = |p: &Path| fs::canonicalize(root.join(p)).unwrap_or_else(|_| p.to_path_buf());
-    let gcc: BTreeSet<PathBuf> = depfile
-        .replace("\\\n", " ")
-        .split_whitespace()
-        .skip(1)
-        .map(|p| canonical(Path::new(p)))
-        .collect();
-    let ours: BTreeSet<PathBuf> = scanned.read.iter().map(|p| canonical(p)).collect();
-    let missed: Vec<_> = gcc.difference(&ours).collect();
-    assert!(missed.is_empty(), "missed {missed:?}");
+    let gcc = depfile_paths(&depfile, root);
+    let ours = assert_covers(&gcc, &scanned.read, root);
     let extra: Vec<_> = ours.difference(&gcc).collect();
     assert!(extra.is_empty(), "listed more than gcc read: {extra:?}");
     for (file, wanted) in [
@@ -153,6 +147,10 @@ fn a_compile_with_every_search_flag_lists_what_gcc_lists() {
         ("quote/local.h", false),
         ("quote/both.h", false),
     ] {
-        assert_eq!(ours.contains(&canonical(Path::new(file))), wanted, "{file}");
+        assert_eq!(
+            ours.contains(&canonical(root, Path::new(file))),
+            wanted,
+            "{file}"
+        );
     }
 }

@@ -1,10 +1,12 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::*;
-use crate::scanner::testing::{Disk, gcc_features, gcc_start, macros_of};
+use crate::scanner::testing::{
+    Disk, assert_covers, depfile_paths, gcc_features, gcc_start, macros_of,
+};
 
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -187,16 +189,9 @@ fn matches_gcc(language: &str, flags: &[&str], text: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let depfile = String::from_utf8_lossy(&out.stdout).replace("\\\n", " ");
-    let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let gcc: BTreeSet<PathBuf> = depfile
-        .split_whitespace()
-        .skip(1)
-        .map(|p| canonical(Path::new(p)))
-        .collect();
-    let ours: BTreeSet<PathBuf> = scanned.read.iter().map(|p| canonical(p)).collect();
-    let missed: Vec<_> = gcc.difference(&ours).collect();
-    assert!(missed.is_empty(), "the scanner missed {missed:?}");
+    let root = Path::new("/");
+    let gcc = depfile_paths(&String::from_utf8_lossy(&out.stdout), root);
+    let ours = assert_covers(&gcc, &scanned.read, root);
     eprintln!(
         "{language} {flags:?}: gcc read {}, the scanner listed {} ({} extra)",
         gcc.len(),
