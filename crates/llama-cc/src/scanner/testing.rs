@@ -75,13 +75,7 @@ pub(crate) fn gcc_features(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     let probe = dir.path().join("probe");
-    let mut text = String::new();
-    for (i, (test, arg)) in tests.iter().enumerate() {
-        text += &format!(
-            "#if {test}({arg})\n#define LLAMA_ANSWER_{i} 1\n#else\n#define LLAMA_ANSWER_{i} 0\n#endif\n"
-        );
-    }
-    fs::write(&probe, text).expect("write");
+    fs::write(&probe, super::setup::feature_probe(tests)).expect("write");
     let out = Command::new("gcc")
         .current_dir(cwd)
         .args(flags)
@@ -89,13 +83,12 @@ pub(crate) fn gcc_features(
         .arg(&probe)
         .output()
         .expect("gcc runs");
-    let answers = macros_of(&String::from_utf8_lossy(&out.stdout));
-    for (i, key) in tests.iter().enumerate() {
-        let value = answers
-            .get(&format!("LLAMA_ANSWER_{i}"))
-            .map_or(0, |m| i64::from(m.body == "1"));
-        into.insert(key.clone(), value);
-    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    into.extend(super::setup::feature_answers(&out.stdout, tests));
 }
 
 /// The files a gcc depfile lists (after its target), each resolved against `cwd` and

@@ -27,6 +27,9 @@ pub trait Context {
     /// A feature test (`__has_builtin(x)`, `__has_attribute(x)`, ...): its value, if the
     /// caller knows it.
     fn feature(&mut self, test: &str, argument: &str) -> Option<i64>;
+    /// Whether `name`, not defined by `#define`, is one the compiler defines itself: the
+    /// `__has_*` tests it has ([`FEATURE_TESTS`] differ between compilers and versions).
+    fn builtin_defined(&mut self, name: &str) -> bool;
     /// C++: `true` and `false` are keywords with values.
     fn cplusplus(&self) -> bool;
 }
@@ -40,8 +43,9 @@ fn undecidable(why: impl Into<String>) -> Undecidable {
     Undecidable(why.into())
 }
 
-/// Feature tests that read like function calls and are not macros.
-const FEATURE_TESTS: &[&str] = &[
+/// Feature tests that read like function calls and are not macros. Which of them a compiler
+/// has (and so `defined`) is asked of it: gcc 12 has no `__has_extension`, clang has all.
+pub const FEATURE_TESTS: &[&str] = &[
     "__has_attribute",
     "__has_builtin",
     "__has_c_attribute",
@@ -53,10 +57,8 @@ const FEATURE_TESTS: &[&str] = &[
     "__is_identifier",
 ];
 
-/// The names `defined` and `#ifdef` see as defined though no `#define` made them.
-pub fn is_builtin_defined(name: &str) -> bool {
-    matches!(name, "__has_include" | "__has_include_next") || FEATURE_TESTS.contains(&name)
-}
+/// Names every compiler that has `__has_include` defines (C++17, C23, gcc 5 and clang).
+pub const ALWAYS_DEFINED: &[&str] = &["__has_include", "__has_include_next"];
 
 /// How deep macro expansion may nest before the expression is given up on.
 const MAX_EXPANSION_DEPTH: usize = 64;
@@ -198,7 +200,7 @@ fn expand(tokens: &[Token], cx: &mut dyn Context, depth: usize) -> Result<Vec<To
             "defined" => {
                 let operand = defined_operand(&mut input)?;
                 out.push(number(
-                    cx.lookup(&operand).is_some() || is_builtin_defined(&operand),
+                    cx.lookup(&operand).is_some() || cx.builtin_defined(&operand),
                 ));
             }
             "__has_include" | "__has_include_next" => {

@@ -9,8 +9,84 @@ use std::path::{Path, PathBuf};
 use super::directives::{self, Directive};
 use super::expr::Macro;
 use super::walk::SearchPath;
-use crate::compilation::{Family, IncludeSearch};
+use crate::compilation::{Driver, Family, IncludeSearch, Language, Verdict};
 use crate::flags::{self, Word, Words};
+use crate::remote_args::remote_args;
+
+/// What a walk needs from one compile's command line, before the compiler is asked
+/// anything.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The source, absolute.
+    pub source: PathBuf,
+    /// Its language (`-x` name for the probes: [`Language::gcc_name`]).
+    pub language: Language,
+    /// The probe for predefined macros and the `-D`/`-U` after them.
+    pub macros: MacroSetup,
+    /// The search flags as the command line gives them.
+    pub includes: IncludeSearch,
+    /// `-imacros` then `-include` files, as written.
+    pub forced: Vec<PathBuf>,
+    /// The command line that lists the same inputs with the compiler's `-M` (no outputs,
+    /// no depfile flags): for checking the walk, or for falling back to it.
+    pub discovery: Vec<OsString>,
+}
+
+/// Why a command line gives no plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Not a compile llamacc caches.
+    #[error("not a cached compile: {0}")]
+    NotACompile(String),
+    /// The arguments cannot be rebased (the same reasons keep a compile local).
+    #[error("{0}")]
+    Arguments(String),
+    /// Preprocessor options the walk does not model.
+    #[error(transparent)]
+    Unmodelled(#[from] Unmodelled),
+}
+
+/// The plan for `args` run in `cwd` by `driver`.
+pub fn plan(args: &[OsString], cwd: &Path, driver: Driver) -> Result<Plan, PlanError> {
+    let c = match crate::args::parse(args, cwd, driver) {
+        Verdict::Compile(c) => c,
+        Verdict::Local(reason) => return Err(PlanError::NotACompile(reason.to_string())),
+    };
+    let discovery = remote_args(&c.args, driver)
+        .map_err(PlanError::Arguments)?
+        .discovery;
+    Ok(Plan {
+        source: cwd.join(&c.source),
+        language: c.language,
+        macros: macro_setup(&discovery, driver.family)?,
+        includes: c.includes,
+        forced: c.forced_includes,
+        discovery,
+    })
+}
+
+/// Both search lists `gcc -E -v` prints: `"..."` (the quote chain) and `<...>`; a relative
+/// directory is taken against `cwd`.
+pub fn search_from_verbose(stderr: &str, cwd: &Path) -> SearchPath {
+    let mut search = SearchPath {
+        including_dir_first: true,
+        ..SearchPath::default()
+    };
+    let mut list: Option<&mut Vec<PathBuf>> = None;
+    for line in stderr.lines() {
+        if line.starts_with("#include \"...\" search starts here:") {
+            list = Some(&mut search.quote);
+        } else if line.starts_with("#include <...> search starts here:") {
+            list = Some(&mut search.angled);
+        } else if line.starts_with("End of search list.") {
+            break;
+        } else if let (Some(dirs), Some(dir)) = (list.as_deref_mut(), line.strip_prefix(' ')) {
+            let dir = dir.trim_end_matches(" (framework directory)");
+            dirs.push(cwd.join(dir));
+        }
+    }
+    search
+}
 
 /// `-DNAME[=BODY]` or `-UNAME`, in command-line order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +199,48 @@ fn define(table: &mut HashMap<String, Macro>, text: &[u8]) {
             table.insert(name, Macro { params, body });
         }
     }
+}
+
+/// A file that, preprocessed with `-dM -E`, answers `tests`: for `("defined", NAME)`,
+/// whether the compiler defines NAME; for `(test, argument)`, the test's value (a version
+/// date for `__has_cpp_attribute`, so each of its bits becomes a macro
+/// `LLAMA_ANSWER_<i>_<bit>`). A test the compiler does not have answers 0 rather than
+/// failing the whole probe.
+pub fn feature_probe(tests: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (i, (test, argument)) in tests.iter().enumerate() {
+        if test == "defined" {
+            text += &format!("#ifdef {argument}\n#define LLAMA_ANSWER_{i}_0 1\n#endif\n");
+            continue;
+        }
+        text += &format!("#if defined({test})\n");
+        for bit in 0..FEATURE_VALUE_BITS {
+            text += &format!(
+                "#if (({test}({argument})) >> {bit}) & 1\n#define LLAMA_ANSWER_{i}_{bit} 1\n#endif\n"
+            );
+        }
+        text += "#endif\n";
+    }
+    text
+}
+
+/// Feature test values are versions (`201907`) or 0/1: 31 bits hold every one.
+const FEATURE_VALUE_BITS: u32 = 31;
+
+/// The answers to `tests` in the `-dM -E` output of [`feature_probe`]'s file.
+pub fn feature_answers(output: &[u8], tests: &[(String, String)]) -> Vec<((String, String), i64)> {
+    let answers = macro_table(output, &[]);
+    tests
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let value = (0..FEATURE_VALUE_BITS)
+                .filter(|bit| answers.contains_key(&format!("LLAMA_ANSWER_{i}_{bit}")))
+                .map(|bit| 1i64 << bit)
+                .sum();
+            (key.clone(), value)
+        })
+        .collect()
 }
 
 /// The search path of a compile: `-iquote`, then `-I`, `-isystem`, the compiler's system

@@ -31,6 +31,26 @@ pub trait Files {
     fn directives(&mut self, path: &Path) -> Option<Arc<Directives>>;
 }
 
+/// The file system read directly, each file's directives extracted once per path (for
+/// tools that walk many compiles in one process; the daemon keeps them by digest instead).
+#[derive(Default)]
+pub struct DiskFiles {
+    read: HashMap<PathBuf, Option<Arc<Directives>>>,
+}
+
+impl Files for DiskFiles {
+    fn directives(&mut self, path: &Path) -> Option<Arc<Directives>> {
+        self.read
+            .entry(path.to_path_buf())
+            .or_insert_with(|| {
+                std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+                let text = std::fs::read(path).ok()?;
+                Some(Arc::new(super::directives::extract(&text)))
+            })
+            .clone()
+    }
+}
+
 /// Everything a compile's preprocessing reads, and what it looked for and did not find.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scanned {
@@ -396,12 +416,9 @@ impl Walker<'_> {
 
     /// Whether the branch a conditional directive opens is taken.
     fn condition(&mut self, at: &Location, d: &Directive) -> Result<bool, GiveUp> {
-        let defined = |w: &Walker<'_>, name: &str| {
-            w.macros.contains_key(name) || expr::is_builtin_defined(name)
-        };
         let expression = match d {
-            Directive::Ifdef(n) | Directive::Elifdef(n) => return Ok(defined(self, n)),
-            Directive::Ifndef(n) | Directive::Elifndef(n) => return Ok(!defined(self, n)),
+            Directive::Ifdef(n) | Directive::Elifdef(n) => return Ok(self.is_defined(n)),
+            Directive::Ifndef(n) | Directive::Elifndef(n) => return Ok(!self.is_defined(n)),
             Directive::If(e) | Directive::Elif(e) => e,
             _ => return Ok(false),
         };
@@ -418,6 +435,12 @@ impl Walker<'_> {
                 reason,
             }),
         }
+    }
+}
+
+impl Walker<'_> {
+    fn is_defined(&mut self, name: &str) -> bool {
+        self.macros.contains_key(name) || self.builtin_defined(name)
     }
 }
 
@@ -449,6 +472,14 @@ impl Context for Walker<'_> {
 
     fn cplusplus(&self) -> bool {
         self.cplusplus
+    }
+
+    fn builtin_defined(&mut self, name: &str) -> bool {
+        if expr::ALWAYS_DEFINED.contains(&name) {
+            return true;
+        }
+        // Asked of the compiler as the feature test `defined(NAME)`.
+        expr::FEATURE_TESTS.contains(&name) && self.feature("defined", name) == Some(1)
     }
 }
 
