@@ -113,13 +113,13 @@ fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, Gi
     let verbose = probe(&["-E", "-v"], "/dev/null").ok_or_else(|| unknown("search list"))?;
     let mut search = setup::search_from_verbose(&String::from_utf8_lossy(&verbose.stderr), cwd);
     search.including_dir_first = !plan.includes.no_source_dir;
-    let macros = setup::macro_table(&predefined.stdout, &plan.macros.ops);
+    let macros = setup::macro_table(&probed.stdout, &plan.macros.ops);
     let mut features = HashMap::new();
     let mut files = DiskFiles::default();
     for _ in 0..3 {
         let start = Start {
             macros: macros.clone(),
-            forced: &plan.forced,
+            forced: &forced,
             cplusplus: lang == "c++",
             cwd,
             features: &features,

@@ -37,12 +37,13 @@ pub(crate) fn macros_of(text: &str) -> HashMap<String, Macro> {
         .collect()
 }
 
-/// What gcc says about a language and flags: its predefined macros and search path.
+/// What gcc says about a language and flags: its predefined macros, its search path, and
+/// the files it reads before the source unasked.
 pub(crate) fn gcc_start(
     language: &str,
     flags: &[&str],
     cwd: &Path,
-) -> Option<(HashMap<String, Macro>, SearchPath)> {
+) -> Option<(HashMap<String, Macro>, SearchPath, Vec<PathBuf>)> {
     let run = |extra: &[&str]| {
         Command::new("gcc")
             .current_dir(cwd)
@@ -55,14 +56,23 @@ pub(crate) fn gcc_start(
             .filter(|o| o.status.success())
     };
     let defines = run(&["-dM", "-E"])?;
-    let verbose = run(&["-E", "-v"])?;
-    let angled = crate::sysdirs::parse_search_list(&String::from_utf8_lossy(&verbose.stderr));
+    let deps = tempfile::NamedTempFile::new().expect("temporary file");
+    let deps_path = deps.path().to_string_lossy().into_owned();
+    let verbose = run(&["-E", "-v", "-MD", "-MF", &deps_path])?;
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    let depfile = fs::read_to_string(deps.path()).expect("depfile");
+    let preincluded = super::setup::preincluded(&depfile, cwd);
+    let angled = crate::sysdirs::parse_search_list(&stderr);
     let search = SearchPath {
         quote: Vec::new(),
         angled,
         including_dir_first: true,
     };
-    Some((macros_of(&String::from_utf8_lossy(&defines.stdout)), search))
+    Some((
+        macros_of(&String::from_utf8_lossy(&defines.stdout)),
+        search,
+        preincluded,
+    ))
 }
 
 /// Asks gcc the feature tests a walk met.

@@ -201,6 +201,18 @@ fn define(table: &mut HashMap<String, Macro>, text: &[u8]) {
     }
 }
 
+/// The files the compiler reads before the source though no flag names them (gcc's
+/// implicit `stdc-predef.h` on glibc systems, not with `-nostdinc` or `-ffreestanding`):
+/// the prerequisites, besides `/dev/null`, of the depfile a probe of `/dev/null` wrote
+/// with `-MD -MF FILE`. `cwd` makes a relative one absolute.
+pub fn preincluded(depfile: &str, cwd: &Path) -> Vec<PathBuf> {
+    crate::depfile::prerequisites(depfile)
+        .into_iter()
+        .filter(|p| p != Path::new("/dev/null"))
+        .map(|p| cwd.join(p))
+        .collect()
+}
+
 /// A file that, preprocessed with `-dM -E`, answers `tests`: for `("defined", NAME)`,
 /// whether the compiler defines NAME; for `(test, argument)`, the test's value (a version
 /// date for `__has_cpp_attribute`, so each of its bits becomes a macro

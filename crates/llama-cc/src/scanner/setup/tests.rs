@@ -93,7 +93,7 @@ fn a_compile_with_every_search_flag_lists_what_gcc_lists() {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
-    let Some((predefined, system)) = gcc_start("c", &probe, root) else {
+    let Some((predefined, system, preincluded)) = gcc_start("c", &probe, root) else {
         eprintln!("no gcc: skipped");
         return;
     };
@@ -106,7 +106,10 @@ fn a_compile_with_every_search_flag_lists_what_gcc_lists() {
     let search = search_path(&c.includes, &compiler_dirs, root);
     let mut macros = predefined;
     apply(&mut macros, &setup.ops);
-    let forced: Vec<PathBuf> = c.forced_includes.clone();
+    let forced: Vec<PathBuf> = preincluded
+        .into_iter()
+        .chain(c.forced_includes.clone())
+        .collect();
     let mut features = HashMap::new();
     let scanned = loop {
         let start = Start {

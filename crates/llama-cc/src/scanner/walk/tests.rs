@@ -153,7 +153,7 @@ fn has_include_ships_what_it_finds_and_undecidable_text_gives_up() {
 
 /// The walk against gcc's own `-M` on real system headers: nothing gcc reads is missed.
 fn matches_gcc(language: &str, flags: &[&str], text: &str) {
-    let Some((macros, search)) = gcc_start(language, flags, Path::new("/")) else {
+    let Some((macros, search, preincluded)) = gcc_start(language, flags, Path::new("/")) else {
         eprintln!("no gcc: skipped");
         return;
     };
@@ -165,7 +165,7 @@ fn matches_gcc(language: &str, flags: &[&str], text: &str) {
     let scanned = loop {
         let start = Start {
             macros: macros.clone(),
-            forced: &[],
+            forced: &preincluded,
             cplusplus: language == "c++",
             cwd: dir.path(),
             features: &features,
@@ -203,6 +203,13 @@ fn matches_gcc(language: &str, flags: &[&str], text: &str) {
 const C_HEADERS: &str = "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <math.h>\n#include <pthread.h>\n#include <signal.h>\n#include <sys/stat.h>\n#include <fcntl.h>\n#include <unistd.h>\n#include <errno.h>\n#include <time.h>\n#include <locale.h>\n#include <wchar.h>\n#include <inttypes.h>\n#include <sys/socket.h>\n#include <netinet/in.h>\nint main(void) { return 0; }\n";
 
 const CXX_HEADERS: &str = "#include <algorithm>\n#include <functional>\n#include <iostream>\n#include <map>\n#include <memory>\n#include <mutex>\n#include <regex>\n#include <string>\n#include <thread>\n#include <unordered_map>\n#include <vector>\nint main() { return 0; }\n";
+
+#[test]
+fn the_implicit_preinclude_is_listed_without_any_system_header() {
+    matches_gcc("c", &[], "int main(void) { return 0; }\n");
+    matches_gcc("c++", &[], "int main() { return 0; }\n");
+    matches_gcc("c", &["-ffreestanding"], "int main(void) { return 0; }\n");
+}
 
 #[test]
 fn glibc_headers_are_all_found_as_gcc_finds_them() {
