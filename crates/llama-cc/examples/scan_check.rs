@@ -108,10 +108,19 @@ fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, Gi
         file: plan.source.clone(),
         name: what.to_string(),
     };
-    let predefined =
-        probe(&["-dM", "-E"], "/dev/null").ok_or_else(|| unknown("predefined macros"))?;
-    let verbose = probe(&["-E", "-v"], "/dev/null").ok_or_else(|| unknown("search list"))?;
-    let mut search = setup::search_from_verbose(&String::from_utf8_lossy(&verbose.stderr), cwd);
+    // One run: the macros on stdout, the search list on stderr, and in a depfile what is
+    // read before the source unasked.
+    let deps = tempfile::NamedTempFile::new().map_err(|_| unknown("a temporary file"))?;
+    let deps_path = deps.path().to_string_lossy().into_owned();
+    let probed = probe(&["-dM", "-E", "-v", "-MD", "-MF", &deps_path], "/dev/null")
+        .ok_or_else(|| unknown("predefined macros and search list"))?;
+    let stderr = String::from_utf8_lossy(&probed.stderr);
+    let mut search = setup::search_from_verbose(&stderr, cwd);
+    let depfile = std::fs::read_to_string(deps.path()).unwrap_or_default();
+    let forced: Vec<PathBuf> = setup::preincluded(&depfile, cwd)
+        .into_iter()
+        .chain(plan.forced.iter().cloned())
+        .collect();
     search.including_dir_first = !plan.includes.no_source_dir;
     let macros = setup::macro_table(&probed.stdout, &plan.macros.ops);
     let mut features = HashMap::new();
