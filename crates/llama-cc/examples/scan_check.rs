@@ -90,6 +90,10 @@ fn check(compiler: &OsString, args: &[OsString]) -> Option<String> {
     })
 }
 
+/// Walks again after asking the compiler the feature tests a walk met: each answer can
+/// make a branch live that holds more (libstdc++ needs several rounds for a cold cache).
+const MAX_FEATURE_ROUNDS: usize = 10;
+
 /// What the walk lists, asking the compiler only what it would ask once per compiler and
 /// flags: predefined macros, the search chain, feature tests.
 fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, GiveUp> {
@@ -125,7 +129,7 @@ fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, Gi
     let macros = setup::macro_table(&probed.stdout, &plan.macros.ops);
     let mut features = HashMap::new();
     let mut files = DiskFiles::default();
-    for _ in 0..3 {
+    for _ in 0..MAX_FEATURE_ROUNDS {
         let start = Start {
             macros: macros.clone(),
             forced: &forced,
