@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode};
 
 use llama_cc::scanner::setup::{self, Plan};
 use llama_cc::scanner::walk::{self, DiskFiles, GiveUp, Start};
-use llama_cc::{Driver, Family};
+use llama_cc::{Driver, Family, Language};
 
 fn main() -> ExitCode {
     let mut argv = std::env::args_os().skip(1);
@@ -135,6 +135,7 @@ fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, Gi
             forced: &forced,
             cplusplus: lang == "c++",
             cwd,
+            assembler: plan.language == Language::AsmWithCpp,
             features: &features,
         };
         match walk::walk(&plan.source, start, &search, &mut files) {

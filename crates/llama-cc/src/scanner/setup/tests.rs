@@ -117,6 +117,7 @@ fn a_compile_with_every_search_flag_lists_what_gcc_lists() {
             forced: &forced,
             cplusplus: false,
             cwd: root,
+            assembler: false,
             features: &features,
         };
         match walk(&root.join(&c.source), start, &search, &mut Disk) {

@@ -134,6 +134,9 @@ pub struct Start<'a> {
     pub cplusplus: bool,
     /// The compile's working directory (where forced includes are looked for first).
     pub cwd: &'a Path,
+    /// Assembler with the preprocessor (`.S`): a `#` line that is no directive is the
+    /// assembler's (a comment), passed through, not a reason to give up.
+    pub assembler: bool,
     /// Answers to feature tests, by `(test, argument)`.
     pub features: &'a HashMap<(String, String), i64>,
 }
@@ -152,6 +155,7 @@ pub fn walk(
         files,
         macros: start.macros,
         cplusplus: start.cplusplus,
+        assembler: start.assembler,
         features: start.features,
         wanted: Vec::new(),
         scanned: Scanned::default(),
@@ -198,6 +202,7 @@ struct Walker<'a> {
     files: &'a mut dyn Files,
     macros: HashMap<String, Macro>,
     cplusplus: bool,
+    assembler: bool,
     features: &'a HashMap<(String, String), i64>,
     /// Feature tests met and not answered.
     wanted: Vec<(String, String)>,
@@ -364,6 +369,7 @@ impl Walker<'_> {
                     self.once.insert(identity.clone());
                 }
                 Directive::Include { kind, target } => self.include(&at, *kind, target, depth)?,
+                Directive::Unknown(_) if self.assembler => {}
                 Directive::Unknown(name) => {
                     return Err(GiveUp::Directive {
                         file: at.file.clone(),

@@ -25,6 +25,7 @@ fn scan(root: &Path, source: &str, search: &SearchPath, defines: &str) -> Result
         forced: &[],
         cplusplus: false,
         cwd: root,
+        assembler: false,
         features: &features,
     };
     walk(&root.join(source), start, search, &mut Disk)
@@ -123,6 +124,10 @@ fn has_include_ships_what_it_finds_and_undecidable_text_gives_up() {
         ("assert.c", "#assert machine(x86)\n"),
         ("missing.c", "#include <nowhere.h>\n"),
         (
+            "entry.S",
+            "# an assembler comment\n#include <used.h>\n\tmovl $1, %eax # another\n",
+        ),
+        (
             "feature.c",
             "#if __has_builtin(__builtin_expect)\n#include <used.h>\n#endif\n",
         ),
@@ -141,6 +146,18 @@ fn has_include_ships_what_it_finds_and_undecidable_text_gives_up() {
     let give_up = |file| scan(root, file, &search, "").expect_err(file).name();
     assert_eq!(give_up("bad.c"), "condition");
     assert_eq!(give_up("assert.c"), "directive");
+    assert_eq!(give_up("entry.S"), "directive");
+    let features = HashMap::new();
+    let assembler = Start {
+        macros: HashMap::new(),
+        forced: &[],
+        cplusplus: false,
+        cwd: root,
+        assembler: true,
+        features: &features,
+    };
+    let got = walk(&root.join("entry.S"), assembler, &search, &mut Disk).expect("passes # lines");
+    assert_eq!(names(root, &got.read), ["entry.S", "inc/used.h"]);
     assert_eq!(give_up("missing.c"), "not-found");
     assert_eq!(
         scan(root, "feature.c", &search, ""),
@@ -168,6 +185,7 @@ fn matches_gcc(language: &str, flags: &[&str], text: &str) {
             forced: &preincluded,
             cplusplus: language == "c++",
             cwd: dir.path(),
+            assembler: false,
             features: &features,
         };
         match walk(&source, start, &search, &mut Disk) {
