@@ -59,7 +59,9 @@ fn check(compiler: &OsString, args: &[OsString]) -> Option<String> {
         cxx: name.contains("++"),
     };
     let plan = setup::plan(args, &cwd, driver).ok()?;
-    if !plan.language.is_preprocessed_by_compiler() {
+    // A device as the source (`-x c /dev/null`, as configure checks and kbuild's cc-option
+    // compile) is never cached, so never scanned.
+    if !plan.language.is_preprocessed_by_compiler() || !plan.source.is_file() {
         return None;
     }
     let source = plan.source.display().to_string();
