@@ -66,7 +66,7 @@ const MAX_EXPANSION_DEPTH: usize = 64;
 /// The value of `#if expr`: whether the branch is taken.
 pub fn evaluate(expr: &str, cx: &mut dyn Context) -> Result<bool, Undecidable> {
     let tokens = tokenize(expr)?;
-    let expanded = expand(&tokens, cx, 0)?;
+    let expanded = without_space(expand(&tokens, cx, 0)?);
     let mut parser = Parser {
         tokens: &expanded,
         at: 0,
@@ -84,8 +84,13 @@ pub fn evaluate(expr: &str, cx: &mut dyn Context) -> Result<bool, Undecidable> {
 /// quoted form, and the name.
 pub fn header_of(text: &str, cx: &mut dyn Context) -> Result<(bool, String), Undecidable> {
     let tokens = tokenize(text)?;
-    let expanded = expand(&tokens, cx, 0)?;
-    header_name(&expanded)
+    header_name(&without_space(expand(&tokens, cx, 0)?))
+}
+
+/// `tokens` without the white space between them, which only `#` stringizing reads.
+fn without_space(mut tokens: Vec<Token>) -> Vec<Token> {
+    tokens.retain(|t| *t != Token::Space);
+    tokens
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +104,8 @@ enum Token {
     Paste,
     /// An empty argument beside `##`, between substitution and pasting.
     Placemarker,
+    /// White space between two tokens: `#` keeps it as one space when it stringizes.
+    Space,
 }
 
 /// Operators longest first, so that `<<=` is not read as `<` `<=`.
@@ -116,6 +123,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, Undecidable> {
         let c = bytes[i];
         if c.is_ascii_whitespace() {
             i += 1;
+            if !tokens.is_empty() && !bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+                tokens.push(Token::Space);
+            }
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
             while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
@@ -205,7 +215,7 @@ fn expand(tokens: &[Token], cx: &mut dyn Context, depth: usize) -> Result<Vec<To
             }
             "__has_include" | "__has_include_next" => {
                 let args = call_arguments(&mut input)?.concat();
-                let expanded = expand(&plain(&args), cx, depth + 1)?;
+                let expanded = without_space(expand(&plain(&args), cx, depth + 1)?);
                 let (quoted, header) = header_name(&expanded)?;
                 out.push(number(cx.has_include(
                     name == "__has_include_next",
@@ -230,7 +240,7 @@ fn expand(tokens: &[Token], cx: &mut dyn Context, depth: usize) -> Result<Vec<To
                 let body = match &m.params {
                     None => tokenize(&m.body)?,
                     // A function-like macro's name not followed by `(` is left alone.
-                    Some(_) if !matches!(input.front(), Some((Token::Punct("("), _))) => {
+                    Some(_) if !next_is(&input, "(") => {
                         out.push(token);
                         continue;
                     }
@@ -261,12 +271,35 @@ fn number(b: bool) -> Token {
     Token::Number(if b { "1" } else { "0" }.into())
 }
 
+/// Whether the next token of `input` that is not white space is the punctuator `p`.
+fn next_is(input: &VecDeque<Hidden>, p: &str) -> bool {
+    input
+        .iter()
+        .find(|(t, _)| *t != Token::Space)
+        .is_some_and(|(t, _)| *t == Token::Punct(leak(p)))
+}
+
+/// The punctuator `p` as the table spells it (`""` for one it does not have).
+fn leak(p: &str) -> &'static str {
+    PUNCTUATORS.iter().find(|q| **q == p).copied().unwrap_or("")
+}
+
+/// The next token of `input` that is not white space, taken with the space before it.
+fn pop_token(input: &mut VecDeque<Hidden>) -> Option<Hidden> {
+    loop {
+        match input.pop_front() {
+            Some((Token::Space, _)) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// The macro name after `defined`, bare or in parentheses, taken from `input`.
 fn defined_operand(input: &mut VecDeque<Hidden>) -> Result<String, Undecidable> {
     let missing = || undecidable("`defined` without a macro name");
-    match input.pop_front() {
+    match pop_token(input) {
         Some((Token::Ident(name), _)) => Ok(name),
-        Some((Token::Punct("("), _)) => match (input.pop_front(), input.pop_front()) {
+        Some((Token::Punct("("), _)) => match (pop_token(input), pop_token(input)) {
             (Some((Token::Ident(name), _)), Some((Token::Punct(")"), _))) => Ok(name),
             _ => Err(missing()),
         },
@@ -277,7 +310,7 @@ fn defined_operand(input: &mut VecDeque<Hidden>) -> Result<String, Undecidable> 
 /// The arguments of a call whose `(` is next in `input`, split at top-level commas and
 /// taken from `input` with its `)`.
 fn call_arguments(input: &mut VecDeque<Hidden>) -> Result<Vec<Vec<Hidden>>, Undecidable> {
-    if !matches!(input.pop_front(), Some((Token::Punct("("), _))) {
+    if !matches!(pop_token(input), Some((Token::Punct("("), _))) {
         return Err(undecidable("a call without its `(`"));
     }
     let mut args = vec![Vec::new()];
@@ -285,6 +318,9 @@ fn call_arguments(input: &mut VecDeque<Hidden>) -> Result<Vec<Vec<Hidden>>, Unde
     while let Some(hidden) = input.pop_front() {
         match &hidden.0 {
             Token::Punct(")") if depth == 0 => {
+                for arg in &mut args {
+                    trim_space(arg);
+                }
                 if args.len() == 1 && args[0].is_empty() {
                     args.clear();
                 }
@@ -303,6 +339,33 @@ fn call_arguments(input: &mut VecDeque<Hidden>) -> Result<Vec<Vec<Hidden>>, Unde
         }
     }
     Err(undecidable("a call without its `)`"))
+}
+
+/// `arg` without white space at either end.
+fn trim_space(arg: &mut Vec<Hidden>) {
+    while arg.last().is_some_and(|(t, _)| *t == Token::Space) {
+        arg.pop();
+    }
+    let lead = arg.iter().take_while(|(t, _)| *t == Token::Space).count();
+    arg.drain(..lead);
+}
+
+/// A macro body's tokens without the white space around `##` and after `#`, which do not
+/// take part in pasting or stringizing.
+fn body_tokens(body: &str) -> Result<Vec<Token>, Undecidable> {
+    let tokens = tokenize(body)?;
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        let after_operator = matches!(out.last(), Some(Token::Punct("#" | "##")));
+        if t == Token::Space && after_operator {
+            continue;
+        }
+        if t == Token::Punct("##") && out.last() == Some(&Token::Space) {
+            out.pop();
+        }
+        out.push(t);
+    }
+    Ok(out)
 }
 
 /// A function-like macro's body with its parameters replaced: by the argument as written
@@ -340,7 +403,7 @@ fn substitute(
             "a macro called with the wrong number of arguments",
         ));
     }
-    let body = tokenize(body)?;
+    let body = body_tokens(body)?;
     let param = |t: &Token| match t {
         Token::Ident(n) => names.iter().position(|p| p == n),
         _ => None,
@@ -411,13 +474,10 @@ fn paste(tokens: Vec<Token>) -> Result<Vec<Token>, Undecidable> {
     Ok(out)
 }
 
-/// Tokens written back as text with one space between them, as `#` stringizes.
+/// Tokens written back as text the way `#` stringizes them: each run of white space as
+/// one space, none where the source had none.
 fn spell_spaced(tokens: &[Token]) -> String {
-    let words: Vec<String> = tokens
-        .iter()
-        .map(|t| spell(std::slice::from_ref(t)))
-        .collect();
-    words.join(" ").replace('\\', "\\\\").replace('"', "\\\"")
+    spell(tokens).replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// The header an `__has_include` names: `"name"` or `<name>` (the tokens between the
@@ -430,8 +490,7 @@ fn header_name(tokens: &[Token]) -> Result<(bool, String), Undecidable> {
     }
 }
 
-/// Tokens written back as text, without the spaces between them (header names and
-/// feature arguments do not have any that matter).
+/// Tokens written back as text, white space as one space.
 fn spell(tokens: &[Token]) -> String {
     tokens
         .iter()
@@ -439,6 +498,7 @@ fn spell(tokens: &[Token]) -> String {
             Token::Ident(s) | Token::Number(s) | Token::Char(s) | Token::Str(s) => s.as_str(),
             Token::Punct(p) => p,
             Token::Paste | Token::Placemarker => "",
+            Token::Space => " ",
         })
         .collect()
 }

@@ -154,6 +154,34 @@ fn token_pasting_works_as_glibc_uses_it() {
 }
 
 #[test]
+fn stringizing_keeps_the_spacing_of_the_source() {
+    // Linux's trace headers: `#include TRACE_INCLUDE(TRACE_INCLUDE_FILE)`.
+    let t = &mut Table::with(&[
+        "__stringify_1(x...) #x",
+        "__stringify(x...) __stringify_1(x)",
+        "TRACE_INCLUDE_PATH asm/trace/",
+        "TRACE_INCLUDE(system) __stringify(TRACE_INCLUDE_PATH/system.h)",
+        "SPACED(x) # x",
+        "PASTE(a, b) a ## b",
+        "ID(x) x",
+    ]);
+    assert_eq!(
+        header_of("TRACE_INCLUDE(fpu)", t),
+        Ok((true, "asm/trace//fpu.h".to_string()))
+    );
+    assert_eq!(
+        header_of("SPACED(  a   b  )", t),
+        Ok((true, "a b".to_string()))
+    );
+    assert_eq!(
+        header_of("__stringify(x+y - z)", t),
+        Ok((true, "x+y - z".to_string()))
+    );
+    assert_eq!(eval("PASTE( 1 , 2 ) == 12 && ID ( 3 ) == 3", t), Ok(true));
+    assert_eq!(eval("defined ( ID ) && defined ID", t), Ok(true));
+}
+
+#[test]
 fn has_include_asks_the_walk_with_the_name_as_written() {
     let t = &mut Table::with(&["HDR <sys/cfg.h>", "QHDR \"local.h\""]);
     t.headers = vec![(false, "sys/cfg.h".into()), (true, "local.h".into())];
