@@ -2,6 +2,7 @@
 //! says (its predefined macros, search path and feature tests).
 
 use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,18 +87,10 @@ pub(crate) fn gcc_features(
     let dir = tempfile::tempdir().expect("tempdir");
     let probe = dir.path().join("probe");
     fs::write(&probe, super::setup::feature_probe(tests)).expect("write");
-    let out = Command::new("gcc")
-        .current_dir(cwd)
-        .args(flags)
-        .args(["-x", language, "-dM", "-E"])
-        .arg(&probe)
-        .output()
-        .expect("gcc runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+    args.extend(["-x", language, "-dM", "-E"].map(OsString::from));
+    args.push(probe.into_os_string());
+    let out = gcc(cwd, &args);
     into.extend(super::setup::feature_answers(&out.stdout, tests));
 }
 
@@ -127,4 +120,19 @@ pub(crate) fn assert_covers(
     let missed: Vec<_> = gcc.difference(&ours).collect();
     assert!(missed.is_empty(), "the scanner missed {missed:?}");
     ours
+}
+
+/// gcc run in `cwd` with `args`, which must succeed.
+pub(crate) fn gcc(cwd: &Path, args: &[OsString]) -> std::process::Output {
+    let out = Command::new("gcc")
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("gcc runs");
+    assert!(
+        out.status.success(),
+        "gcc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

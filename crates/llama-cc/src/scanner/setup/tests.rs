@@ -2,13 +2,12 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::*;
 use crate::compilation::{Driver, Verdict};
 use crate::remote_args::remote_args;
 use crate::scanner::testing::{
-    Disk, assert_covers, canonical, depfile_paths, gcc_features, gcc_start,
+    Disk, assert_covers, canonical, depfile_paths, gcc, gcc_features, gcc_start,
 };
 use crate::scanner::walk::{GiveUp, Start, walk};
 
@@ -125,17 +124,9 @@ fn a_compile_with_every_search_flag_lists_what_gcc_lists() {
             other => break other.expect("the walk decides"),
         }
     };
-    let out = Command::new("gcc")
-        .current_dir(root)
-        .args(&discovery)
-        .args(["-M", "-MF", "deps.d"])
-        .output()
-        .expect("gcc runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = discovery.clone();
+    args.extend(["-M", "-MF", "deps.d"].map(OsString::from));
+    gcc(root, &args);
     let depfile = fs::read_to_string(root.join("deps.d")).expect("depfile");
     let gcc = depfile_paths(&depfile, root);
     let ours = assert_covers(&gcc, &scanned.read, root);

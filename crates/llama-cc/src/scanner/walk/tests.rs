@@ -1,11 +1,11 @@
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::*;
 use crate::scanner::testing::{
-    Disk, assert_covers, depfile_paths, gcc_features, gcc_start, macros_of,
+    Disk, assert_covers, depfile_paths, gcc, gcc_features, gcc_start, macros_of,
 };
 
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -196,18 +196,11 @@ fn matches_gcc(language: &str, flags: &[&str], text: &str) {
             other => break other.expect("the walk decides"),
         }
     };
-    let out = Command::new("gcc")
-        .args(flags)
-        .args(["-x", language, "-M"])
-        .arg(&source)
-        .output()
-        .expect("gcc runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let root = Path::new("/");
+    let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+    args.extend(["-x", language, "-M"].map(OsString::from));
+    args.push(source.clone().into_os_string());
+    let out = gcc(root, &args);
     let gcc = depfile_paths(&String::from_utf8_lossy(&out.stdout), root);
     let ours = assert_covers(&gcc, &scanned.read, root);
     eprintln!(
