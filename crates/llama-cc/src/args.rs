@@ -377,7 +377,7 @@ impl State {
         }
         // Cached, an empty name would make the working directory itself the output.
         if output.as_os_str().is_empty() {
-            return Err(LocalReason::EmptyOutput);
+            return Err(LocalReason::EmptyOutput("-o"));
         }
 
         let mut extra_outputs = Vec::new();
@@ -430,7 +430,7 @@ impl State {
 
     /// The depfile asked for, named for `output`.
     fn depfile(&mut self, output: &Path) -> Result<Option<DepFile>, LocalReason> {
-        let (kind, path) = match (self.dep_file, self.dep_file_at.take()) {
+        let (kind, path, flag) = match (self.dep_file, self.dep_file_at.take()) {
             (None, None) => return Ok(None),
             // Two depfiles, or one written twice: not worth the risk.
             (Some(_), Some((_, _, carrier))) => return Err(LocalReason::TooHard(carrier)),
@@ -439,15 +439,19 @@ impl State {
                     Some(path) => path,
                     None => output.with_extension("d"),
                 };
-                (kind, path)
+                (kind, path, "-MF")
             }
             // Which of -MF and the preprocessor's path gcc's cc1 takes depends on their
             // order in its command line, which the driver decides.
             (None, Some((_, _, carrier))) if self.dep_path.is_some() => {
                 return Err(LocalReason::TooHard(carrier));
             }
-            (None, Some((kind, path, _))) => (kind, path),
+            (None, Some((kind, path, carrier))) => (kind, path, carrier),
         };
+        // gcc cannot open it and fails; cached, the depfile would be the working directory.
+        if path.as_os_str().is_empty() {
+            return Err(LocalReason::EmptyOutput(flag));
+        }
         Ok(Some(DepFile {
             path,
             kind,

@@ -382,8 +382,9 @@ pub enum LocalReason {
     UnknownLanguage(String),
     /// `-o -`: the output goes to standard output.
     StdoutOutput,
-    /// `-o ""`: gcc refuses an empty output name, and llamacc leaves it to say so.
-    EmptyOutput,
+    /// `-o ""` or `-MF ""` (the flag named): gcc refuses an empty output name, and llamacc
+    /// leaves it to say so.
+    EmptyOutput(&'static str),
     /// An `@file` that cannot be read (as spelled); the compiler reports it.
     ResponseFileUnreadable(PathBuf),
     /// `@file`s nested too deep, likely one that names itself (the innermost, as spelled).
@@ -407,7 +408,7 @@ impl LocalReason {
             LocalReason::StdinSource => "stdin-source".into(),
             LocalReason::UnknownLanguage(_) => "unknown-language".into(),
             LocalReason::StdoutOutput => "stdout-output".into(),
-            LocalReason::EmptyOutput => "empty-output".into(),
+            LocalReason::EmptyOutput(_) => "empty-output".into(),
             LocalReason::ResponseFileUnreadable(_) => "response-file-unreadable".into(),
             LocalReason::ResponseFileTooDeep(_) => "response-file-too-deep".into(),
             LocalReason::ResponseFileTooLarge(_) => "response-file-too-large".into(),
@@ -438,7 +439,7 @@ impl fmt::Display for LocalReason {
                 write!(f, "language `{name}` is not cached")
             }
             LocalReason::StdoutOutput => write!(f, "the output goes to standard output"),
-            LocalReason::EmptyOutput => write!(f, "the output name given with -o is empty"),
+            LocalReason::EmptyOutput(flag) => write!(f, "the file name given with {flag} is empty"),
             LocalReason::ResponseFileUnreadable(path) => {
                 write!(f, "cannot read response file `{}`", path.display())
             }

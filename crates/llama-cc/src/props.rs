@@ -412,7 +412,7 @@ fn r12_empty_output_runs_the_compiler() {
     for family in [Family::Gcc, Family::Clang] {
         assert_eq!(
             args::parse(&args, Path::new("/nonexistent"), family),
-            Verdict::Local(LocalReason::EmptyOutput)
+            Verdict::Local(LocalReason::EmptyOutput("-o"))
         );
     }
 }

@@ -1140,3 +1140,18 @@ fn reasons_have_distinct_names_and_text() {
         "the source has no extension and no -x names its language"
     );
 }
+
+#[test]
+fn an_empty_depfile_name_runs_the_compiler() {
+    let args = |extra: &[&str]| {
+        let mut a = words("-c a.c -MD");
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    let verdict = |extra: &[&str]| parse(&args(extra), Path::new("/src"), Family::Gcc);
+    assert_eq!(verdict(&["-MF", ""]), local(LocalReason::EmptyOutput("-MF")));
+    assert_eq!(
+        LocalReason::EmptyOutput("-MF").to_string(),
+        "the file name given with -MF is empty"
+    );
+}
