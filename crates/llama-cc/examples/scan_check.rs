@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use llama_cc::scanner::setup::{self, Plan};
+use llama_cc::scanner::setup::{self, Plan, Probed};
 use llama_cc::scanner::walk::{self, DiskFiles, GiveUp, Start};
 use llama_cc::{Driver, Family, Language};
 
@@ -92,13 +92,40 @@ fn check(compiler: &OsString, args: &[OsString]) -> Option<String> {
     })
 }
 
+/// Why a compile was not decided by the walk.
+#[derive(Debug)]
+enum Failure {
+    /// The walk gave up (the daemon would ask `-M`).
+    GiveUp(GiveUp),
+    /// A probe of the compiler failed (the daemon would ask `-M` too).
+    Probe(String),
+}
+
+impl Failure {
+    fn name(&self) -> &'static str {
+        match self {
+            Failure::GiveUp(g) => g.name(),
+            Failure::Probe(_) => "probe",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::GiveUp(g) => write!(f, "{g}"),
+            Failure::Probe(why) => write!(f, "{why}"),
+        }
+    }
+}
+
 /// Walks again after asking the compiler the feature tests a walk met: each answer can
 /// make a branch live that holds more (libstdc++ needs several rounds for a cold cache).
 const MAX_FEATURE_ROUNDS: usize = 10;
 
 /// What the walk lists, asking the compiler only what it would ask once per compiler and
 /// flags: predefined macros, the search chain, feature tests.
-fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, GiveUp> {
+fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, Failure> {
     let lang = plan.language.gcc_name();
     let probe = |extra: &[&str], file: &str| {
         Command::new(compiler)
@@ -110,25 +137,26 @@ fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, Gi
             .ok()
             .filter(|o| o.status.success())
     };
-    let unknown = |what: &str| GiveUp::NotFound {
-        file: plan.source.clone(),
-        name: what.to_string(),
-    };
-    // One run: the macros on stdout, the search list on stderr, and in a depfile what is
+    // One run: the macros on stdout, the search chain on stderr, and in a depfile what is
     // read before the source unasked.
-    let deps = tempfile::NamedTempFile::new().map_err(|_| unknown("a temporary file"))?;
+    let deps = tempfile::NamedTempFile::new().map_err(|e| Failure::Probe(e.to_string()))?;
     let deps_path = deps.path().to_string_lossy().into_owned();
-    let probed = probe(&["-dM", "-E", "-v", "-MD", "-MF", &deps_path], "/dev/null")
-        .ok_or_else(|| unknown("predefined macros and search list"))?;
-    let stderr = String::from_utf8_lossy(&probed.stderr);
-    let mut search = setup::search_from_verbose(&stderr, cwd);
+    let mut flags: Vec<&str> = setup::PROBE_FLAGS.to_vec();
+    flags.extend(["-MD", "-MF", &deps_path]);
+    let out = probe(&flags, "/dev/null")
+        .ok_or_else(|| Failure::Probe("the compiler's probe of /dev/null failed".into()))?;
     let depfile = std::fs::read_to_string(deps.path()).unwrap_or_default();
-    let forced: Vec<PathBuf> = setup::preincluded(&depfile, cwd)
+    let Probed {
+        mut macros,
+        mut search,
+        preincluded,
+    } = Probed::read(&out.stdout, &out.stderr, &depfile, cwd);
+    search.including_dir_first = !plan.includes.no_source_dir;
+    setup::apply(&mut macros, &plan.macros.ops);
+    let forced: Vec<PathBuf> = preincluded
         .into_iter()
         .chain(plan.forced.iter().cloned())
         .collect();
-    search.including_dir_first = !plan.includes.no_source_dir;
-    let macros = setup::macro_table(&probed.stdout, &plan.macros.ops);
     let mut features = HashMap::new();
     let mut files = DiskFiles::default();
     for _ in 0..MAX_FEATURE_ROUNDS {
@@ -142,10 +170,12 @@ fn scan(compiler: &OsString, plan: &Plan, cwd: &Path) -> Result<Vec<PathBuf>, Gi
         };
         match walk::walk(&plan.source, start, &search, &mut files) {
             Err(GiveUp::Features(tests)) => answer(&probe, &tests, &mut features)?,
-            other => return other.map(|s| s.read),
+            other => return other.map(|s| s.read).map_err(Failure::GiveUp),
         }
     }
-    Err(unknown("feature tests"))
+    Err(Failure::Probe(format!(
+        "feature tests still unanswered after {MAX_FEATURE_ROUNDS} rounds"
+    )))
 }
 
 /// Asks the compiler `tests` in one preprocessing of a generated file.
@@ -153,12 +183,13 @@ fn answer(
     probe: &dyn Fn(&[&str], &str) -> Option<std::process::Output>,
     tests: &[(String, String)],
     into: &mut HashMap<(String, String), i64>,
-) -> Result<(), GiveUp> {
-    let failed = || GiveUp::Features(tests.to_vec());
-    let dir = tempfile::tempdir().map_err(|_| failed())?;
+) -> Result<(), Failure> {
+    let failed = |why: String| Failure::Probe(format!("asking feature tests: {why}"));
+    let dir = tempfile::tempdir().map_err(|e| failed(e.to_string()))?;
     let file = dir.path().join("features");
-    std::fs::write(&file, setup::feature_probe(tests)).map_err(|_| failed())?;
-    let out = probe(&["-dM", "-E"], &file.to_string_lossy()).ok_or_else(failed)?;
+    std::fs::write(&file, setup::feature_probe(tests)).map_err(|e| failed(e.to_string()))?;
+    let out = probe(&["-dM", "-E"], &file.to_string_lossy())
+        .ok_or_else(|| failed("the compiler failed".into()))?;
     into.extend(setup::feature_answers(&out.stdout, tests));
     Ok(())
 }

@@ -269,21 +269,13 @@ fn relevant_flags(args: &[OsString]) -> Vec<OsString> {
 }
 
 /// Reads the `#include <...> search starts here:` list from `cc -E -v` output.
-pub(crate) fn parse_search_list(stderr: &str) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    let mut inside = false;
-    for line in stderr.lines() {
-        if line.starts_with("#include <...> search starts here:") {
-            inside = true;
-        } else if line.starts_with("End of search list.") {
-            break;
-        } else if inside && let Some(dir) = line.strip_prefix(' ') {
-            // clang marks framework directories; they hold no plain headers.
-            let dir = dir.trim_end_matches(" (framework directory)");
-            dirs.push(fs::canonicalize(dir).unwrap_or_else(|_| PathBuf::from(dir)));
-        }
-    }
-    dirs
+fn parse_search_list(stderr: &str) -> Vec<PathBuf> {
+    // The probe runs in `/`, so a relative directory is taken against it.
+    crate::scanner::setup::search_from_verbose(stderr, Path::new("/"))
+        .angled
+        .into_iter()
+        .map(|dir| fs::canonicalize(&dir).unwrap_or(dir))
+        .collect()
 }
 
 fn walk(dir: &Path, out: &mut Vec<(PathBuf, [u64; 4])>, dirs: &mut Vec<PathBuf>) {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::directives::{self, Directive, Directives};
 use super::expr::Macro;
+use super::setup::{PROBE_FLAGS, Probed};
 use super::walk::{Files, SearchPath};
 
 /// The real file system, directives extracted on each read.
@@ -56,24 +57,14 @@ pub(crate) fn gcc_start(
             .ok()
             .filter(|o| o.status.success())
     };
-    let defines = run(&["-dM", "-E"])?;
     let deps = tempfile::NamedTempFile::new().expect("temporary file");
     let deps_path = deps.path().to_string_lossy().into_owned();
-    let verbose = run(&["-E", "-v", "-MD", "-MF", &deps_path])?;
-    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    let mut extra: Vec<&str> = PROBE_FLAGS.to_vec();
+    extra.extend(["-MD", "-MF", &deps_path]);
+    let out = run(&extra)?;
     let depfile = fs::read_to_string(deps.path()).expect("depfile");
-    let preincluded = super::setup::preincluded(&depfile, cwd);
-    let angled = crate::sysdirs::parse_search_list(&stderr);
-    let search = SearchPath {
-        quote: Vec::new(),
-        angled,
-        including_dir_first: true,
-    };
-    Some((
-        macros_of(&String::from_utf8_lossy(&defines.stdout)),
-        search,
-        preincluded,
-    ))
+    let probed = Probed::read(&out.stdout, &out.stderr, &depfile, cwd);
+    Some((probed.macros, probed.search, probed.preincluded))
 }
 
 /// Asks gcc the feature tests a walk met.

@@ -1,6 +1,7 @@
-//! What a walk starts from, taken from a compile's command line: the arguments that ask the
-//! compiler for its predefined macros, the `-D` and `-U` applied after them in order, and
-//! the search path with gcc's rules for directories named twice.
+//! What a walk starts from, taken from a compile's command line and one probe of the
+//! compiler: the arguments that ask it for its predefined macros and search path, the `-D`
+//! and `-U` applied after them in order, what it reads before the source unasked, and the
+//! answers to feature tests.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -65,8 +66,38 @@ pub fn plan(args: &[OsString], cwd: &Path, driver: Driver) -> Result<Plan, PlanE
     })
 }
 
+/// The flags of the one probe a walk needs; the caller adds `-MD -MF FILE -x LANG
+/// /dev/null` after the plan's probe arguments, and reads the result with [`Probed::read`].
+pub const PROBE_FLAGS: &[&str] = &["-dM", "-E", "-v"];
+
+/// What one probe of the compiler says: its predefined macros (stdout), its search chain
+/// (stderr) and what it reads before the source unasked (the depfile).
+#[derive(Debug, Clone)]
+pub struct Probed {
+    /// The macros before `-D` and `-U`.
+    pub macros: HashMap<String, Macro>,
+    /// The search chain.
+    pub search: SearchPath,
+    /// The implicit pre-includes, absolute.
+    pub preincluded: Vec<PathBuf>,
+}
+
+impl Probed {
+    /// Reads a probe's output; `cwd` is where it ran.
+    pub fn read(stdout: &[u8], stderr: &[u8], depfile: &str, cwd: &Path) -> Probed {
+        Probed {
+            macros: macro_table(stdout, &[]),
+            search: search_from_verbose(&String::from_utf8_lossy(stderr), cwd),
+            preincluded: preincluded(depfile, cwd),
+        }
+    }
+}
+
 /// Both search lists `gcc -E -v` prints: `"..."` (the quote chain) and `<...>`; a relative
-/// directory is taken against `cwd`.
+/// directory is taken against `cwd`. Asked with the compile's own search flags, this is the
+/// chain exactly as the compiler built it (repeats dropped, a `-I` that names a system
+/// directory ignored, nonexistent directories left out), so the scanner does not restate
+/// those rules.
 pub fn search_from_verbose(stderr: &str, cwd: &Path) -> SearchPath {
     let mut search = SearchPath {
         including_dir_first: true,
@@ -253,50 +284,6 @@ pub fn feature_answers(output: &[u8], tests: &[(String, String)]) -> Vec<((Strin
             (key.clone(), value)
         })
         .collect()
-}
-
-/// The search path of a compile: `-iquote`, then `-I`, `-isystem`, the compiler's system
-/// directories (`system`, in its order), `-idirafter`, each relative to `cwd`. A directory
-/// named twice is searched once, where gcc 12 puts it (as `gcc -v` shows): the first of
-/// repeats within the system and `-idirafter` chain; a `-I` directory also in that chain
-/// only there ("a non-system directory that duplicates a system directory"); the first of
-/// repeats within `-iquote`, which keeps a directory also given with `-I`.
-pub fn search_path(includes: &IncludeSearch, system: &[PathBuf], cwd: &Path) -> SearchPath {
-    let abs = |dirs: &[PathBuf]| -> Vec<PathBuf> { dirs.iter().map(|d| cwd.join(d)).collect() };
-    let system_chain = unique(
-        abs(&includes.system)
-            .into_iter()
-            .chain(system.iter().cloned())
-            .chain(abs(&includes.after)),
-        &[],
-    );
-    let mut angled = unique(abs(&includes.bracket), &system_chain);
-    angled.extend(system_chain);
-    SearchPath {
-        quote: unique(abs(&includes.quote), &[]),
-        angled,
-        including_dir_first: !includes.no_source_dir,
-    }
-}
-
-/// `dirs` without repeats (the first kept) and without those in `later`.
-fn unique(dirs: impl IntoIterator<Item = PathBuf>, later: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = Vec::new();
-    for dir in dirs {
-        if !out.iter().chain(later).any(|d| same_dir(d, &dir)) {
-            out.push(dir);
-        }
-    }
-    out
-}
-
-/// The same directory, by name or (gcc compares inodes) through links.
-fn same_dir(a: &Path, b: &Path) -> bool {
-    a == b
-        || match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        }
 }
 
 #[cfg(test)]

@@ -92,17 +92,13 @@ fn a_compile_with_every_search_flag_lists_what_gcc_lists() {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
-    let Some((predefined, system, preincluded)) = gcc_start("c", &probe, root) else {
+    let Some((predefined, search, preincluded)) = gcc_start("c", &probe, root) else {
         eprintln!("no gcc: skipped");
         return;
     };
-    // gcc's own list includes the -I and -isystem directories; the compiler's are the rest.
-    let compiler_dirs: Vec<PathBuf> = system
-        .angled
-        .into_iter()
-        .filter(|d| !d.starts_with(root) && !d.is_relative())
-        .collect();
-    let search = search_path(&c.includes, &compiler_dirs, root);
+    // The probe carries the compile's search flags, so gcc reports the whole chain.
+    let mut search = search;
+    search.including_dir_first = !c.includes.no_source_dir;
     let mut macros = predefined;
     apply(&mut macros, &setup.ops);
     let forced: Vec<PathBuf> = preincluded
