@@ -1149,7 +1149,10 @@ fn an_empty_depfile_name_runs_the_compiler() {
         a
     };
     let verdict = |extra: &[&str]| parse(&args(extra), Path::new("/src"), Family::Gcc);
-    assert_eq!(verdict(&["-MF", ""]), local(LocalReason::EmptyOutput("-MF")));
+    assert_eq!(
+        verdict(&["-MF", ""]),
+        local(LocalReason::EmptyOutput("-MF"))
+    );
     assert_eq!(
         LocalReason::EmptyOutput("-MF").to_string(),
         "the file name given with -MF is empty"

@@ -209,9 +209,9 @@ struct Walker<'a> {
     scanned: Scanned,
     seen: HashSet<PathBuf>,
     /// Files that said `#pragma once` or came through `#import`.
-    once: HashSet<PathBuf>,
+    once: HashSet<FileId>,
     /// Files wrapped in an include guard, and its macro.
-    guards: HashMap<PathBuf, String>,
+    guards: HashMap<FileId, String>,
     /// The file whose `#if` is being evaluated (for `__has_include_next`).
     current: Location,
 }
@@ -259,12 +259,7 @@ impl Walker<'_> {
                 found_at: None,
             });
         }
-        let chain: Vec<&PathBuf> = self
-            .search
-            .quote
-            .iter()
-            .chain(self.search.angled.iter())
-            .collect();
+        let search = self.search;
         let first = match (next, from.found_at) {
             (true, Some(at)) => at + 1,
             _ if quoted => {
@@ -283,7 +278,8 @@ impl Walker<'_> {
             }
             _ => self.search.quote.len(),
         };
-        for (at, dir) in chain.iter().enumerate().skip(first) {
+        let chain = search.quote.iter().chain(search.angled.iter());
+        for (at, dir) in chain.enumerate().skip(first) {
             let candidate = dir.join(name_path);
             if self.exists(&candidate) {
                 return Some(Location {
@@ -406,18 +402,11 @@ impl Walker<'_> {
                 file: at.file.clone(),
                 name: name.clone(),
             })?;
-        if kind == IncludeKind::Import {
-            // Entered this once; the identity goes in the once set after.
-            let identity = identity(&found.file);
-            if self.once.contains(&identity) {
-                self.record(&found.file);
-                return Ok(());
-            }
-            self.enter(found, depth + 1)?;
-            self.once.insert(identity);
-            return Ok(());
-        }
-        self.enter(found, depth + 1)
+        // `#import`: entered at most once, like a file that says `#pragma once`.
+        let imported = (kind == IncludeKind::Import).then(|| identity(&found.file));
+        self.enter(found, depth + 1)?;
+        self.once.extend(imported);
+        Ok(())
     }
 
     /// Whether the branch a conditional directive opens is taken.
@@ -489,10 +478,21 @@ impl Context for Walker<'_> {
     }
 }
 
-/// What `#pragma once` and include guards know a file by: its path with links resolved,
-/// as the compiler knows it by its inode (the path as given when that fails).
-fn identity(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+/// What `#pragma once` and include guards know a file by: its device and inode, as the
+/// compiler does (one `stat`, where resolving the path's links would take one per
+/// component); the path as given when it cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FileId {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn identity(path: &Path) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => FileId::Inode(m.dev(), m.ino()),
+        Err(_) => FileId::Path(path.to_path_buf()),
+    }
 }
 
 #[cfg(test)]

@@ -239,3 +239,33 @@ fn libstdcxx_headers_are_all_found_as_gcc_finds_them() {
     matches_gcc("c++", &["-std=c++11"], CXX_HEADERS);
     matches_gcc("c++", &["-std=c++20", "-pthread"], CXX_HEADERS);
 }
+
+#[test]
+fn import_and_pragma_once_enter_a_file_once_through_any_path() {
+    let dir = tree(&[
+        (
+            "main.c",
+            "#import \"i.h\"\n#import \"i.h\"\n#include \"o.h\"\n#include \"sub/../o.h\"\n",
+        ),
+        (
+            "i.h",
+            "#ifdef SEEN_I\n#include \"again_i.h\"\n#endif\n#define SEEN_I\n",
+        ),
+        (
+            "o.h",
+            "#pragma once\n#ifdef SEEN_O\n#include \"again_o.h\"\n#endif\n#define SEEN_O\n",
+        ),
+        ("sub/keep", ""),
+        ("again_i.h", ""),
+        ("again_o.h", ""),
+    ]);
+    let search = SearchPath {
+        including_dir_first: true,
+        ..SearchPath::default()
+    };
+    let got = scan(dir.path(), "main.c", &search, "").expect("scans");
+    assert_eq!(
+        names(dir.path(), &got.read),
+        ["main.c", "i.h", "o.h", "sub/../o.h"]
+    );
+}
