@@ -128,6 +128,11 @@ fn logical_lines(text: &[u8]) -> Vec<Vec<u8>> {
     let mut i = 0;
     while i < text.len() {
         let c = text[i];
+        let raw_end = if c == b'R' {
+            raw_string_end(&text, i)
+        } else {
+            None
+        };
         match c {
             b'\n' => {
                 lines.push(std::mem::take(&mut line));
@@ -152,13 +157,8 @@ fn logical_lines(text: &[u8]) -> Vec<Vec<u8>> {
                 line.extend_from_slice(&text[i..end]);
                 i = end;
             }
-            b'R' if raw_string_start(&text, i).is_some() => {
-                let end = raw_string_start(&text, i)
-                    .and_then(|(open, delim)| {
-                        let close = [b")".as_slice(), &delim, b"\""].concat();
-                        find(&text[open..], &close).map(|at| open + at + close.len())
-                    })
-                    .unwrap_or(text.len());
+            b'R' if raw_end.is_some() => {
+                let end = raw_end.unwrap_or(text.len());
                 // Its newlines belong to the literal: none of its lines is a directive.
                 line.extend(
                     text[i..end]
@@ -218,8 +218,8 @@ fn literal_end(text: &[u8], start: usize) -> usize {
 }
 
 /// If a raw string literal opens at `at` (`R"delim(`, after an encoding prefix or not,
-/// not inside an identifier): where its body starts and its delimiter.
-fn raw_string_start(text: &[u8], at: usize) -> Option<(usize, Vec<u8>)> {
+/// not inside an identifier): where it ends, after its `)delim"`.
+fn raw_string_end(text: &[u8], at: usize) -> Option<usize> {
     let mut before = at;
     // An encoding prefix: u8R, uR, UR, LR.
     while before > 0 && matches!(text[before - 1], b'u' | b'U' | b'L' | b'8') {
@@ -240,7 +240,13 @@ fn raw_string_start(text: &[u8], at: usize) -> Option<(usize, Vec<u8>)> {
     let valid = delim
         .iter()
         .all(|&b| b.is_ascii_graphic() && !matches!(b, b'\\' | b'(' | b')' | b'"'));
-    valid.then(|| (delim_start + open + 1, delim.to_vec()))
+    if !valid {
+        return None;
+    }
+    let body = delim_start + open + 1;
+    let close = [b")".as_slice(), delim, b"\""].concat();
+    // Unterminated: the literal runs to the end of the file (the compiler says so).
+    Some(find(&text[body..], &close).map_or(text.len(), |end| body + end + close.len()))
 }
 
 fn is_ident_byte(b: u8) -> bool {

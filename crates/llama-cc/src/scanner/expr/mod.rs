@@ -276,11 +276,11 @@ fn next_is(input: &VecDeque<Hidden>, p: &str) -> bool {
     input
         .iter()
         .find(|(t, _)| *t != Token::Space)
-        .is_some_and(|(t, _)| *t == Token::Punct(leak(p)))
+        .is_some_and(|(t, _)| *t == Token::Punct(punctuator(p)))
 }
 
 /// The punctuator `p` as the table spells it (`""` for one it does not have).
-fn leak(p: &str) -> &'static str {
+fn punctuator(p: &str) -> &'static str {
     PUNCTUATORS.iter().find(|q| **q == p).copied().unwrap_or("")
 }
 
