@@ -41,7 +41,7 @@ table="| corpus | compiler | compiles | missed a header | gave up | headers gcc 
 missed_any=0
 for corpus in "${corpora[@]}"; do
   tree=$work/$corpus log=$work/$corpus.log
-  "$root/scripts/corpus-tree" "$corpus" "$tree"
+  "$root/scripts/corpus-tree" "$corpus" "$tree" >/dev/null
   SCAN_CHECK_LOG=$log "$root/scripts/corpus-build" "$corpus" "$tree" "$check $cc" "$check $cxx" \
     > "$work/$corpus.build.log" 2>&1 \
     || { echo "bench/scan-check.sh: the $corpus build failed (see below)" >&2; tail -30 "$work/$corpus.build.log" >&2; exit 1; }
