@@ -35,6 +35,10 @@ const VARS: &[Var] = &[
         apply: |s, v| s.function = v.to_string(),
     },
     Var {
+        name: "INCLUDE_SCANNER",
+        apply: |s, v| s.include_scanner = truthy(v),
+    },
+    Var {
         name: "LOCAL",
         apply: |s, v| s.local = truthy(v),
     },
@@ -91,6 +95,9 @@ pub struct Settings {
     pub filter_warnings: Vec<String>,
     /// `LLAMACC_LOCAL_FALLBACK`: compile locally when a remote backend fails (default on).
     pub local_fallback: bool,
+    /// `LLAMACC_INCLUDE_SCANNER`: list a remote compile's headers with the include scanner,
+    /// asking the compiler's `-M` only where it cannot decide (default on; off: `-M` always).
+    pub include_scanner: bool,
     /// `LLAMACC_*` variables that are not known, as `NAME=value`.
     pub unknown: Vec<String>,
 }
@@ -109,6 +116,7 @@ impl Default for Settings {
             build_id: None,
             filter_warnings: Vec::new(),
             local_fallback: true,
+            include_scanner: true,
             unknown: Vec::new(),
         }
     }

@@ -264,6 +264,22 @@ pub struct StatsSnapshot {
     /// this machine's backend.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cost: BTreeMap<String, f64>,
+    /// How remote compiles' inputs were listed: [`scan::WALKED`] by the include scanner,
+    /// [`scan::MISSED`] found short by the compiler after a failed compile, any other key a
+    /// reason the compiler's `-M` was asked instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scanner: BTreeMap<String, u64>,
+}
+
+/// The include scanner's counters that are not reasons to ask `-M`.
+pub mod scan {
+    /// Inputs listed by the scanner's walk.
+    pub const WALKED: &str = "walked";
+    /// A failed remote compile whose inputs the compiler's `-M` found short: the scanner
+    /// missed a header (a bug: it is compiled again with the compiler's list).
+    pub const MISSED: &str = "missed";
+    /// `LLAMACC_INCLUDE_SCANNER=0`: the compiler's `-M` was asked.
+    pub const SWITCHED_OFF: &str = "switched-off";
 }
 
 /// How `llama stats` shows each cost entry: (name, label, decimals).
@@ -307,6 +323,12 @@ impl Stats {
             *s.reasons.entry(reason.to_string()).or_default() += 1;
         }
         s.time_saved_secs += saved_secs.max(0.0);
+    }
+
+    /// Counts one listing of a remote compile's inputs under `key` (see [`scan`]).
+    pub fn count_scan(&self, key: &str) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *s.scanner.entry(key.to_string()).or_default() += 1;
     }
 
     /// The counters now.
@@ -367,6 +389,17 @@ impl StatsSnapshot {
                     continue;
                 }
                 out.push_str(&format!("  {label:<42} {v:>8.decimals$}\n"));
+            }
+        }
+        if !self.scanner.is_empty() {
+            out.push_str("remote compiles' headers:\n");
+            for (key, n) in &self.scanner {
+                let label = match key.as_str() {
+                    scan::WALKED => "listed by the include scanner".to_string(),
+                    scan::MISSED => "MISSED by the scanner (please report)".to_string(),
+                    reason => format!("asked -M: {reason}"),
+                };
+                out.push_str(&format!("  {label:<42} {n:>8}\n"));
             }
         }
         let cacheable = self.get("hits") + self.get("misses") + self.get("remote");

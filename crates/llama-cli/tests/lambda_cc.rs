@@ -131,6 +131,24 @@ pub(crate) fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats["counters"][name].as_u64().unwrap_or(0)
 }
 
+/// Asserts that the include scanner listed the inputs of every remote compile of a build
+/// that succeeded: `-M` was asked only for compiles the compiler rejected (configure-style
+/// checks), and no header was missed.
+pub(crate) fn assert_scanned_all(stats: &serde_json::Value, what: &str) {
+    let scanner = stats["scanner"].as_object().cloned().unwrap_or_default();
+    let count = |key: &str| scanner.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    let asked: u64 = scanner
+        .iter()
+        .filter(|(k, _)| *k != "walked")
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
+    assert_eq!(count("missed"), 0, "{what}: a header missed: {stats:#}");
+    assert!(
+        count("walked") >= counter(stats, "remote") && asked <= counter(stats, "compile_errors"),
+        "{what}: every remote compile's headers listed by the scanner: {stats:#}"
+    );
+}
+
 pub(crate) fn stop_daemon(w: &World, dir: &Path) {
     let _ = w.llama(&["daemon", "stop"]).env("LLAMA_DIR", dir).output();
 }
@@ -188,6 +206,7 @@ fn lua_on_lambda_is_identical_then_served_by_s3_and_uploads_each_file_once() {
     compare_objects(&reference, &tree);
     let s = stats(&w, &dir_a);
     assert_eq!(counter(&s, "remote"), compiles, "{s:#}\n{}", cloud.logs());
+    assert_scanned_all(&s, "lua");
     assert_eq!(cloud.invocations() as u64, compiles, "{}", cloud.logs());
     assert!(s["cost"]["dollars"].as_f64().unwrap_or(0.0) > 0.0, "{s:#}");
 

@@ -329,6 +329,7 @@ fn lua_and_leveldb_on_buildgrid_are_identical_then_all_remote_cache_hits() {
         let s = stats(&w, &first);
         let remote = counter(&s, "remote");
         assert!(remote > 0, "{corpus}: {s:#}");
+        crate::lambda_cc::assert_scanned_all(&s, corpus);
         stop_daemon(&w, &first);
 
         let ran = executions(server);

@@ -13,9 +13,12 @@
 //! - [`setup`]: what a walk starts from, taken from the command line: the probe for the
 //!   compiler's predefined macros, `-D`/`-U` in order, the search path as gcc orders it.
 //!
-//! Still to come (issue 14): the caches the daemon keeps (directives by digest, predefined
-//! macros and feature tests by compiler and flags) and the remote path using the walk.
+//! - [`cache`]: each file's directives, kept by the daemon by content digest.
+//!
+//! The daemon's remote path (`service::listing`) runs the probes once per compiler set-up,
+//! walks, and falls back to `-M` with the reason counted.
 
+pub mod cache;
 pub mod directives;
 pub mod expr;
 pub mod setup;

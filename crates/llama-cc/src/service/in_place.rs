@@ -17,7 +17,7 @@ use llama_exec::{
 };
 use tokio::sync::Semaphore;
 
-use super::inputs::{Gather, GatheredInputs};
+use super::inputs::{Gather, GatheredInputs, Reads};
 use super::paths::{logical_dir, output_env, output_mappings};
 use super::remote::Stayed;
 use super::{CompileService, Done, Fallback, Job};
@@ -181,7 +181,15 @@ impl CompileService {
         let mode = Gather::InPlace {
             started: ran.times.0,
         };
-        let gathered = match self.gather_inputs(job, depfile, listed, mode).await? {
+        let gathered = match self
+            .gather_inputs(
+                job,
+                depfile.map_or(Reads::SourceOnly, Reads::Depfile),
+                listed,
+                mode,
+            )
+            .await?
+        {
             Ok(g) => g,
             Err(reason) => return Ok(Some(reason)),
         };

@@ -29,6 +29,17 @@ pub(super) struct GatheredInputs {
     pub(super) system: Option<[u8; 32]>,
 }
 
+/// Where [`CompileService::gather_inputs`] learns what a compile read.
+#[derive(Clone, Copy)]
+pub(super) enum Reads<'a> {
+    /// The depfile the compiler wrote.
+    Depfile(&'a Path),
+    /// The files the include scanner listed.
+    Files(&'a [PathBuf]),
+    /// Nothing but the source (no preprocessor, or no depfile).
+    SourceOnly,
+}
+
 /// How [`CompileService::gather_inputs`] treats what it finds.
 #[derive(Clone, Copy)]
 pub(super) enum Gather {
@@ -46,7 +57,8 @@ struct Hashed {
 }
 
 impl CompileService {
-    /// Hashes what a compile read (from its depfile; the source alone without one) into an
+    /// Hashes what a compile read (`reads`: its depfile, the scanner's list or the source
+    /// alone) into an
     /// input tree, with what else decides the result: candidates that were absent, names
     /// `__has_include` found, and, when the depfile left system headers out
     /// (`listed` = -MMD), the fingerprint of their directories. `Ok(Err(reason))`: the
@@ -54,11 +66,11 @@ impl CompileService {
     pub(super) async fn gather_inputs(
         &self,
         job: &Job<'_>,
-        depfile: Option<&Path>,
+        reads: Reads<'_>,
         listed: Option<DepKind>,
         mode: Gather,
     ) -> Result<Result<GatheredInputs, CannotCache>, CcError> {
-        let inputs = match read_inputs(job, depfile, mode)? {
+        let inputs = match read_inputs(job, reads, mode)? {
             Ok(inputs) => inputs,
             Err(reason) => return Ok(Err(reason)),
         };
@@ -179,12 +191,12 @@ impl CompileService {
     }
 }
 
-/// The files a compile read, where the kernel finds them: those its depfile lists (the
-/// source alone without one), its forced includes and its file inputs, sorted.
+/// The files a compile read, where the kernel finds them: those `reads` lists, its forced
+/// includes and its file inputs, sorted.
 /// `Ok(Err(reason))`: the compile cannot be cached.
 fn read_inputs(
     job: &Job<'_>,
-    depfile: Option<&Path>,
+    reads: Reads<'_>,
     mode: Gather,
 ) -> Result<Result<Vec<PathBuf>, CannotCache>, CcError> {
     let cwd = &job.req.cwd;
@@ -199,8 +211,16 @@ fn read_inputs(
             _ => Ok(real),
         }
     };
-    let mut inputs: Vec<PathBuf> = match depfile {
-        Some(path) => match fs::read_to_string(path) {
+    let mut inputs: Vec<PathBuf> = match reads {
+        Reads::Files(files) => {
+            let listed: Result<Vec<PathBuf>, CannotCache> =
+                files.iter().map(|p| physical(&cwd.join(p))).collect();
+            match listed {
+                Ok(listed) => listed,
+                Err(reason) => return Ok(Err(reason)),
+            }
+        }
+        Reads::Depfile(path) => match fs::read_to_string(path) {
             Ok(text) => {
                 let listed: Result<Vec<PathBuf>, CannotCache> =
                     crate::depfile::prerequisites(&text)
@@ -214,7 +234,7 @@ fn read_inputs(
             }
             Err(_) => return Ok(Err(CannotCache::NoDepfile)),
         },
-        None => {
+        Reads::SourceOnly => {
             // Plain assembly has no preprocessor, so the source is the only input unless
             // it pulls files in itself.
             let source = cwd.join(&c.source);

@@ -34,6 +34,7 @@ use crate::stats::{CannotCache, ERROR_REASON, Outcome, Stats, StatsSnapshot};
 mod in_place;
 mod inputs;
 mod ledger;
+mod listing;
 mod lookup;
 mod paths;
 mod remote;
@@ -202,7 +203,7 @@ impl CompileService {
     /// place, shipping the toolchain with each action. A miss that cannot go remote, or
     /// whose remote run fails, still compiles in place.
     pub fn with_remote(mut self, engine: Engine) -> CompileService {
-        self.remote = Some(Remote::new(engine));
+        self.remote = Some(Remote::new(engine, self.caches.hash_cache.clone()));
         self
     }
 

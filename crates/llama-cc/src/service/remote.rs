@@ -1,26 +1,27 @@
 //! Compiling a miss on a remote executor.
 //!
-//! The local compiler lists what the compile reads (`-M`, every header, system ones too);
-//! those files, the toolchain ([`crate::toolchain`]) and the arguments with their absolute
+//! The include scanner lists what the compile reads, every header, system ones too
+//! ([`super::listing`]; the compiler's `-M` where it cannot decide); those files, the toolchain ([`crate::toolchain`]) and the arguments with their absolute
 //! paths under a placeholder ([`crate::remote_args`]) make a hermetic action. A small
 //! `/bin/sh` script, part of the command, puts the directory the inputs landed in for the
 //! placeholder and records it in [`ROOT_MARKER`], so the depfile and diagnostics can name
 //! the user's paths again when the result is delivered. `-ffile-prefix-map` does the same
 //! inside the object, which is then byte-identical to a local compile's.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use llama_core::{ActionSpec, Digest, FUNCTION_PROPERTY, PreparedAction, Store, encode_os};
-use llama_exec::{
-    Engine, Finished, HostCommand, OutputMapping, Termination, deliver_outputs, run_host,
+use llama_core::{
+    ActionSpec, Digest, FUNCTION_PROPERTY, HashCache, PreparedAction, Store, encode_os,
 };
+use llama_exec::{Engine, Finished, OutputMapping, Termination, deliver_outputs};
 
-use super::in_place::unique;
-use super::inputs::{Gather, GatheredInputs};
+use super::inputs::{Gather, GatheredInputs, Reads};
+use super::listing::{Lister, Listing, ScannerState};
 use super::lookup::{blob, compile_seconds};
 use super::paths::{depfile_remote, logical_dir, output_env, root_relative};
 use super::{CompileService, Done, Fallback, Job};
@@ -28,7 +29,7 @@ use crate::compilation::{Compilation, DepKind, Driver};
 use crate::identity::Identity;
 use crate::manifest::Entry;
 use crate::remote_args::{ROOT_PLACEHOLDER, remote_args};
-use crate::stats::{NotRemote, Outcome, TrustReason};
+use crate::stats::{NotRemote, Outcome, TrustReason, scan};
 use crate::toolchain::{self, Toolchain};
 
 /// The output in which the remote command records the directory its inputs landed in.
@@ -87,6 +88,8 @@ pub(super) struct Remote {
     pub(super) engine: Engine,
     toolchains: Mutex<Toolchains>,
     health: Health,
+    /// What the include scanner keeps between compiles.
+    scanner: ScannerState,
 }
 
 /// A circuit breaker: after a remote failure, compiles stay here for [`REMOTE_PAUSE`]
@@ -125,11 +128,12 @@ impl Health {
 }
 
 impl Remote {
-    pub(super) fn new(engine: Engine) -> Remote {
+    pub(super) fn new(engine: Engine, hash_cache: Arc<HashCache>) -> Remote {
         Remote {
             engine,
             toolchains: Mutex::new(Toolchains::new()),
             health: Health::default(),
+            scanner: ScannerState::new(hash_cache),
         }
     }
 
@@ -167,11 +171,26 @@ pub(super) struct Stayed {
 }
 
 /// Why a miss was not compiled remotely.
-enum Declined {
+pub(super) enum Declined {
     /// It cannot be compiled remotely (the reason, and its detail); compile it here.
     Unsuitable(NotRemote, String),
     /// The remote backend failed; compile it here (or not, without local fallback).
     Failed(String),
+}
+
+/// A remote compile's action, with the inputs it was built from.
+struct Prepared {
+    action: PreparedAction,
+    gathered: GatheredInputs,
+    /// The scanner listed the inputs (not the compiler's `-M`).
+    scanned: bool,
+}
+
+/// A remote compile that ran.
+struct Ran {
+    finished: Finished,
+    /// The compiler's exit code.
+    exit_code: i32,
 }
 
 impl CompileService {
@@ -260,18 +279,28 @@ impl CompileService {
     /// the outputs.
     async fn remote_compile(&self, remote: &Remote, job: &Job<'_>) -> Result<Done, Declined> {
         let started = Instant::now();
-        let (action, gathered) = self.prepare_remote(remote, job).await?;
-        tracing::debug!(action = %action.action_digest, "remote compile of {}", job.c.source.display());
-        let engine = &remote.engine;
-        let finished = engine
-            .run(&action)
-            .await
-            .map_err(|e| Declined::Failed(format!("{} executor: {e}", engine.executor_name())))?;
-        let exit_code = self.remote_exit_code(&finished).await?;
-        let (stdout, stderr) = self.deliver_remote(job, &finished).await?;
-        if exit_code != 0 {
-            return Ok(Done::new(Outcome::CompileError, exit_code, stdout, stderr));
+        let mut prepared = self.prepare_remote(remote, job, Lister::Scanner).await?;
+        let mut ran = self.run_remote(remote, job, &prepared).await?;
+        if ran.exit_code != 0 && prepared.scanned {
+            // A header the scanner missed fails the compile remotely: the compiler's own
+            // list says whether that is what happened.
+            if let Some(again) = self.missed_by_scanner(remote, job, &prepared).await? {
+                ran = self.run_remote(remote, job, &again).await?;
+                prepared = again;
+            }
         }
+        let (stdout, stderr) = self.deliver_remote(job, &ran.finished).await?;
+        if ran.exit_code != 0 {
+            return Ok(Done::new(
+                Outcome::CompileError,
+                ran.exit_code,
+                stdout,
+                stderr,
+            ));
+        }
+        let Prepared {
+            action, gathered, ..
+        } = prepared;
         let entry = Entry {
             inputs: gathered.hashed,
             absent: gathered.absent,
@@ -288,6 +317,7 @@ impl CompileService {
                 job.c.source.display()
             );
         }
+        let finished = ran.finished;
         let outcome = if finished.cached {
             Outcome::Hit
         } else {
@@ -301,13 +331,76 @@ impl CompileService {
         Ok(done)
     }
 
+    /// Runs a prepared action; the compiler's exit code, or why the remote machinery failed.
+    async fn run_remote(
+        &self,
+        remote: &Remote,
+        job: &Job<'_>,
+        prepared: &Prepared,
+    ) -> Result<Ran, Declined> {
+        let action = &prepared.action;
+        tracing::debug!(action = %action.action_digest, "remote compile of {}", job.c.source.display());
+        let engine = &remote.engine;
+        let finished = engine
+            .run(action)
+            .await
+            .map_err(|e| Declined::Failed(format!("{} executor: {e}", engine.executor_name())))?;
+        let exit_code = self.remote_exit_code(&finished).await?;
+        Ok(Ran {
+            finished,
+            exit_code,
+        })
+    }
+
+    /// After a failed remote compile whose inputs the scanner listed: the action with the
+    /// compiler's list, when that list holds a file the scanner's did not; `None` when the
+    /// failure is the compile's own.
+    async fn missed_by_scanner(
+        &self,
+        remote: &Remote,
+        job: &Job<'_>,
+        scanned: &Prepared,
+    ) -> Result<Option<Prepared>, Declined> {
+        let again = match self.prepare_remote(remote, job, Lister::Compiler).await {
+            Ok(again) => again,
+            // The preprocessor fails here too: the error is the source's.
+            Err(Declined::Unsuitable(NotRemote::DependencyScan, _)) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        let listed: HashSet<&str> = scanned
+            .gathered
+            .hashed
+            .iter()
+            .map(|(p, _, _)| p.as_str())
+            .collect();
+        let missed: Vec<&str> = again
+            .gathered
+            .hashed
+            .iter()
+            .map(|(p, _, _)| p.as_str())
+            .filter(|p| !listed.contains(p))
+            .collect();
+        if missed.is_empty() {
+            return Ok(None);
+        }
+        self.ledger.stats.count_scan(scan::MISSED);
+        tracing::warn!(
+            "{}: the include scanner missed {}; compiling again with the compiler's list \
+             (please report this with the file)",
+            job.c.source.display(),
+            missed.join(" ")
+        );
+        Ok(Some(again))
+    }
+
     /// The hermetic action of `job`: its rebased arguments, the inputs the local compiler
     /// lists, the toolchain. Also returns the inputs, for the manifest entry.
     async fn prepare_remote(
         &self,
         remote: &Remote,
         job: &Job<'_>,
-    ) -> Result<(PreparedAction, GatheredInputs), Declined> {
+        lister: Lister,
+    ) -> Result<Prepared, Declined> {
         let (req, c) = (job.req, &job.c);
         let unsuitable = |why: NotRemote| move |detail: String| Declined::Unsuitable(why, detail);
         let driver = Driver {
@@ -344,28 +437,24 @@ impl CompileService {
             .toolchain(&job.identity, c, &req.env)
             .await
             .map_err(unsuitable(NotRemote::Toolchain))?;
-        // The scan runs here: it takes a local slot, the remote compile does not.
-        let depfile = match c.language.is_preprocessed_by_compiler() {
-            true => {
-                let _slot = self
-                    .in_place
-                    .slot()
-                    .await
-                    .map_err(|e| Declined::Failed(e.to_string()))?;
-                Some(self.discover(job, args.discovery).await?)
-            }
+        let listing = match c.language.is_preprocessed_by_compiler() {
+            true => Some(
+                self.list_inputs(&remote.scanner, job, &args.discovery, lister)
+                    .await?,
+            ),
             false => None,
+        };
+        let reads = match &listing {
+            Some(Listing::Scanned(files)) => Reads::Files(files),
+            Some(Listing::Depfile(depfile)) => Reads::Depfile(depfile),
+            None => Reads::SourceOnly,
         };
         let inputs = unsuitable(NotRemote::Inputs);
         let gathered = self
-            .gather_inputs(
-                job,
-                depfile.as_deref(),
-                Some(DepKind::AllHeaders),
-                Gather::Remote,
-            )
+            .gather_inputs(job, reads, Some(DepKind::AllHeaders), Gather::Remote)
             .await;
-        drop(depfile);
+        let scanned = matches!(listing, Some(Listing::Scanned(_)));
+        drop(listing);
         let mut gathered = match gathered {
             Ok(Ok(g)) => g,
             Ok(Err(reason)) => {
@@ -400,7 +489,11 @@ impl CompileService {
             .remote_action(job, &toolchain, args.rebased)
             .prepare(tree.build())
             .map_err(|e| inputs(e.to_string()))?;
-        Ok((action, gathered))
+        Ok(Prepared {
+            action,
+            gathered,
+            scanned,
+        })
     }
 
     /// The compiler's exit code, or why the remote machinery (not the compiler) failed.
@@ -442,40 +535,6 @@ impl CompileService {
         .map_err(|e| Declined::Failed(describe_fallback(e)))?;
         delivered
             .ok_or_else(|| Declined::Failed("the remote compile did not write every output".into()))
-    }
-
-    /// Lists what the compile reads, system headers included, with the local compiler.
-    async fn discover(
-        &self,
-        job: &Job<'_>,
-        mut args: Vec<OsString>,
-    ) -> Result<tempfile::TempPath, Declined> {
-        let scan = |detail: String| Declined::Unsuitable(NotRemote::DependencyScan, detail);
-        let tmp = self.store.root().join("tmp");
-        let depfile = tempfile::Builder::new()
-            .prefix(&format!("deps-{}-{}-", std::process::id(), unique()))
-            .suffix(".d")
-            .tempfile_in(&tmp)
-            .map_err(|e| scan(format!("cannot create a file in {}: {e}", tmp.display())))?
-            .into_temp_path();
-        args.extend(["-M".into(), "-MF".into(), depfile.as_os_str().to_owned()]);
-        let output = run_host(
-            &HostCommand {
-                program: job.driver.clone(),
-                args,
-                cwd: job.req.cwd.clone(),
-                env: job.req.env.clone(),
-                umask: None,
-            },
-            self.in_place.timeout(),
-        )
-        .await
-        .map_err(|e| scan(format!("dependency scan: {e}")))?;
-        if !output.termination.success() {
-            // The compile itself will fail the same way; here, with the user's diagnostics.
-            return Err(scan("dependency scan failed".into()));
-        }
-        Ok(depfile)
     }
 
     /// The action: the wrapper, then the shipped driver with the rebased arguments.
