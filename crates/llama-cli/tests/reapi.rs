@@ -151,6 +151,11 @@ fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
     let server = ReapiServer::start(2);
     let w = crate::world();
     small_project(&w);
+    // A directive the include scanner does not model: this file's headers come from -M.
+    w.write(
+        "f7.c",
+        b"#assert machine(llama)\n#include <stdio.h>\n#include \"common.h\"\nint f7(void) { return printf(\"%d\\n\", COMMON + 7); }\n",
+    );
     let started = Instant::now();
     let err = build_small(&w, &|cmd| {
         client(&server, cmd);
@@ -161,6 +166,8 @@ fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
     stop_daemon(&w, &w.store());
     assert_eq!(counter(&s, "remote"), 8, "{s:#}\n{err}\n{}", server.log());
     assert_eq!(counter(&s, "remote_fallbacks"), 0, "{s:#}\n{err}");
+    assert_eq!(s["scanner"]["walked"], 7, "{s:#}");
+    assert_eq!(s["scanner"]["directive"], 1, "{s:#}");
     assert_eq!(executions(&server), 8, "{}", server.log());
     // The compiler itself (cc1, tens of MB) went up with ByteStream Write: no batch carries
     // a blob over 4 MiB.
@@ -772,54 +779,78 @@ fn daemon_cpu(w: &World, dir: &std::path::Path) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// bench/reapi.sh: lua through BuildGrid, the client's CPU, bytes and calls per compile,
-/// cold and from a second machine, next to plain gcc. Prints a markdown table.
+/// bench/reapi.sh: a corpus (`LLAMA_BENCH_CORPUS`, default lua) through BuildGrid, the
+/// client's CPU, bytes and calls per compile, cold and from a second machine, with the
+/// inputs listed by the compiler's `-M` and by the include scanner, next to plain gcc.
+/// Prints a markdown table.
 #[test]
 #[ignore = "a benchmark: bench/reapi.sh runs it"]
-fn bench_lua_over_reapi() {
+fn bench_over_reapi() {
     use crate::lambda_cc::{build_corpus, clean_corpus, corpus_tree};
-    let server = ReapiServer::start(2);
+    let corpus = std::env::var("LLAMA_BENCH_CORPUS").unwrap_or_else(|_| "lua".into());
     let w = crate::world();
-    let tree = w.dir.path().join("lua");
-    corpus_tree("lua", &tree);
-    let compiles = 34.0;
-    let llamacc = env!("CARGO_BIN_EXE_llamacc");
+    let tree = w.dir.path().join(&corpus);
+    corpus_tree(&corpus, &tree);
+    let (llamacc, llamacxx) = (env!("CARGO_BIN_EXE_llamacc"), llamacxx(&w));
     let mut rows = Vec::new();
 
     let before = children_cpu();
-    build_corpus(&w, "lua", &tree, ("gcc", "gcc"), &|_| {});
-    let gcc = (children_cpu() - before) * 1000.0 / compiles;
-    rows.push(format!("| gcc | {gcc:.1} | 1.00 | 0 | 0 | 0 | 0 | 0 |"));
+    build_corpus(&w, &corpus, &tree, ("gcc", "g++"), &|_| {});
+    let gcc_cpu = children_cpu() - before;
+    let mut gcc = None;
 
-    for (name, n) in [("first", 1), ("second (new LLAMA_DIR)", 2)] {
-        clean_corpus("lua", &tree);
-        let dir = w.dir.path().join(format!("llama-{n}"));
-        let before = children_cpu();
-        build_corpus(&w, "lua", &tree, (llamacc, llamacc), &|cmd| {
-            client(&server, cmd);
-            cmd.env("LLAMA_DIR", &dir)
-                .env("LLAMACC_LOCAL_FALLBACK", "0");
-        });
-        let cpu = (children_cpu() - before + daemon_cpu(&w, &dir)) * 1000.0 / compiles;
-        let s = stats(&w, &dir);
-        let cost = |k: &str| s["cost"][k].as_f64().unwrap_or(0.0);
-        rows.push(format!(
-            "| {name} | {cpu:.1} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} |",
-            cpu / gcc,
-            cost("bytes_up") / compiles,
-            cost("bytes_down") / compiles,
-            cost("calls") / compiles,
-            cost("invocations"),
-            cost("remote_cache_hits"),
-        ));
-        stop_daemon(&w, &dir);
+    for (lister, scanner) in [("-M", "0"), ("scanner", "1")] {
+        // A fresh server for each lister: the second does not find the first's blobs.
+        let server = ReapiServer::start(2);
+        for (name, n) in [("first", 1), ("second (new LLAMA_DIR)", 2)] {
+            clean_corpus(&corpus, &tree);
+            let dir = w.dir.path().join(format!("llama-{scanner}-{n}"));
+            let before = children_cpu();
+            build_corpus(&w, &corpus, &tree, (llamacc, &llamacxx), &|cmd| {
+                client(&server, cmd);
+                cmd.env("LLAMA_DIR", &dir)
+                    .env("LLAMACC_LOCAL_FALLBACK", "0")
+                    .env("LLAMACC_INCLUDE_SCANNER", scanner);
+            });
+            let daemon = daemon_cpu(&w, &dir);
+            let s = stats(&w, &dir);
+            let compiles = (counter(&s, "remote")
+                + counter(&s, "hits")
+                + counter(&s, "compile_errors"))
+            .max(1) as f64;
+            let cpu = (children_cpu() - before + daemon) * 1000.0 / compiles;
+            let gcc = *gcc.get_or_insert_with(|| {
+                let gcc = gcc_cpu * 1000.0 / compiles;
+                rows.push(format!("| gcc | {gcc:.1} | 1.00 | | 0 | 0 | 0 | 0 | 0 | |"));
+                gcc
+            });
+            let cost = |k: &str| s["cost"][k].as_f64().unwrap_or(0.0);
+            let scanned = s["scanner"].as_object().cloned().unwrap_or_default();
+            let walked = scanned.get("walked").and_then(|v| v.as_u64()).unwrap_or(0);
+            let asked: u64 = scanned
+                .iter()
+                .filter(|(k, _)| *k != "walked")
+                .filter_map(|(_, v)| v.as_u64())
+                .sum();
+            rows.push(format!(
+                "| {lister} {name} | {cpu:.1} | {:.2} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {walked} / {asked} |",
+                cpu / gcc,
+                daemon * 1000.0 / compiles,
+                cost("bytes_up") / compiles,
+                cost("bytes_down") / compiles,
+                cost("calls") / compiles,
+                cost("invocations"),
+                cost("remote_cache_hits"),
+            ));
+            stop_daemon(&w, &dir);
+        }
     }
     // On a line of its own: the test harness has just printed the test's name.
     println!();
     println!(
-        "| lua, -j16, BuildGrid (2 bots) | client CPU ms / compile | × gcc | bytes up / compile | bytes down / compile | calls / compile | executions | remote cache hits |"
+        "| {corpus}, -j16, BuildGrid (2 bots) | client CPU ms / compile | × gcc | of it, daemon | bytes up / compile | bytes down / compile | calls / compile | executions | remote cache hits | headers by scanner / -M |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

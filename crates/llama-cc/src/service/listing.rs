@@ -28,6 +28,10 @@ use crate::stats::{NotRemote, scan};
 /// live a branch that tests more (libstdc++ takes several rounds on a cold daemon).
 const MAX_FEATURE_ROUNDS: usize = 10;
 
+/// Compiler set-ups kept at most (each a macro table of a few hundred entries): a build
+/// has a handful; past it the daemon starts over rather than grow without bound.
+const MAX_PROBES: usize = 1024;
+
 /// What a compile reads, as found.
 pub(super) enum Listing {
     /// The scanner's walk: every file it read, as the search found it.
@@ -63,6 +67,9 @@ impl ScannerState {
     /// waited for by those that arrive meanwhile.
     fn probe_cell(&self, key: Digest) -> Arc<OnceCell<Arc<Probe>>> {
         let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        if probes.len() >= MAX_PROBES && !probes.contains_key(&key) {
+            probes.clear();
+        }
         probes.entry(key).or_default().clone()
     }
 }
