@@ -125,7 +125,7 @@ build() { # NAME CC LLAMA_DIR|- [LISTER: scanner|-M]
     if [ "$perf" = 1 ]; then
       local pid
       pid=$("$bin/llama" daemon status 2>/dev/null | awk '$1 == "pid" { print $2 }')
-      perf record -q -F 499 -g -p "$pid" -o "$out/${name// /-}.perf" >/dev/null 2>&1 &
+      perf record -q -F 249 --call-graph dwarf,16384 -p "$pid" -o "$out/${name// /-}.perf" >/dev/null 2>&1 &
       perf_pid=$!
     fi
   fi

@@ -5,32 +5,43 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use llama_core::{Digest, InputTree, Store, reapi};
+use llama_core::{Digest, InputTree, LinkedInput, Store, reapi};
 use prost::Message;
 
 use crate::executor::ExecError;
 
+/// How files are laid out from the store.
+pub(crate) enum Layout {
+    /// Each file a verified copy of its own.
+    Copy,
+    /// Each file a link to the store's read-only copy, recorded here to be checked after
+    /// the action ([`Store::check_linked`]).
+    Link(Vec<LinkedInput>),
+}
+
 /// Fills the existing, empty directory `dest` with the directory `digest` of `tree`, every
-/// file copied from the store and verified.
+/// file laid out from the store as `layout` says.
 pub(crate) fn populate_tree(
     store: &Store,
     tree: &InputTree,
     digest: &Digest,
     dest: &Path,
+    layout: &mut Layout,
 ) -> Result<(), ExecError> {
     let bytes = tree.directories.get(digest).ok_or_else(|| {
         ExecError::InvalidAction(format!("directory {digest} is not in the input tree"))
     })?;
     let dir = reapi::Directory::decode(&bytes[..])
         .map_err(|e| ExecError::InvalidAction(format!("directory {digest}: {e}")))?;
-    populate_directory(store, &dir, dest, &mut |d| {
+    let mut lookup = |d: &Digest| {
         tree.directories
             .get(d)
             .and_then(|b| reapi::Directory::decode(&b[..]).ok())
             .ok_or_else(|| {
                 ExecError::InvalidAction(format!("directory {d} is not in the input tree"))
             })
-    })
+    };
+    populate_directory(store, &dir, dest, &mut lookup, layout)
 }
 
 /// Recreates `dir` at `dest` (which must not exist), looking up subdirectories through
@@ -45,7 +56,7 @@ pub(crate) fn materialize_directory(
         path: dest.to_path_buf(),
         error,
     })?;
-    populate_directory(store, dir, dest, lookup)
+    populate_directory(store, dir, dest, lookup, &mut Layout::Copy)
 }
 
 /// Fills the existing directory `dest` with `dir`'s entries.
@@ -54,6 +65,7 @@ fn populate_directory(
     dir: &reapi::Directory,
     dest: &Path,
     lookup: &mut dyn FnMut(&Digest) -> Result<reapi::Directory, ExecError>,
+    layout: &mut Layout,
 ) -> Result<(), ExecError> {
     let scratch = |path: &Path| {
         let path = path.to_path_buf();
@@ -62,7 +74,12 @@ fn populate_directory(
     for file in &dir.files {
         let path = checked_join(dest, &file.name)?;
         let digest = parse_digest(file.digest.as_ref())?;
-        store.materialize(&digest, &path, file.is_executable)?;
+        match layout {
+            Layout::Copy => store.materialize(&digest, &path, file.is_executable)?,
+            Layout::Link(linked) => {
+                linked.extend(store.link_input(&digest, &path, file.is_executable)?);
+            }
+        }
     }
     for link in &dir.symlinks {
         let path = checked_join(dest, &link.name)?;
@@ -74,7 +91,8 @@ fn populate_directory(
         let path = checked_join(dest, &sub.name)?;
         let digest = parse_digest(sub.digest.as_ref())?;
         let child = lookup(&digest)?;
-        materialize_directory(store, &child, &path, lookup)?;
+        fs::create_dir(&path).map_err(scratch(&path))?;
+        populate_directory(store, &child, &path, lookup, layout)?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::sync::Semaphore;
 
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
-use crate::fsutil::{populate_tree, remove_tree};
+use crate::fsutil::{Layout, populate_tree, remove_tree};
 use crate::process::{GroupKiller, Spawn, spawn};
 use crate::safepath::{create_dirs_beneath, resolve_beneath, unsafe_path};
 
@@ -26,18 +26,35 @@ pub struct LocalExecutor {
     permits: Arc<Semaphore>,
     slots: Arc<SlotPool>,
     default_timeout: Duration,
+    link_inputs: bool,
 }
 
 impl LocalExecutor {
     /// An executor running at most `jobs` actions at once, each limited to
     /// `default_timeout` unless the action sets its own.
+    ///
+    /// Inputs are hard links to the store's read-only blobs (checked after each action;
+    /// see `llama_core::LinkedInput`), unless this process runs as root: permission bits do
+    /// not stop root, and a command writing to its input would change it under the
+    /// actions running beside it. Then each action gets copies.
     pub fn new(store: Store, jobs: usize, default_timeout: Duration) -> LocalExecutor {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
         LocalExecutor {
             slots: Arc::new(SlotPool::new(store.work_dir())),
             store,
             permits: Arc::new(Semaphore::new(jobs.max(1))),
             default_timeout,
+            link_inputs: !root,
         }
+    }
+
+    /// Lays inputs out by link (`true`) or by copy, whoever runs it. Linking as root is
+    /// safe only where one action runs at a time (the Lambda runtime): the check after the
+    /// action then catches a write before any other action could see it.
+    pub fn with_linked_inputs(mut self, link: bool) -> LocalExecutor {
+        self.link_inputs = link;
+        self
     }
 }
 
@@ -56,14 +73,20 @@ impl Executor for LocalExecutor {
         let store = self.store.clone();
         let prepared = action.clone();
         let slots = self.slots.clone();
+        let link = self.link_inputs;
+        let worker_start = SystemTime::now();
         // A blob found corrupt while materialising is deleted by the store; storing the
         // inputs again from their sources and retrying once repairs it.
-        let slot = blocking(move || {
+        let (slot, layout) = blocking(move || {
             let slot = slots.take()?;
             let mut attempt = 0;
             loop {
                 ensure_inputs(&store, &prepared)?;
-                match slot.prepare(&store, &prepared) {
+                let mut layout = match link {
+                    true => Layout::Link(Vec::new()),
+                    false => Layout::Copy,
+                };
+                match slot.prepare(&store, &prepared, &mut layout) {
                     Err(ExecError::Store(StoreError::Corrupt { path, .. })) if attempt == 0 => {
                         tracing::warn!(
                             "input blob {} was corrupt; stored it again",
@@ -72,7 +95,7 @@ impl Executor for LocalExecutor {
                         attempt += 1;
                     }
                     Err(e) => return Err(e),
-                    Ok(()) => return Ok(slot),
+                    Ok(()) => return Ok((slot, layout)),
                 }
             }
         })
@@ -85,12 +108,19 @@ impl Executor for LocalExecutor {
         let command = action.command.clone();
         blocking(move || {
             let termination = termination?;
+            if let Layout::Link(linked) = &layout {
+                store.check_linked(linked);
+            }
             let mut result = slot.collect(&store, &command, termination)?;
             result.execution_metadata = Some(reapi::ExecutedActionMetadata {
                 worker: "local".into(),
-                worker_start_timestamp: Some(timestamp(started)),
+                worker_start_timestamp: Some(timestamp(worker_start)),
+                input_fetch_start_timestamp: Some(timestamp(worker_start)),
+                input_fetch_completed_timestamp: Some(timestamp(started)),
                 execution_start_timestamp: Some(timestamp(started)),
                 execution_completed_timestamp: Some(timestamp(completed)),
+                output_upload_start_timestamp: Some(timestamp(completed)),
+                output_upload_completed_timestamp: Some(timestamp(SystemTime::now())),
                 worker_completed_timestamp: Some(timestamp(SystemTime::now())),
                 ..Default::default()
             });
@@ -315,10 +345,15 @@ impl Drop for Slot {
 
 impl Slot {
     /// Empties the slot and lays out the action's inputs in it.
-    fn prepare(&self, store: &Store, action: &PreparedAction) -> Result<(), ExecError> {
+    fn prepare(
+        &self,
+        store: &Store,
+        action: &PreparedAction,
+        layout: &mut Layout,
+    ) -> Result<(), ExecError> {
         let root = self.root();
         empty_dir(&root)?;
-        populate_tree(store, &action.input, &action.input.root, &root)?;
+        populate_tree(store, &action.input, &action.input.root, &root, layout)?;
         // The inputs may hold symlinks to anywhere: directories are made only through real
         // directories of the action's own tree.
         let wd = &action.command.working_directory;

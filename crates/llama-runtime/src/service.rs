@@ -219,7 +219,9 @@ impl Service {
             .timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(FALLBACK_TIMEOUT);
-        let executor = LocalExecutor::new(self.store.clone(), 1, timeout);
+        // One action at a time: inputs can be links to the verified cache, whoever runs it
+        // (a write through one is caught after the action, before any other action runs).
+        let executor = LocalExecutor::new(self.store.clone(), 1, timeout).with_linked_inputs(true);
         let mut outcome = executor.execute(&prepared).await?;
         if let Some(meta) = outcome.result.execution_metadata.as_mut() {
             meta.worker = format!("lambda:{}", self.settings.function_name);
@@ -238,17 +240,20 @@ impl Service {
         let uploaded = Instant::now();
 
         let counts = s3.as_ref().map(S3Cas::counts).unwrap_or_default();
+        let command = command_time(&outcome.result).unwrap_or_default();
         let timings = wire::Timings {
             fetch_ms: millis(fetched - started),
             run_ms: millis(ran - fetched),
             upload_ms: millis(uploaded - ran),
+            overhead_us: micros((uploaded - started).saturating_sub(command)),
         };
         tracing::info!(
-            "action {action_digest}: {} (fetch {} ms, run {} ms, upload {} ms{})",
+            "action {action_digest}: {} (fetch {} ms, run {} ms, upload {} ms, overhead {:.1} ms{})",
             outcome.termination,
             timings.fetch_ms,
             timings.run_ms,
             timings.upload_ms,
+            timings.overhead_us as f64 / 1000.0,
             if cold { ", cold" } else { "" }
         );
         Ok(wire::Response {
@@ -536,6 +541,21 @@ fn list(digests: &[Digest]) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How long the command itself ran, as the executor recorded it.
+fn command_time(result: &reapi::ActionResult) -> Option<Duration> {
+    let meta = result.execution_metadata.as_ref()?;
+    let at = |t: Option<&llama_core::protobuf::Timestamp>| {
+        t.map(|t| Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32))
+    };
+    let start = at(meta.execution_start_timestamp.as_ref())?;
+    let end = at(meta.execution_completed_timestamp.as_ref())?;
+    Some(end.saturating_sub(start))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -86,6 +86,44 @@ async fn runs_with_stdin_and_returns_outputs_inline_and_stays_warm() {
     assert_eq!(again.termination, wire::WireTermination::Exited(5));
 }
 
+/// Inputs are links to the runtime's verified cache, not copies: a command that writes
+/// through one (root ignores the read-only bit; anyone can chmod first) damages only its own
+/// run. The changed blob leaves the cache, so the next action does not see it: it is asked
+/// for again, and gets the original once sent.
+#[tokio::test]
+async fn an_input_written_to_is_dropped_from_the_cache_not_served_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::new(Settings::for_cache(dir.path().join("cache"))).unwrap();
+    let vandal = action(
+        "chmod u+w dir/in && echo changed > dir/in && cat dir/in > out",
+        None,
+        None,
+    );
+    let response = service
+        .handle(wire::Request::everything_inline(&vandal).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.termination, wire::WireTermination::Exited(0));
+    let r = result(&response);
+    assert_eq!(
+        blob(&response, r.output_files[0].digest.as_ref()),
+        b"changed\n"
+    );
+    assert!(response.timings.overhead_us > 0, "{:?}", response.timings);
+
+    let reader = action("cat dir/in > out", None, None);
+    let mut request = wire::Request::everything_inline(&reader).unwrap();
+    request.blobs.clear();
+    let err = service.handle(request).await.unwrap_err();
+    assert_eq!(err.kind, FailureKind::MissingBlobs, "{err:?}");
+    let response = service
+        .handle(wire::Request::everything_inline(&reader).unwrap())
+        .await
+        .unwrap();
+    let r = result(&response);
+    assert_eq!(blob(&response, r.output_files[0].digest.as_ref()), b"hi\n");
+}
+
 #[tokio::test]
 async fn the_deadline_is_enforced() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::{EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, VerifyReport};
+use super::{
+    EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, VerifyReport, link,
+};
 use crate::digest::Digest;
 
 impl Store {
@@ -38,6 +40,7 @@ impl Store {
         let mut total = 0u64;
         for kind in [
             "cas",
+            link::EXECUTABLE_DIR,
             RecordKind::ActionResult.dir(),
             RecordKind::Manifest.dir(),
         ] {
@@ -89,6 +92,20 @@ impl Store {
                 // Evicted or replaced since the walk: nothing left to check.
                 Err(StoreError::Missing { .. }) => {}
                 Err(e) => return Err(e),
+            }
+        }
+        // Executable copies are made again from their blob when missing: a bad one goes.
+        for (_, _, path) in walk_shards(&self.root.join(link::EXECUTABLE_DIR)) {
+            let whole = digest_of_name(&path).is_some_and(|digest| {
+                File::open(&path)
+                    .and_then(Digest::of_reader)
+                    .is_ok_and(|actual| actual == digest)
+            });
+            if whole {
+                report.blobs_ok += 1;
+            } else {
+                let _ = fs::remove_file(&path);
+                report.blobs_removed += 1;
             }
         }
         for kind in [RecordKind::ActionResult, RecordKind::Manifest] {

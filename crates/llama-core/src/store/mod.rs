@@ -4,7 +4,8 @@
 //! Layout under the store root (`$LLAMA_DIR`):
 //!
 //! ```text
-//! cas/ab/abcdef...   blobs, named by the hex SHA-256 of their content
+//! cas/ab/abcdef...   blobs, named by the hex SHA-256 of their content (read-only)
+//! cas-x/ab/...       read-only executable copies of blobs, for inputs laid out by link
 //! ac/ab/abcdef...    action results, named by their Action's digest; a SHA-256 of the
 //!                    encoded ActionResult precedes it so a damaged entry is noticed
 //! manifests/ab/...   llamacc's manifests (same framing), keyed by a compile's pre-key
@@ -58,8 +59,11 @@ use sha2::{Digest as _, Sha256};
 use crate::digest::{Digest, HashingWriter};
 
 mod gc;
+mod link;
 #[cfg(test)]
 mod tests;
+
+pub use link::LinkedInput;
 
 /// Reads younger than this do not refresh a blob's timestamp: LRU needs only coarse recency,
 /// and skipping the write keeps hot blobs cheap to read.

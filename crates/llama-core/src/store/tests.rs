@@ -232,3 +232,65 @@ fn unwritable_directory_is_reported_by_name() {
     let err = Store::open(file.join("store"), 1 << 20).unwrap_err();
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+#[test]
+fn inputs_link_to_one_read_only_inode_per_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (d, s) = store(1 << 30);
+    let blob = s.put_bytes(b"#!/bin/sh\necho linked\n").unwrap();
+    let work = d.path().join("store/work");
+    fs::create_dir_all(&work).unwrap();
+    let (a, b, x) = (work.join("a"), work.join("b"), work.join("x"));
+    let la = s.link_input(&blob, &a, false).unwrap().expect("linked");
+    let lb = s.link_input(&blob, &b, false).unwrap().expect("linked");
+    let lx = s.link_input(&blob, &x, true).unwrap().expect("linked");
+    let (ma, mb, mx) = (
+        fs::metadata(&a).unwrap(),
+        fs::metadata(&b).unwrap(),
+        fs::metadata(&x).unwrap(),
+    );
+    assert_eq!(ma.ino(), mb.ino(), "one inode for every plain use");
+    assert_ne!(ma.ino(), mx.ino(), "the executable use has its own copy");
+    assert_eq!(ma.permissions().mode() & 0o7777, 0o444);
+    assert_eq!(mx.permissions().mode() & 0o7777, 0o555);
+    assert_eq!(fs::read(&x).unwrap(), b"#!/bin/sh\necho linked\n");
+    assert!(s.check_linked(&[la, lb.clone(), lx.clone()]).is_empty());
+    // The empty blob has no file to link: it is created.
+    let empty = work.join("empty");
+    assert!(
+        s.link_input(&Digest::empty(), &empty, false)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(fs::read(&empty).unwrap(), b"");
+    // An evicted or removed copy is made again from the blob.
+    fs::remove_file(lx.source()).unwrap();
+    let again = work.join("x2");
+    assert!(s.link_input(&blob, &again, true).unwrap().is_some());
+}
+
+#[test]
+fn an_input_written_through_its_link_is_removed_from_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, s) = store(1 << 30);
+    let blob = s.put_bytes(b"int shared;\n").unwrap();
+    let work = d.path().join("store/work");
+    fs::create_dir_all(&work).unwrap();
+    let input = work.join("shared.h");
+    let linked = s.link_input(&blob, &input, false).unwrap().expect("linked");
+    // A command that makes its input writable and rewrites it (as root it need not even
+    // chmod): the store's blob is that inode.
+    fs::set_permissions(&input, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&input, b"int changed;\n").unwrap();
+    let changed = s.check_linked(&[linked]);
+    assert_eq!(changed, [s.blob_path(&blob)]);
+    assert!(
+        !s.contains(&blob),
+        "the damaged blob is gone, to be fetched again"
+    );
+    // Stored again, it links afresh (the action's old link is a different inode now).
+    assert_eq!(s.put_bytes(b"int shared;\n").unwrap(), blob);
+    let again = work.join("again.h");
+    assert!(s.link_input(&blob, &again, false).unwrap().is_some());
+    assert_eq!(fs::read(&again).unwrap(), b"int shared;\n");
+}

@@ -467,6 +467,7 @@ impl Executor for LambdaExecutor {
                         fetch_ms = response.timings.fetch_ms,
                         run_ms = response.timings.run_ms,
                         upload_ms = response.timings.upload_ms,
+                        overhead_us = response.timings.overhead_us,
                         "invoked"
                     );
                     return self.receive(s3, &function, response).await;

@@ -250,6 +250,11 @@ pub struct Timings {
     pub run_ms: u64,
     /// Uploading outputs and the action-cache entry.
     pub upload_ms: u64,
+    /// Everything but the command itself (decoding, fetching, laying out the inputs,
+    /// collecting and uploading the outputs), in microseconds: what the runtime adds to an
+    /// action. 0 from a runtime older than this field.
+    #[serde(default)]
+    pub overhead_us: u64,
 }
 
 impl Timings {
@@ -345,6 +350,7 @@ mod tests {
                 fetch_ms: 1,
                 run_ms: 2,
                 upload_ms: 3,
+                overhead_us: 4,
             },
             cold: true,
             memory_mb: 1769,
