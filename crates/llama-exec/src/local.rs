@@ -76,12 +76,15 @@ impl Executor for LocalExecutor {
         let link = self.link_inputs;
         let worker_start = SystemTime::now();
         // A blob found corrupt while materialising is deleted by the store; storing the
-        // inputs again from their sources and retrying once repairs it.
+        // inputs again from their sources and retrying once repairs it. Linking finds a
+        // missing blob by itself: the inputs are stored first only when one was.
         let (slot, layout) = blocking(move || {
             let slot = slots.take()?;
             let mut attempt = 0;
             loop {
-                ensure_inputs(&store, &prepared)?;
+                if !link || attempt > 0 {
+                    ensure_inputs(&store, &prepared)?;
+                }
                 let mut layout = match link {
                     true => Layout::Link(Vec::new()),
                     false => Layout::Copy,
@@ -92,6 +95,9 @@ impl Executor for LocalExecutor {
                             "input blob {} was corrupt; stored it again",
                             path.display()
                         );
+                        attempt += 1;
+                    }
+                    Err(ExecError::Store(StoreError::Missing { .. })) if link && attempt == 0 => {
                         attempt += 1;
                     }
                     Err(e) => return Err(e),

@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use llama_core::{Digest, HashCache};
+use rustc_hash::FxHashMap;
 
 use super::directives::{self, Directives};
-use super::walk::Files;
+use super::walk::{FileId, Files};
 
 /// Directive lists kept at most: a kernel tree has ~20,000 headers, a list a few KB. Past
 /// it the cache starts over rather than grow without bound.
@@ -35,7 +37,7 @@ impl DirectiveCache {
     pub fn files(&self) -> CachedFiles<'_> {
         CachedFiles {
             cache: self,
-            looked_up: HashMap::new(),
+            looked_up: FxHashMap::default(),
             unreadable: None,
         }
     }
@@ -79,8 +81,15 @@ impl DirectiveCache {
 /// [`DirectiveCache`].
 pub struct CachedFiles<'a> {
     cache: &'a DirectiveCache,
-    looked_up: HashMap<PathBuf, Option<Arc<Directives>>>,
+    looked_up: FxHashMap<PathBuf, Option<Found>>,
     unreadable: Option<PathBuf>,
+}
+
+/// A file a walk found: its directives, and what it is known by.
+#[derive(Clone)]
+struct Found {
+    directives: Arc<Directives>,
+    id: FileId,
 }
 
 impl CachedFiles<'_> {
@@ -90,7 +99,7 @@ impl CachedFiles<'_> {
         self.unreadable.as_deref()
     }
 
-    fn read(&mut self, path: &Path) -> Option<Arc<Directives>> {
+    fn read(&mut self, path: &Path) -> Option<Found> {
         let meta = fs::metadata(path).ok().filter(|m| m.is_file())?;
         let found = self
             .cache
@@ -101,18 +110,31 @@ impl CachedFiles<'_> {
         if found.is_none() && self.unreadable.is_none() {
             self.unreadable = Some(path.to_path_buf());
         }
-        found
+        Some(Found {
+            directives: found?,
+            id: FileId::Inode(meta.dev(), meta.ino()),
+        })
+    }
+
+    fn look_up(&mut self, path: &Path) -> Option<&Found> {
+        if !self.looked_up.contains_key(path) {
+            let found = self.read(path);
+            self.looked_up.insert(path.to_path_buf(), found);
+        }
+        self.looked_up.get(path)?.as_ref()
     }
 }
 
 impl Files for CachedFiles<'_> {
     fn directives(&mut self, path: &Path) -> Option<Arc<Directives>> {
-        if let Some(known) = self.looked_up.get(path) {
-            return known.clone();
+        self.look_up(path).map(|f| f.directives.clone())
+    }
+
+    fn identity(&mut self, path: &Path) -> FileId {
+        match self.look_up(path) {
+            Some(found) => found.id.clone(),
+            None => FileId::of(path),
         }
-        let found = self.read(path);
-        self.looked_up.insert(path.to_path_buf(), found.clone());
-        found
     }
 }
 

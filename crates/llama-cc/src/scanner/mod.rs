@@ -13,6 +13,7 @@
 //! - [`setup`]: what a walk starts from, taken from the command line: the probe for the
 //!   compiler's predefined macros, `-D`/`-U` in order, the search path as gcc orders it.
 //!
+//! - [`macros`]: a walk's macro table, sharing the predefined macros between walks.
 //! - [`cache`]: each file's directives, kept by the daemon by content digest.
 //!
 //! The daemon's remote path (`service::listing`) runs the probes once per compiler set-up,
@@ -21,6 +22,7 @@
 pub mod cache;
 pub mod directives;
 pub mod expr;
+pub mod macros;
 pub mod setup;
 #[cfg(test)]
 mod testing;

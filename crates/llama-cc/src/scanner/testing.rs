@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use super::directives::{self, Directive, Directives};
-use super::expr::Macro;
+use super::macros::MacroTable;
 use super::setup::{PROBE_FLAGS, Probed};
 use super::walk::{Files, SearchPath};
 
@@ -28,12 +28,12 @@ impl Files for Disk {
 }
 
 /// The macros `#define` lines define.
-pub(crate) fn macros_of(text: &str) -> HashMap<String, Macro> {
+pub(crate) fn macros_of(text: &str) -> MacroTable {
     directives::extract(text.as_bytes())
         .list
         .into_iter()
         .filter_map(|d| match d {
-            Directive::Define { name, params, body } => Some((name, Macro { params, body })),
+            Directive::Define { name, def } => Some((name, (*def).clone())),
             _ => None,
         })
         .collect()
@@ -45,7 +45,7 @@ pub(crate) fn gcc_start(
     language: &str,
     flags: &[&str],
     cwd: &Path,
-) -> Option<(HashMap<String, Macro>, SearchPath, Vec<PathBuf>)> {
+) -> Option<(MacroTable, SearchPath, Vec<PathBuf>)> {
     let run = |extra: &[&str]| {
         Command::new("gcc")
             .current_dir(cwd)

@@ -14,6 +14,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{Store, StoreError, is_empty_blob, refresh, shard_path};
 use crate::digest::Digest;
@@ -76,30 +77,49 @@ impl Store {
             false => self.blob_path(digest),
             true => self.executable_copy(digest)?,
         };
-        // A use like any read: refreshed, so no evictor takes it in the grace period.
-        if !refresh(&source, digest.size(), self.touch_after()) {
-            return Err(StoreError::Missing {
-                digest: *digest,
-                dir: self.root.clone(),
-            });
-        }
-        let meta = fs::symlink_metadata(&source).map_err(|e| self.classify("stat", &source, e))?;
-        let wanted = if executable { 0o555 } else { 0o444 };
-        if meta.mode() & 0o7777 != wanted {
-            // Writable (stored by an older llama, or changed since): not shared. The copy
-            // verifies it, and a damaged blob is removed on the way.
-            self.materialize(digest, dest, executable)?;
-            return Ok(None);
-        }
+        // Linked first, looked at after: once linked, the action holds the inode whatever
+        // an evictor does to the name. Two system calls per input, where a copy reads and
+        // hashes the whole file.
         match fs::hard_link(&source, dest) {
-            Ok(()) => Ok(Some(LinkedInput::of(&source, &meta))),
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && dest.parent().is_some_and(Path::is_dir) =>
+            {
+                return Err(StoreError::Missing {
+                    digest: *digest,
+                    dir: self.root.clone(),
+                });
+            }
             // Another file system, or too many links to one inode: a copy does the same.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::EMLINK)) => {
                 self.materialize(digest, dest, executable)?;
-                Ok(None)
+                return Ok(None);
             }
-            Err(e) => Err(self.classify("link", dest, e)),
+            Err(e) => return Err(self.classify("link", dest, e)),
         }
+        let meta = fs::symlink_metadata(dest).map_err(|e| self.classify("stat", dest, e))?;
+        let wanted = if executable { 0o555 } else { 0o444 };
+        if meta.len() != digest.size() || meta.mode() & 0o7777 != wanted {
+            // Torn, or writable (stored by an older llama, or changed since): not shared.
+            // The copy verifies it, and a damaged blob is removed on the way.
+            fs::remove_file(dest).map_err(|e| self.classify("remove", dest, e))?;
+            self.materialize(digest, dest, executable)?;
+            return Ok(None);
+        }
+        // A use like any read: an old entry is refreshed, so eviction sees it in use.
+        let age = SystemTime::now()
+            .duration_since(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH))
+            .unwrap_or_default();
+        let linked = LinkedInput::of(&source, &meta);
+        if age > self.touch_after() {
+            refresh(&source, digest.size(), self.touch_after());
+            return Ok(Some(LinkedInput::of(
+                &source,
+                &fs::symlink_metadata(dest).map_err(|e| self.classify("stat", dest, e))?,
+            )));
+        }
+        Ok(Some(linked))
     }
 
     /// Checks the inputs an action had by link; each whose file changed (a command wrote

@@ -12,6 +12,10 @@
 //! first, the matching `#endif` last, nothing outside but blank space and comments), so
 //! the walk can skip a guarded header it has entered while `G` is still defined.
 
+use std::sync::Arc;
+
+use super::expr::Macro;
+
 /// How an `#include`-like directive searches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncludeKind {
@@ -48,10 +52,9 @@ pub enum Directive {
     Define {
         /// The macro's name.
         name: String,
-        /// A function-like macro's parameters (`...` included as written).
-        params: Option<Vec<String>>,
-        /// The replacement text, whitespace-trimmed.
-        body: String,
+        /// Its parameters (`...` included as written) and replacement text, shared with
+        /// every macro table it enters.
+        def: Arc<Macro>,
     },
     /// `#undef NAME`.
     Undef(String),
@@ -339,8 +342,10 @@ fn define(arg: &str) -> Directive {
     };
     Directive::Define {
         name,
-        params,
-        body: body.trim().to_string(),
+        def: Arc::new(Macro {
+            params,
+            body: body.trim().to_string(),
+        }),
     }
 }
 

@@ -68,20 +68,12 @@ fn a_comment_spanning_lines_joins_them_and_splices_join_lines() {
     assert_eq!(
         list,
         [
-            Directive::Define {
-                name: "A".into(),
-                params: None,
-                body: "1".into()
-            },
+            define("A".into(), None, "1".into()),
             Directive::Include {
                 kind: IncludeKind::Include,
                 target: quoted("spliced.h")
             },
-            Directive::Define {
-                name: "B".into(),
-                params: None,
-                body: "2".into()
-            },
+            define("B".into(), None, "2".into()),
         ]
     );
 }
@@ -103,21 +95,13 @@ fn macros_and_conditionals_are_kept_as_written() {
     assert_eq!(
         extract(text.as_bytes()).list,
         [
-            Directive::Define {
-                name: "F".into(),
-                params: Some(vec!["a".into(), "b".into()]),
-                body: "((a) + (b))".into()
-            },
-            Directive::Define {
-                name: "G".into(),
-                params: None,
-                body: "(x)".into()
-            },
-            Directive::Define {
-                name: "EMPTY".into(),
-                params: None,
-                body: String::new()
-            },
+            define(
+                "F".into(),
+                Some(vec!["a".into(), "b".into()]),
+                "((a) + (b))".into()
+            ),
+            define("G".into(), None, "(x)".into()),
+            define("EMPTY".into(), None, String::new()),
             Directive::Undef("F".into()),
             Directive::If("defined(X) && Y > 2".into()),
             Directive::Elif("Z".into()),
@@ -200,4 +184,11 @@ fn unbalanced_text_never_panics() {
         includes("#include \"unterminated\n"),
         [Target::Computed("\"unterminated".into())]
     );
+}
+
+fn define(name: &str, params: Option<Vec<String>>, body: String) -> Directive {
+    Directive::Define {
+        name: name.into(),
+        def: std::sync::Arc::new(crate::scanner::expr::Macro { params, body }),
+    }
 }

@@ -18,10 +18,8 @@ impl Table {
         for d in defines {
             let text = format!("#define {d}\n");
             for directive in crate::scanner::directives::extract(text.as_bytes()).list {
-                if let crate::scanner::directives::Directive::Define { name, params, body } =
-                    directive
-                {
-                    t.macros.insert(name, Macro { params, body });
+                if let crate::scanner::directives::Directive::Define { name, def } = directive {
+                    t.macros.insert(name, (*def).clone());
                 }
             }
         }

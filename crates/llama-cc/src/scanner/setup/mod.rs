@@ -3,12 +3,11 @@
 //! and `-U` applied after them in order, what it reads before the source unasked, and the
 //! answers to feature tests.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::directives::{self, Directive};
-use super::expr::Macro;
+use super::macros::MacroTable;
 use super::walk::SearchPath;
 use crate::compilation::{Driver, Family, IncludeSearch, Language, Verdict};
 use crate::flags::{self, Word, Words};
@@ -75,7 +74,7 @@ pub const PROBE_FLAGS: &[&str] = &["-dM", "-E", "-v"];
 #[derive(Debug, Clone)]
 pub struct Probed {
     /// The macros before `-D` and `-U`.
-    pub macros: HashMap<String, Macro>,
+    pub macros: MacroTable,
     /// The search chain.
     pub search: SearchPath,
     /// The implicit pre-includes, absolute.
@@ -197,16 +196,16 @@ fn span_text(span: &[OsString]) -> String {
 }
 
 /// The macro table the compiler's `-dM -E` output describes, with `ops` applied in order.
-pub fn macro_table(predefined: &[u8], ops: &[MacroOp]) -> HashMap<String, Macro> {
-    let mut table = HashMap::new();
+pub fn macro_table(predefined: &[u8], ops: &[MacroOp]) -> MacroTable {
+    let mut table = MacroTable::default();
     define(&mut table, predefined);
     apply(&mut table, ops);
-    table
+    table.shared()
 }
 
 /// `ops` applied to `table` in order. gcc: `-DNAME` is NAME 1, `-DNAME=BODY` is NAME BODY
 /// (a `(` before the `=` makes it function-like).
-pub fn apply(table: &mut HashMap<String, Macro>, ops: &[MacroOp]) {
+pub fn apply(table: &mut MacroTable, ops: &[MacroOp]) {
     for op in ops {
         match op {
             MacroOp::Define(text) => {
@@ -224,10 +223,10 @@ pub fn apply(table: &mut HashMap<String, Macro>, ops: &[MacroOp]) {
 }
 
 /// The `#define`s of `text` entered into `table`.
-fn define(table: &mut HashMap<String, Macro>, text: &[u8]) {
+fn define(table: &mut MacroTable, text: &[u8]) {
     for d in directives::extract(text).list {
-        if let Directive::Define { name, params, body } = d {
-            table.insert(name, Macro { params, body });
+        if let Directive::Define { name, def } = d {
+            table.insert(name, def);
         }
     }
 }

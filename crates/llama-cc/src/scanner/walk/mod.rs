@@ -6,12 +6,15 @@
 //! guard or `#pragma once` says it would add nothing. What the walk cannot decide gives it
 //! up ([`GiveUp`]) rather than guess: the caller then asks the compiler (`-M`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::directives::{Directive, Directives, IncludeKind, Target};
 use super::expr::{self, Context, Macro};
+use super::macros::MacroTable;
 
 /// Where includes are searched, in gcc's order.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +32,12 @@ pub trait Files {
     /// The directives of the file at `path`, or `None` when it is not a readable regular
     /// file (the compiler passes over it in a search).
     fn directives(&mut self, path: &Path) -> Option<Arc<Directives>>;
+
+    /// What `#pragma once` and include guards know the file at `path` by. A caller that
+    /// has just looked the file up can answer without another `stat`.
+    fn identity(&mut self, path: &Path) -> FileId {
+        FileId::of(path)
+    }
 }
 
 /// The file system read directly, each file's directives extracted once per path (for
@@ -127,7 +136,7 @@ const MAX_DEPTH: usize = 200;
 /// `-U` in order), its forced includes (`-include`, `-imacros`), its language.
 pub struct Start<'a> {
     /// The macro table before the first line.
-    pub macros: HashMap<String, Macro>,
+    pub macros: MacroTable,
     /// `-imacros` and `-include` files, in order, before the source.
     pub forced: &'a [PathBuf],
     /// C++ (`true` and `false` are values).
@@ -159,9 +168,9 @@ pub fn walk(
         features: start.features,
         wanted: Vec::new(),
         scanned: Scanned::default(),
-        seen: HashSet::new(),
-        once: HashSet::new(),
-        guards: HashMap::new(),
+        seen: FxHashSet::default(),
+        once: FxHashSet::default(),
+        guards: FxHashMap::default(),
         current: Location::default(),
     };
     let main = Location {
@@ -200,18 +209,18 @@ struct Location {
 struct Walker<'a> {
     search: &'a SearchPath,
     files: &'a mut dyn Files,
-    macros: HashMap<String, Macro>,
+    macros: MacroTable,
     cplusplus: bool,
     assembler: bool,
     features: &'a HashMap<(String, String), i64>,
     /// Feature tests met and not answered.
     wanted: Vec<(String, String)>,
     scanned: Scanned,
-    seen: HashSet<PathBuf>,
+    seen: FxHashSet<PathBuf>,
     /// Files that said `#pragma once` or came through `#import`.
-    once: HashSet<FileId>,
+    once: FxHashSet<FileId>,
     /// Files wrapped in an include guard, and its macro.
-    guards: HashMap<FileId, String>,
+    guards: FxHashMap<FileId, String>,
     /// The file whose `#if` is being evaluated (for `__has_include_next`).
     current: Location,
 }
@@ -303,7 +312,7 @@ impl Walker<'_> {
             return Err(GiveUp::TooDeep(at.file));
         }
         self.record(&at.file);
-        let identity = identity(&at.file);
+        let identity = self.files.identity(&at.file);
         if self.once.contains(&identity)
             || self
                 .guards
@@ -351,12 +360,8 @@ impl Walker<'_> {
                     stack.pop();
                 }
                 _ if !live => {}
-                Directive::Define { name, params, body } => {
-                    let m = Macro {
-                        params: params.clone(),
-                        body: body.clone(),
-                    };
-                    self.macros.insert(name.clone(), m);
+                Directive::Define { name, def } => {
+                    self.macros.insert(name.clone(), def.clone());
                 }
                 Directive::Undef(name) => {
                     self.macros.remove(name);
@@ -403,7 +408,7 @@ impl Walker<'_> {
                 name: name.clone(),
             })?;
         // `#import`: entered at most once, like a file that says `#pragma once`.
-        let imported = (kind == IncludeKind::Import).then(|| identity(&found.file));
+        let imported = (kind == IncludeKind::Import).then(|| self.files.identity(&found.file));
         self.enter(found, depth + 1)?;
         self.once.extend(imported);
         Ok(())
@@ -482,16 +487,21 @@ impl Context for Walker<'_> {
 /// compiler does (one `stat`, where resolving the path's links would take one per
 /// component); the path as given when it cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum FileId {
+pub enum FileId {
+    /// A file's device and inode.
     Inode(u64, u64),
+    /// A path that could not be read.
     Path(PathBuf),
 }
 
-fn identity(path: &Path) -> FileId {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(path) {
-        Ok(m) => FileId::Inode(m.dev(), m.ino()),
-        Err(_) => FileId::Path(path.to_path_buf()),
+impl FileId {
+    /// The identity of the file at `path`, by one `stat`.
+    pub fn of(path: &Path) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => FileId::Inode(m.dev(), m.ino()),
+            Err(_) => FileId::Path(path.to_path_buf()),
+        }
     }
 }
 

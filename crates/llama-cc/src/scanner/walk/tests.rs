@@ -149,7 +149,7 @@ fn has_include_ships_what_it_finds_and_undecidable_text_gives_up() {
     assert_eq!(give_up("entry.S"), "directive");
     let features = HashMap::new();
     let assembler = Start {
-        macros: HashMap::new(),
+        macros: Default::default(),
         forced: &[],
         cplusplus: false,
         cwd: root,
