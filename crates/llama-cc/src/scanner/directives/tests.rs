@@ -68,12 +68,12 @@ fn a_comment_spanning_lines_joins_them_and_splices_join_lines() {
     assert_eq!(
         list,
         [
-            define("A".into(), None, "1".into()),
+            define("A", None, "1".into()),
             Directive::Include {
                 kind: IncludeKind::Include,
                 target: quoted("spliced.h")
             },
-            define("B".into(), None, "2".into()),
+            define("B", None, "2".into()),
         ]
     );
 }
@@ -96,12 +96,12 @@ fn macros_and_conditionals_are_kept_as_written() {
         extract(text.as_bytes()).list,
         [
             define(
-                "F".into(),
+                "F",
                 Some(vec!["a".into(), "b".into()]),
                 "((a) + (b))".into()
             ),
-            define("G".into(), None, "(x)".into()),
-            define("EMPTY".into(), None, String::new()),
+            define("G", None, "(x)".into()),
+            define("EMPTY", None, String::new()),
             Directive::Undef("F".into()),
             Directive::If("defined(X) && Y > 2".into()),
             Directive::Elif("Z".into()),
