@@ -7,7 +7,9 @@
 # Usage: bench/lambda.sh [--record] [--jobs N] [--runtimes N] [--corpus NAME]
 #        [--perf] (defaults: -j16, 4 runtimes, lua; NAME is one of scripts/corpus-build's)
 #
-# Five builds of the corpus at one path, each after the corpus' make clean:
+# Five builds of the corpus at one path, each after the corpus' make clean, every llamacc
+# build's objects compared byte for byte with the plain build's (the script fails if one
+# differs):
 #   gcc             plain gcc: the CPU a local compile costs;
 #   -M first        llamacc with LLAMACC_INCLUDE_SCANNER=0 (the compiler's -M lists each
 #                   compile's inputs), an empty S3 prefix and LLAMA_DIR: every compile runs
@@ -154,12 +156,23 @@ build() { # NAME CC LLAMA_DIR|- [LISTER: scanner|-M]
     "$(( $(s3_ops HeadObject) - before_head ))" "$(echo "$stats" | tr -d '\n')" >> "$results"
   echo "bench: $corpus $name: ${wall}s wall" >&2
 }
+# The objects of the plain build, kept to compare every llamacc build with, byte for byte.
+ref=$out/reference
+keep_objects() {
+  rm -rf "$ref" && mkdir -p "$ref"
+  (cd "$tree" && find . -type f -name '*.o' -print0 | tar --null -T - -cf -) | (cd "$ref" && tar -xf -)
+}
+identical() {
+  scripts/corpus-build "$corpus" "$tree" --check >/dev/null
+  scripts/compare-objects --corpus "$corpus" "$ref" "$tree" >&2
+}
 build gcc gcc -
+keep_objects
 for lister in -M scanner; do
   build "$lister first" "$bin/llamacc" "$out/llama-$lister-1" "$lister"
-  scripts/corpus-build "$corpus" "$tree" --check >/dev/null
+  identical
   build "$lister second" "$bin/llamacc" "$out/llama-$lister-2" "$lister"
-  scripts/corpus-build "$corpus" "$tree" --check >/dev/null
+  identical
 done
 
 table=$(python3 - "$results" <<'PY'

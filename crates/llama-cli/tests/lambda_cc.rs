@@ -106,7 +106,16 @@ fn clean_lua(tree: &Path) {
 
 /// Every object of `b` is byte-identical to `a`'s (scripts/compare-objects).
 pub(crate) fn compare_objects(a: &Path, b: &Path) {
+    compare_corpus_objects(None, a, b);
+}
+
+/// [`compare_objects`], but objects known to name the compiler in `corpus` may differ
+/// (`scripts/compare-objects --corpus`).
+pub(crate) fn compare_corpus_objects(corpus: Option<&str>, a: &Path, b: &Path) {
     let mut cmd = script("compare-objects");
+    if let Some(corpus) = corpus {
+        cmd.args(["--corpus", corpus]);
+    }
     cmd.arg(a).arg(b);
     let out = cmd.output().expect("compare-objects");
     assert!(

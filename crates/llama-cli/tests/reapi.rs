@@ -786,7 +786,7 @@ fn daemon_cpu(w: &World, dir: &std::path::Path) -> f64 {
 #[test]
 #[ignore = "a benchmark: bench/reapi.sh runs it"]
 fn bench_over_reapi() {
-    use crate::lambda_cc::{build_corpus, clean_corpus, corpus_tree};
+    use crate::lambda_cc::{build_corpus, clean_corpus, compare_corpus_objects, corpus_tree};
     let corpus = std::env::var("LLAMA_BENCH_CORPUS").unwrap_or_else(|_| "lua".into());
     let w = crate::world();
     let tree = w.dir.path().join(&corpus);
@@ -794,9 +794,13 @@ fn bench_over_reapi() {
     let (llamacc, llamacxx) = (env!("CARGO_BIN_EXE_llamacc"), llamacxx(&w));
     let mut rows = Vec::new();
 
+    // The plain build, moved aside: every llamacc build's objects must be identical to it.
     let before = children_cpu();
     build_corpus(&w, &corpus, &tree, ("gcc", "g++"), &|_| {});
     let gcc_cpu = children_cpu() - before;
+    let reference = tree.with_extension("ref");
+    fs::rename(&tree, &reference).expect("move the reference aside");
+    corpus_tree(&corpus, &tree);
     let mut gcc = None;
 
     for (lister, scanner) in [("-M", "0"), ("scanner", "1")] {
@@ -813,6 +817,7 @@ fn bench_over_reapi() {
                     .env("LLAMACC_INCLUDE_SCANNER", scanner);
             });
             let daemon = daemon_cpu(&w, &dir);
+            compare_corpus_objects(Some(&corpus), &reference, &tree);
             let s = stats(&w, &dir);
             let compiles = (counter(&s, "remote")
                 + counter(&s, "hits")
