@@ -258,18 +258,10 @@ impl CompileService {
             .slot()
             .await
             .map_err(|e| NotScanned::Probe(e.to_string()))?;
-        let out = run_host(
-            &HostCommand {
-                program: job.driver.clone(),
-                args,
-                cwd: job.req.cwd.clone(),
-                env: job.req.env.clone(),
-                umask: None,
-            },
-            self.in_place.timeout(),
-        )
-        .await
-        .map_err(|e| NotScanned::Probe(e.to_string()))?;
+        let out = self
+            .run_compiler(job, args)
+            .await
+            .map_err(|e| NotScanned::Probe(e.to_string()))?;
         if !out.termination.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr.lines().last().unwrap_or_default();
@@ -280,6 +272,22 @@ impl CompileService {
             )));
         }
         Ok(out)
+    }
+
+    /// Runs the compile's compiler with `args`, in its directory and environment.
+    async fn run_compiler(
+        &self,
+        job: &Job<'_>,
+        args: Vec<OsString>,
+    ) -> std::io::Result<HostOutput> {
+        let command = HostCommand {
+            program: job.driver.clone(),
+            args,
+            cwd: job.req.cwd.clone(),
+            env: job.req.env.clone(),
+            umask: None,
+        };
+        run_host(&command, self.in_place.timeout()).await
     }
 
     /// A file of the daemon's own for a probe, removed when dropped.
@@ -308,18 +316,10 @@ impl CompileService {
             .map_err(|e| scan(e.to_string()))?;
         let mut args = discovery.to_vec();
         args.extend(["-M".into(), "-MF".into(), depfile.as_os_str().to_owned()]);
-        let output = run_host(
-            &HostCommand {
-                program: job.driver.clone(),
-                args,
-                cwd: job.req.cwd.clone(),
-                env: job.req.env.clone(),
-                umask: None,
-            },
-            self.in_place.timeout(),
-        )
-        .await
-        .map_err(|e| scan(format!("dependency scan: {e}")))?;
+        let output = self
+            .run_compiler(job, args)
+            .await
+            .map_err(|e| scan(format!("dependency scan: {e}")))?;
         if !output.termination.success() {
             // The compile itself will fail the same way; here, with the user's diagnostics.
             return Err(scan("dependency scan failed".into()));
