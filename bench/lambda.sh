@@ -208,7 +208,7 @@ if [ "$perf" = 1 ]; then
   for f in "$out"/*.perf; do
     echo "== $(basename "$f" .perf): the daemon's hottest functions (self, % of its samples)" >&2
     perf report -q -i "$f" --no-children --sort symbol --percent-limit 1.5 2>/dev/null \
-      | grep -v '^$' | grep -v '^ *|' | grep -v '^ *-' | head -25 >&2
+      | grep -v '^$' | grep -v '^ *|' | grep -v '^ *-' | head -25 >&2 || true
   done
 fi
 table=${table//JOBS/$jobs}
