@@ -113,10 +113,12 @@ impl Executor for LocalExecutor {
         let store = self.store.clone();
         let command = action.command.clone();
         blocking(move || {
-            let termination = termination?;
+            // Checked whatever became of the run: a command that failed may still have
+            // written through a link.
             if let Layout::Link(linked) = &layout {
                 store.check_linked(linked);
             }
+            let termination = termination?;
             let mut result = slot.collect(&store, &command, termination)?;
             result.execution_metadata = Some(reapi::ExecutedActionMetadata {
                 worker: "local".into(),
