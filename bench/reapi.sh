@@ -5,8 +5,9 @@
 #
 # Usage: bench/reapi.sh [--record] [--corpus NAME]   (default lua; NAME: scripts/corpus-build's)
 #
-# Five builds of the corpus at one path, each after the corpus' make clean: plain gcc; then
-# for each lister (LLAMACC_INCLUDE_SCANNER=0, the compiler's -M; the scanner, the default),
+# Seven builds of the corpus at one path, each after the corpus' make clean: plain gcc; then
+# for each lister (LLAMACC_INCLUDE_SCANNER=0, the compiler's -M; the scanner, the default;
+# LLAMACC_LOCAL_PREPROCESS=1, the source preprocessed here and shipped without headers),
 # on a fresh BuildGrid: llamacc on an empty LLAMA_DIR (every compile executes remotely, the
 # toolchain and headers go up once), and llamacc on a new LLAMA_DIR (another machine: every
 # compile is a remote action-cache hit). Client CPU: make's children (gcc, or the llamacc

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::compilation::Family;
+
 /// Every prerequisite named in a depfile, in order of first appearance, without duplicates.
 /// Targets (left of `:`) are not included; `-MP`'s phony rules add nothing new.
 ///
@@ -148,13 +150,39 @@ mod tests {
 /// gcc's line width for depfiles: a name that would pass this column starts a new line.
 const GCC_DEPFILE_COLUMNS: usize = 72;
 
-/// Re-wraps the first rule of a depfile gcc wrote, as gcc would have wrapped it with the
-/// names it has now: a depfile written under another root and then given the user's paths
-/// back must match the local compiler's byte for byte. The rest (`-MP`'s phony rules, one
-/// per line) is kept as is.
-pub(crate) fn rewrap_gcc(text: &str) -> String {
+/// clang's (LLVM's `DependencyFileGenerator`): it also keeps room for the ` \` of a break.
+const CLANG_DEPFILE_COLUMNS: usize = 75;
+
+/// Re-wraps the first rule of a depfile `family`'s compiler wrote, as it would have wrapped
+/// it with the names it has now: a depfile written under another root and then given the
+/// user's paths back must match the local compiler's byte for byte. The rest (`-MP`'s
+/// phony rules, one per line) is kept as is.
+pub(crate) fn rewrap(text: &str, family: Family) -> String {
     let end = first_rule_end(text);
     let (rule, rest) = text.split_at(end);
+    let words = rule_words(rule);
+    let Some(colon) = words.iter().position(|w| w.ends_with(':')) else {
+        return text.to_string();
+    };
+    let targets = words[..=colon]
+        .iter()
+        .enumerate()
+        .map(|(i, w)| match i == colon {
+            true => &w[..w.len() - 1],
+            false => w.as_str(),
+        });
+    let prerequisites = words[colon + 1..].iter().map(String::as_str);
+    let mut out = match family {
+        Family::Gcc => wrap_gcc(targets, prerequisites),
+        Family::Clang => wrap_clang(targets, prerequisites),
+    };
+    out.push('\n');
+    out.push_str(rest.strip_prefix('\n').unwrap_or(rest));
+    out
+}
+
+/// The words of a rule, escapes kept, line continuations dropped.
+fn rule_words(rule: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut chars = rule.chars().peekable();
@@ -177,39 +205,90 @@ pub(crate) fn rewrap_gcc(text: &str) -> String {
         }
     }
     words.extend((!word.is_empty()).then_some(word));
-    let Some(colon) = words.iter().position(|w| w.ends_with(':')) else {
-        return text.to_string();
-    };
-    let mut out = String::with_capacity(text.len());
+    words
+}
+
+/// gcc 12's `mkdeps`: targets and prerequisites alike, a name that would pass the column
+/// starts a line of its own, indented by one space.
+fn wrap_gcc<'a>(
+    targets: impl Iterator<Item = &'a str>,
+    prerequisites: impl Iterator<Item = &'a str>,
+) -> String {
+    let mut out = String::new();
     let mut column = 0;
-    let write = |out: &mut String, name: &str, column: &mut usize| {
-        if *column > 0 {
-            if *column + name.len() > GCC_DEPFILE_COLUMNS {
-                out.push_str(" \\\n");
-                *column = 0;
-            }
-            *column += 1;
-            out.push(' ');
-        }
-        *column += name.len();
-        out.push_str(name);
-    };
-    for (i, w) in words.iter().enumerate().take(colon + 1) {
-        let name = if i == colon {
-            &w[..w.len() - 1]
-        } else {
-            w.as_str()
-        };
-        write(&mut out, name, &mut column);
+    for t in targets {
+        gcc_name(&mut out, &mut column, t);
     }
     out.push(':');
     column += 1;
-    for w in &words[colon + 1..] {
-        write(&mut out, w, &mut column);
+    for p in prerequisites {
+        gcc_name(&mut out, &mut column, p);
     }
-    out.push('\n');
-    out.push_str(rest.strip_prefix('\n').unwrap_or(rest));
     out
+}
+
+fn gcc_name(out: &mut String, column: &mut usize, name: &str) {
+    if *column > 0 {
+        if *column + name.len() > GCC_DEPFILE_COLUMNS {
+            out.push_str(" \\\n");
+            *column = 0;
+        }
+        *column += 1;
+        out.push(' ');
+    }
+    *column += name.len();
+    out.push_str(name);
+}
+
+/// clang 14's `DependencyFileGenerator`: it counts names unescaped, continues targets with
+/// two spaces, and breaks before a prerequisite when the name and a trailing ` \` would
+/// pass the column.
+fn wrap_clang<'a>(
+    targets: impl Iterator<Item = &'a str>,
+    prerequisites: impl Iterator<Item = &'a str>,
+) -> String {
+    let mut out = String::new();
+    let mut column = 0;
+    for t in targets {
+        let n = unescaped_len(t);
+        if column == 0 {
+            column = n;
+        } else if column + n + 2 > CLANG_DEPFILE_COLUMNS {
+            out.push_str(" \\\n  ");
+            column = n + 2;
+        } else {
+            out.push(' ');
+            column += n + 1;
+        }
+        out.push_str(t);
+    }
+    out.push(':');
+    column += 1;
+    for p in prerequisites {
+        let n = unescaped_len(p);
+        if column + n + 1 + 2 > CLANG_DEPFILE_COLUMNS {
+            out.push_str(" \\\n ");
+            column = 2;
+        }
+        out.push(' ');
+        out.push_str(p);
+        column += n + 1;
+    }
+    out
+}
+
+/// The length of a name as the compiler had it before escaping it for make (`\ `, `$$`).
+fn unescaped_len(word: &str) -> usize {
+    let bytes = word.as_bytes();
+    let (mut n, mut i) = (0, 0);
+    while i < bytes.len() {
+        i += match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(_)) | (b'$', Some(b'$')) => 2,
+            _ => 1,
+        };
+        n += 1;
+    }
+    n
 }
 
 /// Where the first rule ends: its first newline not continued by a backslash.
@@ -237,9 +316,40 @@ mod rewrap_tests {
         // Written by gcc 12 with these names.
         let gcc = "t.o: t.c /usr/include/stdc-predef.h /usr/include/stdio.h \\\n /usr/include/x86_64-linux-gnu/bits/libc-header-start.h \\\n /usr/include/features.h\nt.c:\n";
         let flat = "t.o: t.c /usr/include/stdc-predef.h /usr/include/stdio.h /usr/include/x86_64-linux-gnu/bits/libc-header-start.h /usr/include/features.h\nt.c:\n";
-        assert_eq!(rewrap_gcc(flat), gcc);
-        assert_eq!(rewrap_gcc(gcc), gcc);
+        assert_eq!(rewrap(flat, Family::Gcc), gcc);
+        assert_eq!(rewrap(gcc, Family::Gcc), gcc);
         let escaped = "my\\ target t2.o: u.c b.h a.h\nb.h:\na.h:\n";
-        assert_eq!(rewrap_gcc(escaped), escaped);
+        assert_eq!(rewrap(escaped, Family::Gcc), escaped);
+    }
+
+    #[test]
+    fn rewraps_as_clang_does() {
+        // Written by clang 14 with these names: two targets, an escaped name.
+        let clang = concat!(
+            "obj/a_rather_long_target_name_for_wrapping.o another/long/target/name/x.o: \\\n",
+            "  c.c /usr/lib/llvm-14/lib/clang/14.0.6/include/stddef.h \\\n",
+            "  /usr/lib/llvm-14/lib/clang/14.0.6/include/__stddef_max_align_t.h \\\n",
+            "  /usr/lib/llvm-14/lib/clang/14.0.6/include/stdarg.h sub\\ dir/h$$1.h \\\n",
+            "  /usr/lib/llvm-14/lib/clang/14.0.6/include/stdint.h \\\n",
+            "  /usr/include/stdint.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/libc-header-start.h \\\n",
+            "  /usr/include/features.h /usr/include/features-time64.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/wordsize.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/timesize.h \\\n",
+            "  /usr/include/stdc-predef.h /usr/include/x86_64-linux-gnu/sys/cdefs.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/long-double.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/gnu/stubs.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/gnu/stubs-64.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/types.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/typesizes.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/time64.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/wchar.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/stdint-intn.h \\\n",
+            "  /usr/include/x86_64-linux-gnu/bits/stdint-uintn.h\n",
+        );
+        let flat = clang.replace(" \\\n ", "");
+        assert_eq!(flat.lines().count(), 1);
+        assert_eq!(rewrap(&flat, Family::Clang), clang);
+        assert_eq!(rewrap(clang, Family::Clang), clang);
     }
 }

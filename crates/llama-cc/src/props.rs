@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use crate::args;
 use crate::compilation::{Driver, Family, LocalReason, Mode, Verdict};
-use crate::depfile::{prerequisites, rewrap_gcc};
+use crate::depfile::{prerequisites, rewrap};
 use crate::flags;
 use crate::remote_args::{ROOT_PLACEHOLDER, remote_args};
 use crate::response_file::{expand, split};
@@ -352,9 +352,11 @@ proptest! {
     #[test]
     fn depfile_parsing_is_total(text in "(?s)[a-z./:\\\\ \t\r\n#$-]{0,120}") {
         let listed = prerequisites(&text);
-        let _ = rewrap_gcc(&text);
-        if text.starts_with(|c: char| c.is_ascii_alphabetic()) && !text.contains('\r') {
-            prop_assert_eq!(prerequisites(&rewrap_gcc(&text)), listed);
+        for family in [Family::Gcc, Family::Clang] {
+            let _ = rewrap(&text, family);
+            if text.starts_with(|c: char| c.is_ascii_alphabetic()) && !text.contains('\r') {
+                prop_assert_eq!(prerequisites(&rewrap(&text, family)), listed.clone());
+            }
         }
     }
 
@@ -363,7 +365,8 @@ proptest! {
     fn depfile_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let text = String::from_utf8_lossy(&bytes);
         let _ = prerequisites(&text);
-        let _ = rewrap_gcc(&text);
+        let _ = rewrap(&text, Family::Gcc);
+        let _ = rewrap(&text, Family::Clang);
     }
 
     /// What gcc writes (a rule wrapped at its width, `-MP`'s phony rules after it) reads
@@ -382,7 +385,8 @@ proptest! {
             line.push(' ');
             line.push_str(&escape_make(n));
         }
-        let mut text = rewrap_gcc(&line);
+        for family in [Family::Gcc, Family::Clang] {
+        let mut text = rewrap(&line, family);
         if phony {
             for n in names.iter().skip(1) {
                 text.push_str(&format!("\n{}:\n", escape_make(n)));
@@ -399,8 +403,9 @@ proptest! {
             .into_iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
-        prop_assert_eq!(got.iter().collect::<Vec<_>>(), want);
-        prop_assert_eq!(rewrap_gcc(&text), text);
+        prop_assert_eq!(got.iter().collect::<Vec<_>>(), want.clone());
+        prop_assert_eq!(rewrap(&text, family), text);
+        }
     }
 }
 

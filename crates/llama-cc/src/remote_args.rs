@@ -65,6 +65,11 @@ pub(crate) struct RemoteArgs {
     pub rebased: Vec<OsString>,
     /// The arguments for the local dependency discovery: no output, no depfile flags.
     pub discovery: Vec<OsString>,
+    /// [`RemoteArgs::rebased`] without the depfile flags, for compiling text preprocessed
+    /// here (whose preprocessor wrote the depfile).
+    pub without_depfile: Vec<OsString>,
+    /// Where the source operand is in [`RemoteArgs::without_depfile`].
+    pub operand: Option<usize>,
 }
 
 /// Derives the remote and discovery command lines, or says why the compile must stay
@@ -81,12 +86,22 @@ pub(crate) fn remote_args(args: &[OsString], driver: Driver) -> Result<RemoteArg
     let mut out = RemoteArgs {
         rebased: Vec::with_capacity(args.len() + 4),
         discovery: Vec::with_capacity(args.len()),
+        without_depfile: Vec::new(),
+        operand: None,
     };
     let mut macro_maps = Vec::new();
+    // Whether each word of `out.rebased` is a depfile flag's, and where the operand is.
+    let mut of_depfile: Vec<bool> = Vec::with_capacity(args.len() + 4);
+    let mut operand = None;
     loop {
         let start = words.position();
         let Some(word) = words.next() else { break };
         let span = &args[start..words.position()];
+        let depfile_flag = matches!(word, Word::Known(flag, ref value)
+            if is_depfile_flag(flag.kind, value.as_ref().unwrap_or(&OsString::new())));
+        if matches!(word, Word::Operand(_)) {
+            operand = Some(out.rebased.len());
+        }
         match word {
             Word::Operand(_) => {
                 out.rebased.push(rebase(&span[0]));
@@ -147,7 +162,17 @@ pub(crate) fn remote_args(args: &[OsString], driver: Driver) -> Result<RemoteArg
                 out.discovery.push(span[0].clone());
             }
         }
+        of_depfile.resize(out.rebased.len(), depfile_flag);
     }
+    for (i, word) in out.rebased.iter().enumerate() {
+        if Some(i) == operand {
+            out.operand = Some(out.without_depfile.len());
+        }
+        if !of_depfile[i] {
+            out.without_depfile.push(word.clone());
+        }
+    }
+    out.without_depfile.extend(macro_maps.iter().cloned());
     out.rebased.extend(macro_maps);
     Ok(out)
 }
@@ -271,9 +296,13 @@ fn passes_absolute_path(word: &[u8]) -> bool {
 
 /// The discovery run writes its own depfile and no output.
 fn dropped_from_discovery(kind: Kind, value: &OsString) -> bool {
+    kind == Kind::Output || is_depfile_flag(kind, value)
+}
+
+/// Whether a flag asks for a depfile or shapes it (`-MD`, `-MF`, `-MT`, `-Wp,-MD,...`).
+fn is_depfile_flag(kind: Kind, value: &OsString) -> bool {
     match kind {
-        Kind::Output
-        | Kind::DepFile { .. }
+        Kind::DepFile { .. }
         | Kind::DepFileAt { .. }
         | Kind::DepPath
         | Kind::DepTarget { .. }
@@ -301,6 +330,29 @@ mod tests {
                 .join(" ")
         };
         Ok((join(&out.rebased), join(&out.discovery)))
+    }
+
+    #[test]
+    fn text_preprocessed_here_compiles_without_the_depfile_flags() {
+        let line = "-c -MD -MF obj/x.d -MT x.o -Wp,-MMD,y.d -I/inc /src/x.c -o x.o -MP";
+        let args: Vec<OsString> = line.split(' ').map(OsString::from).collect();
+        let out = remote_args(&args, Driver::c(Family::Gcc)).unwrap();
+        let words: Vec<String> = out
+            .without_depfile
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            words,
+            [
+                "-c",
+                "-I@LLAMA_ROOT@/inc",
+                "@LLAMA_ROOT@/src/x.c",
+                "-o",
+                "x.o"
+            ]
+        );
+        assert_eq!(out.operand, Some(2));
     }
 
     #[test]

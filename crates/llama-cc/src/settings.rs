@@ -85,9 +85,10 @@ pub struct Settings {
     pub local_cc: String,
     /// `LLAMACC_LOCAL_CXX`: the C++ compiler (default `c++`).
     pub local_cxx: String,
-    /// `LLAMACC_LOCAL_PREPROCESS`: for remote backends; no effect on this machine.
+    /// `LLAMACC_LOCAL_PREPROCESS`: a remote compile ships its source preprocessed here
+    /// (directives only) instead of its headers, where the object stays the same.
     pub local_preprocess: bool,
-    /// `LLAMACC_FULL_PREPROCESS`: for remote backends; no effect on this machine.
+    /// `LLAMACC_FULL_PREPROCESS`: as `local_preprocess`, with macros expanded here too.
     pub full_preprocess: bool,
     /// `LLAMACC_BUILD_ID`: a label for the build in traces.
     pub build_id: Option<String>,

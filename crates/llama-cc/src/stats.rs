@@ -280,6 +280,9 @@ pub mod scan {
     pub const MISSED: &str = "missed";
     /// `LLAMACC_INCLUDE_SCANNER=0`: the compiler's `-M` was asked.
     pub const SWITCHED_OFF: &str = "switched-off";
+    /// `LLAMACC_LOCAL_PREPROCESS` / `FULL_PREPROCESS`: the source was preprocessed here and
+    /// shipped without its headers.
+    pub const PREPROCESSED: &str = "preprocessed-here";
 }
 
 /// How `llama stats` shows each cost entry: (name, label, decimals).
@@ -397,6 +400,7 @@ impl StatsSnapshot {
                 let label = match key.as_str() {
                     scan::WALKED => "listed by the include scanner".to_string(),
                     scan::MISSED => "MISSED by the scanner (please report)".to_string(),
+                    scan::PREPROCESSED => "preprocessed here, sent without headers".to_string(),
                     reason => format!("asked -M: {reason}"),
                 };
                 out.push_str(&format!("  {label:<42} {n:>8}\n"));

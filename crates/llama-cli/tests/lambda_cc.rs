@@ -165,8 +165,18 @@ pub(crate) fn stop_daemon(w: &World, dir: &Path) {
 /// The reference: `corpus` built with plain gcc and g++ at `tree`, moved to `tree.ref`; a
 /// pristine tree is left at `tree`.
 pub(crate) fn reference_corpus(w: &World, corpus: &str, tree: &Path) -> PathBuf {
+    reference_corpus_with(w, corpus, tree, ("gcc", "g++"))
+}
+
+/// [`reference_corpus`] built with these compilers.
+pub(crate) fn reference_corpus_with(
+    w: &World,
+    corpus: &str,
+    tree: &Path,
+    compilers: (&str, &str),
+) -> PathBuf {
     corpus_tree(corpus, tree);
-    build_corpus(w, corpus, tree, ("gcc", "g++"), &|_| {});
+    build_corpus(w, corpus, tree, compilers, &|_| {});
     let reference = tree.with_extension("ref");
     fs::rename(tree, &reference).expect("move the reference aside");
     corpus_tree(corpus, tree);
@@ -287,7 +297,7 @@ fn lua_on_lambda_is_identical_then_served_by_s3_and_uploads_each_file_once() {
 }
 
 #[test]
-fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
+fn lua_builds_with_gcc_and_clang_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
     if !nix_root() {
         eprintln!("SKIPPED: chroot needs root (CI runs as root)");
         return;
@@ -307,7 +317,9 @@ fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
         "usr/bin/gcc",
         "usr/bin/cc",
         "usr/bin/as",
+        "usr/bin/clang",
         "usr/lib/gcc",
+        "usr/lib/llvm-14",
         "usr/include/stdio.h",
     ] {
         assert!(!jail.join(absent).exists(), "the root has {absent}");
@@ -320,24 +332,28 @@ fn lua_builds_through_a_runtime_chrooted_into_a_root_without_a_compiler() {
         cmd.env("LLAMA_RUNTIME_CACHE", format!("/tmp/cache-{n}"));
         cloud.start_runtime(cmd);
     }
-    let tree = w.dir.path().join("lua");
-    let reference = reference_build(&w, &tree);
-    let dir = w.dir.path().join("llama");
-    build_lua(&w, &tree, env!("CARGO_BIN_EXE_llamacc"), &|cmd| {
-        cloud.client(cmd);
-        cmd.env("LLAMA_DIR", &dir)
-            .env("LLAMACC_LOCAL_FALLBACK", "0")
-            .env("LLAMA_REMOTE_JOBS", "2");
-    });
-    compare_objects(&reference, &tree);
-    let s = stats(&w, &dir);
-    assert_eq!(
-        counter(&s, "remote"),
-        objects(&reference) as u64,
-        "{s:#}\n{}",
-        cloud.logs()
-    );
-    stop_daemon(&w, &dir);
+    // gcc, then clang: each toolchain shipped whole, nothing taken from the root.
+    for cc in ["gcc", "clang"] {
+        let tree = w.dir.path().join(format!("lua-{cc}"));
+        let reference = reference_corpus_with(&w, "lua", &tree, (cc, cc));
+        let dir = w.dir.path().join(format!("llama-{cc}"));
+        build_lua(&w, &tree, env!("CARGO_BIN_EXE_llamacc"), &|cmd| {
+            cloud.client(cmd);
+            cmd.env("LLAMA_DIR", &dir)
+                .env("LLAMACC_LOCAL_CC", cc)
+                .env("LLAMACC_LOCAL_FALLBACK", "0")
+                .env("LLAMA_REMOTE_JOBS", "2");
+        });
+        compare_objects(&reference, &tree);
+        let s = stats(&w, &dir);
+        assert_eq!(
+            counter(&s, "remote"),
+            objects(&reference) as u64,
+            "{cc}: {s:#}\n{}",
+            cloud.logs()
+        );
+        stop_daemon(&w, &dir);
+    }
 }
 
 fn nix_root() -> bool {

@@ -3,6 +3,7 @@
 //! (llama-testkit `ReapiServer`; install them with scripts/install-test-servers).
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -354,6 +355,142 @@ fn lua_and_leveldb_on_buildgrid_are_identical_then_all_remote_cache_hits() {
             counter(&s, "hits")
         );
     }
+}
+
+/// The corpora the clang and preprocess tests build: lua and leveldb, or the
+/// space-separated names in `LLAMA_TEST_REMOTE_CORPORA` (`git`, for the heavier check).
+fn remote_corpora() -> Vec<String> {
+    std::env::var("LLAMA_TEST_REMOTE_CORPORA")
+        .unwrap_or_else(|_| "lua leveldb".into())
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// lua and leveldb built with clang through BuildGrid: every compile remote (no fallback
+/// allowed), the clang driver, its libraries and gcc's installation marker shipped, objects
+/// and depfiles identical to plain clang/clang++'s.
+#[test]
+fn lua_and_leveldb_with_clang_on_buildgrid_are_identical() {
+    use crate::lambda_cc::{build_corpus, compare_objects, reference_corpus_with};
+    let server = ReapiServer::start(2);
+    let w = crate::world();
+    let (llamacc, llamacxx) = (env!("CARGO_BIN_EXE_llamacc"), llamacxx(&w));
+    for corpus in remote_corpora() {
+        let corpus = corpus.as_str();
+        let tree = w.dir.path().join(format!("{corpus}-clang"));
+        let reference = reference_corpus_with(&w, corpus, &tree, ("clang", "clang++"));
+        let dir = w.dir.path().join(format!("{corpus}-clang-llama"));
+        build_corpus(&w, corpus, &tree, (llamacc, &llamacxx), &|cmd| {
+            client(&server, cmd);
+            cmd.env("LLAMA_DIR", &dir)
+                .env("LLAMACC_LOCAL_CC", "clang")
+                .env("LLAMACC_LOCAL_CXX", "clang++")
+                .env("LLAMACC_LOCAL_FALLBACK", "0")
+                .env("LLAMA_REMOTE_JOBS", "4");
+        });
+        compare_objects(&reference, &tree);
+        assert_same_depfiles(&reference, &tree);
+        let s = stats(&w, &dir);
+        assert!(counter(&s, "remote") > 0, "{corpus}: {s:#}");
+        crate::lambda_cc::assert_scanned_all(&s, corpus);
+        stop_daemon(&w, &dir);
+        eprintln!(
+            "{corpus} with clang on BuildGrid: {} remote compiles",
+            counter(&s, "remote")
+        );
+    }
+}
+
+/// `LLAMACC_LOCAL_PREPROCESS` with gcc and `LLAMACC_FULL_PREPROCESS` with clang on lua and
+/// leveldb, the other two pairings on lua, through BuildGrid: every compile remote and
+/// preprocessed here (neither corpus builds with debug information), objects and depfiles
+/// identical to plain builds'.
+#[test]
+fn lua_and_leveldb_preprocessed_here_on_buildgrid_are_identical() {
+    use crate::lambda_cc::{build_corpus, compare_objects, reference_corpus_with};
+    let server = ReapiServer::start(2);
+    let w = crate::world();
+    let (llamacc, llamacxx) = (env!("CARGO_BIN_EXE_llamacc"), llamacxx(&w));
+    let lua = vec!["lua".to_string()];
+    for (cc, cxx, setting, corpora) in [
+        ("gcc", "g++", "LLAMACC_LOCAL_PREPROCESS", remote_corpora()),
+        (
+            "clang",
+            "clang++",
+            "LLAMACC_FULL_PREPROCESS",
+            remote_corpora(),
+        ),
+        ("gcc", "g++", "LLAMACC_FULL_PREPROCESS", lua.clone()),
+        ("clang", "clang++", "LLAMACC_LOCAL_PREPROCESS", lua),
+    ] {
+        for corpus in corpora {
+            let corpus = corpus.as_str();
+            let name = format!("{corpus}-{cc}-{setting}");
+            let tree = w.dir.path().join(&name);
+            let reference = reference_corpus_with(&w, corpus, &tree, (cc, cxx));
+            let dir = w.dir.path().join(format!("{name}-llama"));
+            let out = build_corpus(&w, corpus, &tree, (llamacc, &llamacxx), &|cmd| {
+                client(&server, cmd);
+                cmd.env("LLAMA_DIR", &dir)
+                    .env("LLAMACC_LOCAL_CC", cc)
+                    .env("LLAMACC_LOCAL_CXX", cxx)
+                    .env(setting, "1")
+                    .env("LLAMACC_LOCAL_FALLBACK", "0")
+                    .env("LLAMA_REMOTE_JOBS", "4");
+            });
+            compare_objects(&reference, &tree);
+            assert_same_depfiles(&reference, &tree);
+            let s = stats(&w, &dir);
+            let remote = counter(&s, "remote");
+            assert!(remote > 0, "{name}: {s:#}");
+            // CMake's failing checks may compile remotely too, preprocessed like the rest.
+            let preprocessed = s["scanner"]["preprocessed-here"].as_u64().unwrap_or(0);
+            assert!(
+                (remote..=remote + counter(&s, "compile_errors")).contains(&preprocessed),
+                "{name}: every remote compile preprocessed here: {s:#}"
+            );
+            let said = stderr(&out);
+            assert!(!said.contains(setting), "{name}: nothing declined: {said}");
+            stop_daemon(&w, &dir);
+            eprintln!("{name} with {setting} on BuildGrid: {remote} remote compiles");
+        }
+    }
+}
+
+/// Every depfile under `reference` is byte-identical to the one at the same place in
+/// `tree`.
+fn assert_same_depfiles(reference: &Path, tree: &Path) {
+    let mut compared = 0;
+    for entry in walkdir(reference) {
+        if entry.extension().is_none_or(|x| x != "d") {
+            continue;
+        }
+        let relative = entry.strip_prefix(reference).unwrap();
+        // The reference was built at `tree` and moved aside: both name `tree`.
+        let want = fs::read_to_string(&entry).unwrap();
+        let got = fs::read_to_string(tree.join(relative))
+            .unwrap_or_else(|e| panic!("{}: {e}", relative.display()));
+        assert_eq!(got, want, "{}", relative.display());
+        compared += 1;
+    }
+    eprintln!("{compared} depfiles identical");
+}
+
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// The lines of a build's stderr that llama itself wrote (llamacc's notes, llama's
@@ -803,18 +940,27 @@ fn bench_over_reapi() {
     corpus_tree(&corpus, &tree);
     let mut gcc = None;
 
-    for (lister, scanner) in [("-M", "0"), ("scanner", "1")] {
+    // The third: the source preprocessed here (LLAMACC_LOCAL_PREPROCESS), no header shipped.
+    for (lister, scanner, preprocess) in [
+        ("-M", "0", "0"),
+        ("scanner", "1", "0"),
+        ("preprocessed here", "1", "1"),
+    ] {
         // A fresh server for each lister: the second does not find the first's blobs.
         let server = ReapiServer::start(2);
         for (name, n) in [("first", 1), ("second (new LLAMA_DIR)", 2)] {
             clean_corpus(&corpus, &tree);
-            let dir = w.dir.path().join(format!("llama-{scanner}-{n}"));
+            let dir = w
+                .dir
+                .path()
+                .join(format!("llama-{scanner}{preprocess}-{n}"));
             let before = children_cpu();
             build_corpus(&w, &corpus, &tree, (llamacc, &llamacxx), &|cmd| {
                 client(&server, cmd);
                 cmd.env("LLAMA_DIR", &dir)
                     .env("LLAMACC_LOCAL_FALLBACK", "0")
-                    .env("LLAMACC_INCLUDE_SCANNER", scanner);
+                    .env("LLAMACC_INCLUDE_SCANNER", scanner)
+                    .env("LLAMACC_LOCAL_PREPROCESS", preprocess);
             });
             let daemon = daemon_cpu(&w, &dir);
             compare_corpus_objects(Some(&corpus), &reference, &tree);
@@ -834,7 +980,7 @@ fn bench_over_reapi() {
             let walked = scanned.get("walked").and_then(|v| v.as_u64()).unwrap_or(0);
             let asked: u64 = scanned
                 .iter()
-                .filter(|(k, _)| *k != "walked")
+                .filter(|(k, _)| *k != "walked" && *k != "preprocessed-here")
                 .filter_map(|(_, v)| v.as_u64())
                 .sum();
             rows.push(format!(

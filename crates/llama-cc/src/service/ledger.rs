@@ -49,6 +49,12 @@ impl Ledger {
             .collect();
     }
 
+    /// True the first time `what` is said in this daemon's life.
+    pub(super) fn say_once(&self, what: &str) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        warned.insert(what.to_string())
+    }
+
     /// Unknown `LLAMACC_*` variables, each reported once per daemon.
     pub(super) fn unknown_variable_notes(&self, settings: &Settings) -> Vec<String> {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());

@@ -92,7 +92,7 @@ impl Probe {
 
 /// Why the scanner did not list a compile's inputs; each is counted under its name.
 #[derive(Debug, thiserror::Error)]
-enum NotScanned {
+pub(super) enum NotScanned {
     /// The walk met something it does not decide.
     #[error(transparent)]
     GiveUp(#[from] GiveUp),
@@ -275,7 +275,7 @@ impl CompileService {
     }
 
     /// Runs the compile's compiler with `args`, in its directory and environment.
-    async fn run_compiler(
+    pub(super) async fn run_compiler(
         &self,
         job: &Job<'_>,
         args: Vec<OsString>,
@@ -291,7 +291,11 @@ impl CompileService {
     }
 
     /// A file of the daemon's own for a probe, removed when dropped.
-    fn scratch_file(&self, what: &str, suffix: &str) -> Result<tempfile::TempPath, NotScanned> {
+    pub(super) fn scratch_file(
+        &self,
+        what: &str,
+        suffix: &str,
+    ) -> Result<tempfile::TempPath, NotScanned> {
         let tmp = self.store.root().join("tmp");
         tempfile::Builder::new()
             .prefix(&format!("{what}-{}-{}-", std::process::id(), unique()))

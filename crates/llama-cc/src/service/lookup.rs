@@ -253,6 +253,7 @@ impl CompileService {
         let mappings = job.outputs.clone();
         let umask = job.req.umask;
         let depfile_remote = depfile_remote(&job.req.cwd, &job.c);
+        let family = job.identity.family;
         let hit = tokio::task::spawn_blocking(move || -> Result<_, Fallback> {
             for entry in &manifest.entries {
                 if !entry_matches(entry, &hash_cache, system.as_ref()) {
@@ -263,8 +264,14 @@ impl CompileService {
                 let Some(result) = cached_result(&store, &action)? else {
                     continue;
                 };
-                let delivered =
-                    deliver_compile(&store, &result, &mappings, depfile_remote.as_deref(), umask)?;
+                let delivered = deliver_compile(
+                    &store,
+                    &result,
+                    &mappings,
+                    depfile_remote.as_deref(),
+                    family,
+                    umask,
+                )?;
                 if let Some((stdout, stderr)) = delivered {
                     return Ok(Some((result, stdout, stderr)));
                 }

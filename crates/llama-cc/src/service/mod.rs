@@ -37,6 +37,7 @@ mod ledger;
 mod listing;
 mod lookup;
 mod paths;
+mod preprocess;
 mod remote;
 
 use in_place::InPlace;

@@ -16,16 +16,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use llama_core::{
-    ActionSpec, Digest, FUNCTION_PROPERTY, HashCache, PreparedAction, Store, encode_os,
+    ActionSpec, Digest, FUNCTION_PROPERTY, HashCache, PreparedAction, Store, TreeBuilder, encode_os,
 };
 use llama_exec::{Engine, Finished, OutputMapping, Termination, deliver_outputs};
 
 use super::inputs::{Gather, GatheredInputs, Reads};
 use super::listing::{Lister, Listing, ScannerState};
 use super::lookup::{blob, compile_seconds};
-use super::paths::{depfile_remote, logical_dir, output_env, root_relative};
+use super::paths::{depfile_remote, logical_dir, normalize, output_env, resolve, root_relative};
 use super::{CompileService, Done, Fallback, Job};
-use crate::compilation::{Compilation, DepKind, Driver};
+use crate::compilation::{Compilation, DepKind, Driver, Family};
 use crate::identity::Identity;
 use crate::manifest::Entry;
 use crate::remote_args::{ROOT_PLACEHOLDER, remote_args};
@@ -184,6 +184,22 @@ struct Prepared {
     gathered: GatheredInputs,
     /// The scanner listed the inputs (not the compiler's `-M`).
     scanned: bool,
+    /// The source was preprocessed here and shipped without its headers.
+    preprocessed: bool,
+    /// The source was preprocessed here: the depfile its preprocessor wrote, when the
+    /// compile asks for one, goes into the result in place of the remote compiler's.
+    preprocessed_depfile: Option<Vec<u8>>,
+    /// What to tell the user about this compile.
+    notes: Vec<String>,
+}
+
+/// What a remote compile ships of what the source includes.
+#[derive(Clone, Copy)]
+enum Ship {
+    /// The source preprocessed here when the settings ask for it, else the headers.
+    AsAsked,
+    /// The headers.
+    Headers,
 }
 
 /// A remote compile that ran.
@@ -279,8 +295,18 @@ impl CompileService {
     /// the outputs.
     async fn remote_compile(&self, remote: &Remote, job: &Job<'_>) -> Result<Done, Declined> {
         let started = Instant::now();
-        let mut prepared = self.prepare_remote(remote, job, Lister::Scanner).await?;
+        let mut prepared = self
+            .prepare_remote(remote, job, Lister::Scanner, Ship::AsAsked)
+            .await?;
         let mut ran = self.run_remote(remote, job, &prepared).await?;
+        if ran.exit_code != 0 && prepared.preprocessed {
+            // Diagnostics of preprocessed text lose their macro context: the user gets the
+            // compile's own, from the compile with its headers.
+            prepared = self
+                .prepare_remote(remote, job, Lister::Scanner, Ship::Headers)
+                .await?;
+            ran = self.run_remote(remote, job, &prepared).await?;
+        }
         if ran.exit_code != 0 && prepared.scanned {
             // A header the scanner missed fails the compile remotely: the compiler's own
             // list says whether that is what happened.
@@ -288,6 +314,12 @@ impl CompileService {
                 ran = self.run_remote(remote, job, &again).await?;
                 prepared = again;
             }
+        }
+        if let Some(depfile) = &prepared.preprocessed_depfile
+            && ran.exit_code == 0
+        {
+            self.with_preprocessed_depfile(job, &prepared, &mut ran.finished, depfile)
+                .await?;
         }
         let (stdout, stderr) = self.deliver_remote(job, &ran.finished).await?;
         if ran.exit_code != 0 {
@@ -299,7 +331,10 @@ impl CompileService {
             ));
         }
         let Prepared {
-            action, gathered, ..
+            action,
+            gathered,
+            notes,
+            ..
         } = prepared;
         let entry = Entry {
             inputs: gathered.hashed,
@@ -324,11 +359,46 @@ impl CompileService {
             Outcome::Remote
         };
         let mut done = Done::new(outcome, 0, stdout, stderr);
+        done.notes = notes;
         done.cached = finished.cached;
         if finished.cached {
             done.saved = compile_seconds(&finished.result) - started.elapsed().as_secs_f64();
         }
         Ok(done)
+    }
+
+    /// Puts the depfile written by the preprocessor here into a compile's result, here and
+    /// in the store, so that a later hit delivers it too.
+    async fn with_preprocessed_depfile(
+        &self,
+        job: &Job<'_>,
+        prepared: &Prepared,
+        finished: &mut Finished,
+        depfile: &[u8],
+    ) -> Result<(), Declined> {
+        let Some(path) = depfile_remote(&job.req.cwd, &job.c) else {
+            return Ok(());
+        };
+        let store = self.store.clone();
+        let action = prepared.action.action_digest;
+        let mut result = finished.result.clone();
+        let depfile = depfile.to_vec();
+        let result = tokio::task::spawn_blocking(move || {
+            let digest = store.put_bytes(&depfile)?;
+            result.output_files.retain(|f| f.path != path);
+            result.output_files.push(llama_core::reapi::OutputFile {
+                path,
+                digest: Some(digest.to_proto()),
+                ..Default::default()
+            });
+            store.put_action_result(&action, &result)?;
+            Ok::<_, llama_core::StoreError>(result)
+        })
+        .await
+        .map_err(|e| Declined::Failed(e.to_string()))?
+        .map_err(|e| Declined::Failed(format!("recording the depfile: {e}")))?;
+        finished.result = result;
+        Ok(())
     }
 
     /// Runs a prepared action; the compiler's exit code, or why the remote machinery failed.
@@ -361,7 +431,10 @@ impl CompileService {
         job: &Job<'_>,
         scanned: &Prepared,
     ) -> Result<Option<Prepared>, Declined> {
-        let again = match self.prepare_remote(remote, job, Lister::Compiler).await {
+        let again = match self
+            .prepare_remote(remote, job, Lister::Compiler, Ship::Headers)
+            .await
+        {
             Ok(again) => again,
             // The preprocessor fails here too: the error is the source's.
             Err(Declined::Unsuitable(NotRemote::DependencyScan, _)) => return Ok(None),
@@ -400,6 +473,7 @@ impl CompileService {
         remote: &Remote,
         job: &Job<'_>,
         lister: Lister,
+        ship: Ship,
     ) -> Result<Prepared, Declined> {
         let (req, c) = (job.req, &job.c);
         let unsuitable = |why: NotRemote| move |detail: String| Declined::Unsuitable(why, detail);
@@ -484,16 +558,77 @@ impl CompileService {
                 .add_known(&root_relative(&remote), digest, executable, local)
                 .map_err(|e| inputs(e.to_string()))?;
         }
-        let tree = std::mem::take(&mut gathered.tree);
+        let mut notes = Vec::new();
+        let preprocessed = match ship {
+            Ship::AsAsked => {
+                self.preprocess_here(job, &args.discovery, &mut notes)
+                    .await?
+            }
+            Ship::Headers => None,
+        };
+        let is_preprocessed = preprocessed.is_some();
+        let mut tree = std::mem::take(&mut gathered.tree);
+        let mut rebased = args.rebased;
+        let mut preprocessed_depfile = None;
+        if let Some(pre) = preprocessed {
+            tree = self
+                .preprocessed_tree(job, &toolchain, pre.text)
+                .map_err(&inputs)?;
+            rebased = args.without_depfile;
+            let at = args.operand.unwrap_or(rebased.len());
+            rebased.splice(at..at, pre.remote.iter().map(OsString::from));
+            preprocessed_depfile = pre.depfile;
+            self.ledger.stats.count_scan(scan::PREPROCESSED);
+        }
         let action = self
-            .remote_action(job, &toolchain, args.rebased)
+            .remote_action(job, &toolchain, rebased)
             .prepare(tree.build())
             .map_err(|e| inputs(e.to_string()))?;
         Ok(Prepared {
             action,
             gathered,
             scanned,
+            preprocessed: is_preprocessed,
+            preprocessed_depfile,
+            notes,
         })
+    }
+
+    /// The input tree of a compile preprocessed here: the text in the source's place, the
+    /// files its flags name, the toolchain; no header.
+    fn preprocessed_tree(
+        &self,
+        job: &Job<'_>,
+        toolchain: &Toolchain,
+        text: Arc<[u8]>,
+    ) -> Result<TreeBuilder, String> {
+        let cwd = &job.req.cwd;
+        let mut tree = TreeBuilder::new();
+        let source = cwd.join(&job.c.source);
+        let source = resolve(&source).unwrap_or_else(|| normalize(&source));
+        tree.add_bytes(text, &root_relative(&source), false)
+            .map_err(|e| e.to_string())?;
+        let files = job
+            .c
+            .file_inputs
+            .iter()
+            .map(|f| {
+                let p = cwd.join(f);
+                let p = resolve(&p).unwrap_or_else(|| normalize(&p));
+                (p.clone(), p, false)
+            })
+            .chain(
+                toolchain
+                    .files
+                    .iter()
+                    .map(|f| (f.remote.clone(), f.local.clone(), f.executable)),
+            );
+        for (remote, local, executable) in files {
+            let digest = self.caches.digest_of(&local).map_err(|e| e.to_string())?;
+            tree.add_known(&root_relative(&remote), digest, executable, local)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(tree)
     }
 
     /// The compiler's exit code, or why the remote machinery (not the compiler) failed.
@@ -527,8 +662,16 @@ impl CompileService {
         let mappings = job.outputs.clone();
         let umask = job.req.umask;
         let depfile_remote = depfile_remote(&job.req.cwd, &job.c);
+        let family = job.identity.family;
         let delivered = tokio::task::spawn_blocking(move || {
-            deliver_compile(&store, &result, &mappings, depfile_remote.as_deref(), umask)
+            deliver_compile(
+                &store,
+                &result,
+                &mappings,
+                depfile_remote.as_deref(),
+                family,
+                umask,
+            )
         })
         .await
         .map_err(|e| Declined::Failed(e.to_string()))?
@@ -582,6 +725,7 @@ pub(super) fn deliver_compile(
     result: &llama_core::reapi::ActionResult,
     outputs: &[OutputMapping],
     depfile_remote: Option<&str>,
+    family: Family,
     umask: u32,
 ) -> Result<Option<Replayed>, Fallback> {
     let mut stdout = blob(store, result.stdout_digest.as_ref())?;
@@ -602,7 +746,7 @@ pub(super) fn deliver_compile(
             .find(|f| Some(f.path.as_str()) == depfile_remote)
         {
             let text = without(&blob(store, dep.digest.as_ref())?, &root);
-            let text = crate::depfile::rewrap_gcc(&String::from_utf8_lossy(&text));
+            let text = crate::depfile::rewrap(&String::from_utf8_lossy(&text), family);
             dep.digest = Some(store.put_bytes(text.as_bytes())?.to_proto());
         }
     }
