@@ -56,6 +56,18 @@ impl LocalExecutor {
         self.link_inputs = link;
         self
     }
+
+    /// This executor with another default timeout, sharing its limit and its scratch
+    /// directories (a server that takes the timeout per request keeps one executor).
+    pub fn with_default_timeout(&self, default_timeout: Duration) -> LocalExecutor {
+        LocalExecutor {
+            store: self.store.clone(),
+            permits: self.permits.clone(),
+            slots: self.slots.clone(),
+            default_timeout,
+            link_inputs: self.link_inputs,
+        }
+    }
 }
 
 #[async_trait]
@@ -112,14 +124,17 @@ impl Executor for LocalExecutor {
         let completed = SystemTime::now();
         let store = self.store.clone();
         let command = action.command.clone();
-        blocking(move || {
+        let (outcome, slot) = blocking(move || {
             // Checked whatever became of the run: a command that failed may still have
             // written through a link.
             if let Layout::Link(linked) = &layout {
                 store.check_linked(linked);
             }
-            let termination = termination?;
-            let mut result = slot.collect(&store, &command, termination)?;
+            let collected = termination.and_then(|t| Ok((t, slot.collect(&store, &command, t)?)));
+            let (termination, mut result) = match collected {
+                Ok(collected) => collected,
+                Err(e) => return Ok((Err(e), slot)),
+            };
             result.execution_metadata = Some(reapi::ExecutedActionMetadata {
                 worker: "local".into(),
                 worker_start_timestamp: Some(timestamp(worker_start)),
@@ -132,13 +147,21 @@ impl Executor for LocalExecutor {
                 worker_completed_timestamp: Some(timestamp(SystemTime::now())),
                 ..Default::default()
             });
-            Ok(ExecOutcome {
-                result,
-                termination,
-                cached: false,
-            })
+            Ok((
+                Ok(ExecOutcome {
+                    result,
+                    termination,
+                    cached: false,
+                }),
+                slot,
+            ))
         })
-        .await
+        .await?;
+        // Emptied after the answer, not before the next action: removing a compile's
+        // hundreds of links is most of what an action costs beside its command. The slot
+        // goes back to the pool once empty; an action starting sooner takes another.
+        tokio::task::spawn_blocking(move || slot.clear());
+        outcome
     }
 }
 
@@ -381,6 +404,13 @@ impl Slot {
 
     fn root(&self) -> PathBuf {
         self.path.join("root")
+    }
+
+    /// Empties the slot; what cannot be removed now is removed before its next use.
+    fn clear(self) {
+        if let Err(e) = empty_dir(&self.root()) {
+            tracing::debug!("emptying {}: {e}", self.path.display());
+        }
     }
 
     fn stream_path(&self, name: &str) -> PathBuf {

@@ -129,6 +129,10 @@ pub struct Service {
     sdk: OnceCell<aws_config::SdkConfig>,
     buckets: Mutex<HashMap<wire::StoreLocation, S3Cas>>,
     invocations: AtomicU64,
+    /// One action at a time, inputs linked to the verified cache whoever runs it (a write
+    /// through a link is caught after the action, before any other action runs). Kept
+    /// across requests: its scratch directory is reused, and emptied between them.
+    executor: LocalExecutor,
 }
 
 /// How long a blob the runtime used is kept from eviction: longer than fetching and laying
@@ -143,8 +147,11 @@ impl Service {
         // out its inputs, not for the ten minutes a store shared by many processes allows.
         let store = Store::open(&settings.cache_dir, settings.cache_size)?
             .with_eviction_grace(RUNTIME_EVICTION_GRACE);
+        let executor =
+            LocalExecutor::new(store.clone(), 1, FALLBACK_TIMEOUT).with_linked_inputs(true);
         Ok(Service {
             store,
+            executor,
             settings,
             sdk: OnceCell::new(),
             buckets: Mutex::new(HashMap::new()),
@@ -219,9 +226,7 @@ impl Service {
             .timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(FALLBACK_TIMEOUT);
-        // One action at a time: inputs can be links to the verified cache, whoever runs it
-        // (a write through one is caught after the action, before any other action runs).
-        let executor = LocalExecutor::new(self.store.clone(), 1, timeout).with_linked_inputs(true);
+        let executor = self.executor.with_default_timeout(timeout);
         let mut outcome = executor.execute(&prepared).await?;
         if let Some(meta) = outcome.result.execution_metadata.as_mut() {
             meta.worker = format!("lambda:{}", self.settings.function_name);
