@@ -13,8 +13,8 @@ use std::time::{Instant, SystemTime};
 use llama_core::{Digest, HashCache, Hasher, RecordKind, Store, reapi};
 use llama_exec::cached_result;
 
-use super::paths::{depfile_remote, logical_dir, output_mappings, too_new};
-use super::remote::deliver_compile;
+use super::paths::{logical_dir, output_mappings, too_new};
+use super::remote::Delivery;
 use super::{CompileRequest, CompileService, Done, Fallback, Job, OUTPUT_ENV, UNCACHEABLE_ENV};
 use crate::args;
 use crate::compilation::{Compilation, Driver, Verdict};
@@ -250,10 +250,7 @@ impl CompileService {
         };
         let store = self.store.clone();
         let hash_cache = self.caches.hash_cache.clone();
-        let mappings = job.outputs.clone();
-        let umask = job.req.umask;
-        let depfile_remote = depfile_remote(&job.req.cwd, &job.c);
-        let family = job.identity.family;
+        let delivery = Delivery::of(job);
         let hit = tokio::task::spawn_blocking(move || -> Result<_, Fallback> {
             for entry in &manifest.entries {
                 if !entry_matches(entry, &hash_cache, system.as_ref()) {
@@ -264,15 +261,7 @@ impl CompileService {
                 let Some(result) = cached_result(&store, &action)? else {
                     continue;
                 };
-                let delivered = deliver_compile(
-                    &store,
-                    &result,
-                    &mappings,
-                    depfile_remote.as_deref(),
-                    family,
-                    umask,
-                )?;
-                if let Some((stdout, stderr)) = delivered {
+                if let Some((stdout, stderr)) = delivery.deliver(&store, &result)? {
                     return Ok(Some((result, stdout, stderr)));
                 }
             }

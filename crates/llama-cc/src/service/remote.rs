@@ -659,23 +659,11 @@ impl CompileService {
     ) -> Result<Replayed, Declined> {
         let store = self.store.clone();
         let result = finished.result.clone();
-        let mappings = job.outputs.clone();
-        let umask = job.req.umask;
-        let depfile_remote = depfile_remote(&job.req.cwd, &job.c);
-        let family = job.identity.family;
-        let delivered = tokio::task::spawn_blocking(move || {
-            deliver_compile(
-                &store,
-                &result,
-                &mappings,
-                depfile_remote.as_deref(),
-                family,
-                umask,
-            )
-        })
-        .await
-        .map_err(|e| Declined::Failed(e.to_string()))?
-        .map_err(|e| Declined::Failed(describe_fallback(e)))?;
+        let delivery = Delivery::of(job);
+        let delivered = tokio::task::spawn_blocking(move || delivery.deliver(&store, &result))
+            .await
+            .map_err(|e| Declined::Failed(e.to_string()))?
+            .map_err(|e| Declined::Failed(describe_fallback(e)))?;
         delivered
             .ok_or_else(|| Declined::Failed("the remote compile did not write every output".into()))
     }
@@ -717,54 +705,74 @@ impl CompileService {
 /// A delivered compile's stdout and stderr.
 pub(super) type Replayed = (Vec<u8>, Vec<u8>);
 
-/// Delivers a compile's outputs and returns its stdout and stderr; `None` when the result
-/// lacks the object or the depfile. A result compiled remotely names its input root in its
-/// depfile and diagnostics: the root is taken out, so they name the user's paths.
-pub(super) fn deliver_compile(
-    store: &Store,
-    result: &llama_core::reapi::ActionResult,
-    outputs: &[OutputMapping],
-    depfile_remote: Option<&str>,
+/// Where a compile's results go, owned, for a blocking thread.
+pub(super) struct Delivery {
+    outputs: Vec<OutputMapping>,
+    /// The depfile among `outputs`, if the compile writes one.
+    depfile_remote: Option<String>,
+    /// Whose line width the depfile is re-wrapped at.
     family: Family,
     umask: u32,
-) -> Result<Option<Replayed>, Fallback> {
-    let mut stdout = blob(store, result.stdout_digest.as_ref())?;
-    let mut stderr = blob(store, result.stderr_digest.as_ref())?;
-    let root = result
-        .output_files
-        .iter()
-        .find(|f| f.path == ROOT_MARKER)
-        .map(|f| blob(store, f.digest.as_ref()))
-        .transpose()?;
-    let mut result = result.clone();
-    if let Some(root) = root.filter(|r| !r.is_empty()) {
-        stdout = without(&stdout, &root);
-        stderr = without(&stderr, &root);
-        if let Some(dep) = result
-            .output_files
-            .iter_mut()
-            .find(|f| Some(f.path.as_str()) == depfile_remote)
-        {
-            let text = without(&blob(store, dep.digest.as_ref())?, &root);
-            let text = crate::depfile::rewrap(&String::from_utf8_lossy(&text), family);
-            dep.digest = Some(store.put_bytes(text.as_bytes())?.to_proto());
+}
+
+impl Delivery {
+    pub(super) fn of(job: &Job<'_>) -> Delivery {
+        Delivery {
+            outputs: job.outputs.clone(),
+            depfile_remote: depfile_remote(&job.req.cwd, &job.c),
+            family: job.identity.family,
+            umask: job.req.umask,
         }
     }
-    // The object and the depfile must be there; the files a compiler writes only sometimes
-    // (`.dwo`, `.su`) are delivered when they are.
-    let success = result.exit_code == 0;
-    let required = |o: &OutputMapping| {
-        success && (o.remote == outputs[0].remote || Some(o.remote.as_str()) == depfile_remote)
-    };
-    let present: Vec<OutputMapping> = outputs
-        .iter()
-        .filter(|o| required(o) || result.output_files.iter().any(|f| f.path == o.remote))
-        .cloned()
-        .collect();
-    if !deliver_outputs(store, &result, &present, umask)?.is_empty() {
-        return Ok(None);
+
+    /// Delivers a compile's outputs and returns its stdout and stderr; `None` when the
+    /// result lacks the object or the depfile. A result compiled remotely names its input
+    /// root in its depfile and diagnostics: the root is taken out, so they name the user's
+    /// paths.
+    pub(super) fn deliver(
+        &self,
+        store: &Store,
+        result: &llama_core::reapi::ActionResult,
+    ) -> Result<Option<Replayed>, Fallback> {
+        let (outputs, depfile_remote) = (&self.outputs, self.depfile_remote.as_deref());
+        let mut stdout = blob(store, result.stdout_digest.as_ref())?;
+        let mut stderr = blob(store, result.stderr_digest.as_ref())?;
+        let root = result
+            .output_files
+            .iter()
+            .find(|f| f.path == ROOT_MARKER)
+            .map(|f| blob(store, f.digest.as_ref()))
+            .transpose()?;
+        let mut result = result.clone();
+        if let Some(root) = root.filter(|r| !r.is_empty()) {
+            stdout = without(&stdout, &root);
+            stderr = without(&stderr, &root);
+            if let Some(dep) = result
+                .output_files
+                .iter_mut()
+                .find(|f| Some(f.path.as_str()) == depfile_remote)
+            {
+                let text = without(&blob(store, dep.digest.as_ref())?, &root);
+                let text = crate::depfile::rewrap(&String::from_utf8_lossy(&text), self.family);
+                dep.digest = Some(store.put_bytes(text.as_bytes())?.to_proto());
+            }
+        }
+        // The object and the depfile must be there; the files a compiler writes only
+        // sometimes (`.dwo`, `.su`) are delivered when they are.
+        let success = result.exit_code == 0;
+        let required = |o: &OutputMapping| {
+            success && (o.remote == outputs[0].remote || Some(o.remote.as_str()) == depfile_remote)
+        };
+        let present: Vec<OutputMapping> = outputs
+            .iter()
+            .filter(|o| required(o) || result.output_files.iter().any(|f| f.path == o.remote))
+            .cloned()
+            .collect();
+        if !deliver_outputs(store, &result, &present, self.umask)?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((stdout, stderr)))
     }
-    Ok(Some((stdout, stderr)))
 }
 
 /// `text` with every occurrence of `needle` removed.
