@@ -187,6 +187,13 @@ const TOO_HARD_REMOTELY: &[(&str, &str)] = &[
         "records the working directory in the .gcno",
     ),
     ("-flto", "streams the unmapped file names"),
+    // clang runs these as programs of their own, which are not shipped.
+    ("-fno-integrated-as", "runs the system assembler"),
+    (
+        "-fno-integrated-cc1",
+        "runs the compiler as a second process",
+    ),
+    ("-no-integrated-as", "runs the system assembler"),
 ];
 
 /// Adds a user's rebased prefix map. A `-ffile-prefix-map` becomes a `-fdebug-prefix-map`
@@ -379,6 +386,19 @@ mod tests {
         let (rebased, discovery) = run("-O2 -Wall -c lapi.c -o lapi.o -Wp,-MMD,lapi.d").unwrap();
         assert_eq!(rebased, "-O2 -Wall -c lapi.c -o lapi.o -Wp,-MMD,lapi.d");
         assert_eq!(discovery, "-O2 -Wall -c lapi.c");
+    }
+
+    #[test]
+    fn clangs_own_second_processes_stay_local() {
+        for flag in [
+            "-fno-integrated-as",
+            "-no-integrated-as",
+            "-fno-integrated-cc1",
+        ] {
+            let args: Vec<OsString> = ["-c", flag, "a.c"].map(OsString::from).to_vec();
+            let err = remote_args(&args, Driver::c(Family::Clang)).unwrap_err();
+            assert!(err.starts_with(flag), "{err}");
+        }
     }
 
     #[test]
