@@ -34,7 +34,8 @@ done
 scripts/install-test-servers >/dev/null
 scripts/corpus-fetch "$corpus" >/dev/null
 out=$(LLAMA_BENCH_CORPUS=$corpus cargo test --release --locked -p llama-cli --test tests reapi::bench_over_reapi \
-  -- --ignored --nocapture --test-threads 1 2>/dev/null)
+  -- --ignored --nocapture --test-threads 1 2>&1) \
+  || { echo "bench/reapi.sh: the benchmark failed:" >&2; echo "$out" | grep -v '^\s*$' | tail -40 >&2; exit 1; }
 table=$(echo "$out" | grep '^|')
 [ -n "$table" ] || { echo "bench/reapi.sh: the benchmark printed no table:" >&2; echo "$out" >&2; exit 1; }
 echo "$table"
