@@ -1,10 +1,12 @@
 //! The compiler as input files, for a machine that has no compiler.
 //!
-//! A remote compile ships the driver, the programs it runs for this language (`cc1` or
-//! `cc1plus`, and `as`), the shared libraries they load and the dynamic loader itself, so
-//! the remote compiler is this machine's by construction and one generic image serves every
-//! user. Everything runs through the shipped loader (`ld.so --library-path`), the driver's
-//! children too (`-wrapper`), so neither the remote C library nor its version matters.
+//! A remote compile ships the driver, the programs it runs for this language (gcc's `cc1`
+//! or `cc1plus`, and `as`; clang compiles C and C++ in its own process), the shared
+//! libraries they load and the dynamic loader itself, so the remote compiler is this
+//! machine's by construction and one generic image serves every user. Everything runs
+//! through the shipped loader (`ld.so --library-path`), gcc's children too (`-wrapper`), so
+//! neither the remote C library nor its version matters. What each driver is told to find
+//! its own parts below the root is [`FindsItself`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
