@@ -311,7 +311,8 @@ pub struct XargsArgs {
     #[arg(short = 'k', long = "keep-order")]
     pub keep_order: bool,
 
-    /// Append one line per finished job to FILE: index, line, exit, seconds, cached.
+    /// Write one line per finished job to FILE (index, line, exit, seconds, cached),
+    /// replacing it; +FILE appends instead, as GNU parallel does.
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<std::path::PathBuf>,
 

@@ -56,14 +56,7 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
             .add_path(&ctx.hash_cache, &m.local, &m.remote)
             .with_context(|| format!("-f {spec}"))?;
     }
-    let mut joblog = match &args.joblog {
-        Some(path) => {
-            let file = File::create(path)
-                .with_context(|| format!("--joblog {}: cannot create it", path.display()))?;
-            Some(JobLog::new(BufWriter::new(file))?)
-        }
-        None => None,
-    };
+    let mut joblog = args.joblog.as_deref().map(open_joblog).transpose()?;
     let batch = Arc::new(Batch {
         host: ctx.clone(),
         templates,
@@ -275,4 +268,31 @@ impl Progress {
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// The joblog: `FILE` is replaced; `+FILE` is appended to, its header written only when it
+/// is empty (GNU parallel's spelling).
+fn open_joblog(spec: &std::path::Path) -> anyhow::Result<JobLog<BufWriter<File>>> {
+    use std::os::unix::ffi::OsStrExt;
+    let (append, path) = match spec.as_os_str().as_bytes() {
+        [b'+', rest @ ..] => (
+            true,
+            std::path::PathBuf::from(std::ffi::OsStr::from_bytes(rest)),
+        ),
+        _ => (false, spec.to_path_buf()),
+    };
+    let file = match append {
+        true => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path),
+        false => File::create(&path),
+    }
+    .with_context(|| format!("--joblog {}: cannot open it for writing", path.display()))?;
+    let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(true);
+    let w = BufWriter::new(file);
+    Ok(match append && !empty {
+        true => JobLog::continuing(w),
+        false => JobLog::new(w)?,
+    })
 }

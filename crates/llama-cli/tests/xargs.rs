@@ -91,6 +91,32 @@ fn the_originals_optipng_example_matches_optipng_run_directly() {
     }
 }
 
+/// `--joblog FILE` replaces FILE; `--joblog +FILE` appends, with one header (GNU parallel's
+/// spellings).
+#[test]
+fn joblog_replaces_its_file_and_plus_appends() {
+    let w = crate::world();
+    let log = w.dir.path().join("jobs.log");
+    let plain = log.to_str().expect("utf-8").to_string();
+    let plus = format!("+{plain}");
+    let lines = |text: &str| text.lines().map(String::from).collect::<Vec<_>>();
+    for (spec, runs, want) in [(&plain, 2, 3), (&plus, 2, 5)] {
+        let _ = fs::remove_file(&log);
+        for _ in 0..runs {
+            let out = xargs(&w, &["--joblog", spec, "f", "true", "{{.Line}}"], "a\nb\n");
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        let text = fs::read_to_string(&log).expect("joblog");
+        let got = lines(&text);
+        assert_eq!(got.len(), want, "{spec}: {text}");
+        assert_eq!(
+            got.iter().filter(|l| l.starts_with("Idx\t")).count(),
+            1,
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn output_is_whole_per_job_and_k_keeps_input_order() {
     let w = crate::world();

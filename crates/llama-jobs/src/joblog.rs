@@ -51,6 +51,11 @@ impl<W: Write> JobLog<W> {
         Ok(JobLog { w })
     }
 
+    /// Continues a log that already has its header (`--joblog +FILE` on a file with lines).
+    pub fn continuing(w: W) -> Self {
+        JobLog { w }
+    }
+
     /// Appends one job's line and flushes it. Tabs in the line are escaped so columns stay.
     ///
     /// # Errors
