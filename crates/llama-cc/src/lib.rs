@@ -18,6 +18,9 @@ read and write.
 * [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome, with
   the reasons named by enums ([`LocalReason`], [`CannotCache`], [`NotRemote`],
   [`TrustReason`]) so the keys of `llama stats` are a fixed set.
+* [`launcher`]: which compiler a `llamacc` process stands in for: the settings', the
+  first argument's (`llamacc gcc -c x.c`, CMake's launcher), or the real one behind a link
+  named `gcc` (masquerade).
 * [`protocol`] and [`client`]: the daemon's one wire format (the service's own
   [`CompileRequest`] and [`CompileReply`]) and the client half of it, which the thin
   `llamacc` binary uses without linking the service.
@@ -64,6 +67,7 @@ mod depfile;
 mod error;
 mod flags;
 mod identity;
+pub mod launcher;
 mod manifest;
 #[cfg(test)]
 mod props;

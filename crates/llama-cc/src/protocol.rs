@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a daemon speaking another version is replaced.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 const MAGIC: [u8; 4] = *b"LLMA";
 
@@ -55,8 +55,12 @@ pub enum Request {
 /// Arguments, paths and variables are the client's bytes (they need not be UTF-8).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompileRequest {
-    /// Invoked as a C++ driver (`llamac++`) rather than `llamacc`.
+    /// Invoked as a C++ driver (`llamac++`, or a C++ compiler's name) rather than `llamacc`.
     pub cxx: bool,
+    /// The compiler by absolute path, when the launcher form (`llamacc gcc ...`) or a
+    /// masquerading link named it ([`crate::launcher`]); `None`: the one `LLAMACC_LOCAL_CC`
+    /// / `LLAMACC_LOCAL_CXX` name.
+    pub compiler: Option<OsString>,
     /// The arguments after the program name.
     pub args: Vec<OsString>,
     /// The client's working directory.
@@ -301,6 +305,7 @@ mod tests {
 
         let buf = frame_of(&Request::Compile(CompileRequest {
             cxx: true,
+            compiler: None,
             args: vec!["-c".into(), OsString::from_vec(vec![0xff, 0xfe])],
             cwd: PathBuf::from(OsString::from_vec(b"/tmp/\xff".to_vec())),
             env: vec![("A".into(), "1".into())],
@@ -358,15 +363,16 @@ mod tests {
 
     fn request() -> impl Strategy<Value = Request> {
         let compile = (
-            any::<bool>(),
+            (any::<bool>(), proptest::option::of(os(24))),
             proptest::collection::vec(os(24), 0..8),
             os(32).prop_map(PathBuf::from),
             proptest::collection::vec((os(12), os(24)), 0..6),
             any::<u32>(),
         )
-            .prop_map(|(cxx, args, cwd, env, umask)| {
+            .prop_map(|((cxx, compiler), args, cwd, env, umask)| {
                 Request::Compile(CompileRequest {
                     cxx,
+                    compiler,
                     args,
                     cwd,
                     env,

@@ -72,6 +72,7 @@ async fn compile(svc: &CompileService, cwd: &Path, cxx: bool, args: &[String]) -
     let reply = svc
         .compile(CompileRequest {
             cxx,
+            compiler: None,
             args: args.iter().map(OsString::from).collect(),
             cwd: cwd.to_path_buf(),
             env: env(&[]),

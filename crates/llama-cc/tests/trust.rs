@@ -50,6 +50,7 @@ async fn llamacc(svc: &CompileService, cwd: &Path, env: &[(&str, &str)], args: &
     let reply = svc
         .compile(CompileRequest {
             cxx: false,
+            compiler: None,
             args: args.iter().map(OsString::from).collect(),
             cwd: cwd.to_path_buf(),
             env: full,
@@ -319,6 +320,7 @@ async fn r12_arguments_differing_in_non_utf8_bytes_are_different_keys() {
         let reply = svc
             .compile(CompileRequest {
                 cxx: false,
+                compiler: None,
                 args,
                 cwd: root.clone(),
                 env: vec![("PATH".into(), "/usr/bin:/bin".into())],

@@ -350,6 +350,141 @@ fn llamacxx_compiles_cxx_and_llamacc_local_bypasses_the_cache() {
     );
 }
 
+/// Runs `program` with this world's environment (as `w.llamacc` sets it up, with
+/// `LLAMACC_LOCAL_CC` naming no compiler: only the launcher form or the link can name one)
+/// and `PATH` starting with `first_on_path`.
+fn run_as(
+    w: &World,
+    program: &std::path::Path,
+    args: &[&str],
+    first_on_path: &std::path::Path,
+) -> Output {
+    run_as_cmd(w, program, args, first_on_path)
+        .output()
+        .expect("llamacc")
+}
+
+fn run_as_cmd(
+    w: &World,
+    program: &std::path::Path,
+    args: &[&str],
+    first_on_path: &std::path::Path,
+) -> Command {
+    let template = w.llamacc("/nonexistent/cc", &[]);
+    let path = std::env::join_paths(std::iter::once(first_on_path.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH");
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(
+            template
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("PATH", path)
+        .current_dir(w.work());
+    cmd
+}
+
+#[test]
+fn the_launcher_form_and_a_masquerading_link_are_cached() {
+    let w = crate::world();
+    project(&w);
+    w.write(
+        "a.cc",
+        b"#include <vector>\nint f() { return std::vector<int>(3).size(); }\n",
+    );
+    let mask = w.dir.path().join("mask");
+    fs::create_dir_all(&mask).expect("mask dir");
+    for name in ["gcc", "g++"] {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_llamacc"), mask.join(name)).expect("link");
+    }
+    let llamacc = std::path::Path::new(env!("CARGO_BIN_EXE_llamacc"));
+    let args = ["-O2", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
+    ok(&Command::new("gcc")
+        .args(args)
+        .current_dir(w.work())
+        .output()
+        .expect("gcc"));
+    let plain = fs::read(w.path("main.o")).expect("plain main.o");
+
+    // ccache's launcher form, with a `gcc` link to llamacc first on PATH: the real gcc.
+    fs::remove_file(w.path("main.o")).expect("rm");
+    ok(&run_as(&w, llamacc, &[&["gcc"][..], &args].concat(), &mask));
+    assert_eq!(fs::read(w.path("main.o")).expect("main.o"), plain);
+    assert_eq!((counter(&w, "misses"), counter(&w, "hits")), (1, 0));
+    // The link itself: the same gcc, so the same compile.
+    fs::remove_file(w.path("main.o")).expect("rm");
+    ok(&run_as(&w, &mask.join("gcc"), &args, &mask));
+    assert_eq!(fs::read(w.path("main.o")).expect("main.o"), plain);
+    assert_eq!((counter(&w, "misses"), counter(&w, "hits")), (1, 1));
+    // Plain llamacc whose LLAMACC_LOCAL_CC finds the link first on PATH: the daemon looks
+    // past it to the real gcc (cached under llamacc's identity, an upgraded gcc would
+    // never miss).
+    fs::remove_file(w.path("main.o")).expect("rm");
+    let mut plain_form = run_as_cmd(&w, llamacc, &args, &mask);
+    ok(&plain_form
+        .env("LLAMACC_LOCAL_CC", "gcc")
+        .output()
+        .expect("llamacc"));
+    assert_eq!(fs::read(w.path("main.o")).expect("main.o"), plain);
+    assert_eq!((counter(&w, "misses"), counter(&w, "hits")), (1, 2));
+
+    // C++ through `llamacc g++`, the g++ link and the llamacxx binary: one miss, two hits.
+    let cxx = ["-c", "a.cc", "-o", "a.o"];
+    ok(&Command::new("g++")
+        .args(cxx)
+        .current_dir(w.work())
+        .output()
+        .expect("g++"));
+    let plain_cxx = fs::read(w.path("a.o")).expect("plain a.o");
+    ok(&run_as(&w, llamacc, &[&["g++"][..], &cxx].concat(), &mask));
+    ok(&run_as(&w, &mask.join("g++"), &cxx, &mask));
+    let template = w.llamacc("/nonexistent/cc", &[]);
+    let llamacxx = Command::new(env!("CARGO_BIN_EXE_llamacxx"))
+        .args(cxx)
+        .envs(
+            template
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
+        .env("LLAMACC_LOCAL_CXX", "g++")
+        .current_dir(w.work())
+        .output()
+        .expect("llamacxx");
+    ok(&llamacxx);
+    assert_eq!(fs::read(w.path("a.o")).expect("a.o"), plain_cxx);
+    assert_eq!((counter(&w, "misses"), counter(&w, "hits")), (2, 4));
+
+    // A link with nothing real behind it says so instead of starting itself for ever.
+    let lonely = run_as(&w, &mask.join("gcc"), &args, &mask).status.success();
+    assert!(lonely, "gcc is on PATH after the mask");
+    let out = Command::new(mask.join("gcc"))
+        .args(args)
+        .env("PATH", &mask)
+        .current_dir(w.work())
+        .output()
+        .expect("masked gcc");
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no other gcc is on PATH"),
+        "{}",
+        stderr(&out)
+    );
+    // llamacc named as its own compiler is refused, not run again.
+    let out = w
+        .llamacc(env!("CARGO_BIN_EXE_llamacc"), &args)
+        .output()
+        .expect("llamacc");
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is llamacc itself"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn a_killed_daemon_is_replaced_and_the_build_goes_on() {
     let w = crate::world();

@@ -238,7 +238,10 @@ impl CompileService {
         let settings = Settings::from_env(req.env.iter().map(|(k, v)| (k, v)));
         let mut notes = self.ledger.unknown_variable_notes(&settings);
         let args = settings.filter_args(req.args.clone());
-        let program = OsString::from(settings.compiler(req.cxx));
+        let program = req
+            .compiler
+            .clone()
+            .unwrap_or_else(|| settings.compiler(req.cxx).into());
         let outcome = if settings.local {
             Err(Fallback::Cannot(CannotCache::LocalSetting, None))
         } else {
@@ -343,11 +346,19 @@ fn with_detail(reason: &str, detail: Option<&str>) -> String {
 }
 
 /// The compiler as the client names it, resolved as its shell would: a path with a slash
-/// relative to the client's directory, a bare name in the client's `PATH`.
+/// relative to the client's directory, a bare name in the client's `PATH` — skipping links
+/// to llamacc (a masquerade directory early on `PATH`), which would otherwise be cached
+/// under llamacc's identity instead of the compiler's.
 pub fn resolve_compiler(
     program: &OsStr,
     env: &[(OsString, OsString)],
     cwd: &std::path::Path,
 ) -> Option<PathBuf> {
-    llama_exec::find_program(program, env_path(env).as_deref(), cwd)
+    let path = env_path(env);
+    let ctx = crate::launcher::Context {
+        path: path.as_deref(),
+        cwd,
+        this: None,
+    };
+    crate::launcher::find_compiler(program, &ctx)
 }

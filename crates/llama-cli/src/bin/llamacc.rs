@@ -14,42 +14,69 @@ use std::time::Duration;
 
 use llama_cc::Settings;
 use llama_cc::client::{self, DaemonPaths};
+use llama_cc::launcher::{self, Invocation};
 use llama_cc::protocol::{CompileReply, CompileRequest, Request, Response};
 use llama_core::Config;
 
 /// How long a client waits for a daemon it started to answer.
 const START_WAIT: Duration = Duration::from_secs(10);
 
-/// `llamacc` / `llamac++`.
-fn main() -> ExitCode {
+/// `llamacc` / `llamac++`, as a launcher (`llamacc gcc ...`) or through a link named like a
+/// compiler.
+pub fn main() -> ExitCode {
     let mut argv = std::env::args_os();
     let argv0 = argv.next().unwrap_or_default();
-    let cxx = is_cxx(&argv0);
     let args: Vec<OsString> = argv.collect();
+    let cwd = std::env::current_dir();
+    let path = std::env::var_os("PATH");
+    let ctx = launcher::Context {
+        path: path.as_deref(),
+        cwd: cwd.as_deref().unwrap_or(std::path::Path::new(".")),
+        this: launcher::this_executable(),
+    };
+    let invocation = match launcher::resolve(&argv0, args, &ctx) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("llamacc: {e}");
+            return ExitCode::from(127);
+        }
+    };
     let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let settings = Settings::from_env(env.iter().map(|(k, v)| (k, v)));
+    let Invocation {
+        compiler,
+        cxx,
+        args,
+    } = invocation;
+    let named: Option<OsString> = compiler.map(OsString::from);
+    let program = named
+        .clone()
+        .unwrap_or_else(|| settings.compiler(cxx).into());
+    let run_directly =
+        |args: Vec<OsString>| exec_compiler(program.clone(), settings.filter_args(args), &ctx);
     if settings.local {
-        return exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args));
+        return run_directly(args);
     }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("llamacc: warning: {e}; running the compiler directly");
-            return exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args));
+            return run_directly(args);
         }
     };
     let paths = DaemonPaths::new(&config.dir());
-    let cwd = match std::env::current_dir() {
-        Ok(d) => d,
+    let cwd = match &cwd {
+        Ok(d) => d.clone(),
         Err(e) => {
             eprintln!(
                 "llamacc: warning: cannot read the current directory ({e}); running the compiler directly"
             );
-            return exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args));
+            return run_directly(args);
         }
     };
     let msg = Request::Compile(CompileRequest {
         cxx,
+        compiler: named,
         args: args.clone(),
         cwd,
         env: compile_env(env),
@@ -72,15 +99,7 @@ fn main() -> ExitCode {
                 stderr,
                 notes,
                 ..
-            })) => {
-                for note in notes {
-                    eprintln!("{note}");
-                }
-                let _ = io::stdout().write_all(&stdout);
-                let _ = io::stdout().flush();
-                let _ = io::stderr().write_all(&stderr);
-                return ExitCode::from(exit_code.clamp(0, 255) as u8);
-            }
+            })) => return print_done(exit_code, &stdout, &stderr, notes),
             Ok(Response::Compiled(CompileReply::RunLocally {
                 program,
                 args,
@@ -90,7 +109,7 @@ fn main() -> ExitCode {
                 for note in notes {
                     eprintln!("{note}");
                 }
-                return exec_compiler(program, args);
+                return exec_compiler(program, args, &ctx);
             }
             Ok(Response::VersionMismatch { .. }) => {
                 // The old daemon is exiting; wait for it to go, then start ours.
@@ -121,7 +140,19 @@ fn main() -> ExitCode {
             paths.log.display()
         );
     }
-    exec_compiler(settings.compiler(cxx).into(), settings.filter_args(args))
+    run_directly(args)
+}
+
+/// Prints a compile's notes, output and diagnostics as the compiler would have, and gives
+/// its exit status.
+fn print_done(exit_code: i32, stdout: &[u8], stderr: &[u8], notes: Vec<String>) -> ExitCode {
+    for note in notes {
+        eprintln!("{note}");
+    }
+    let _ = io::stdout().write_all(stdout);
+    let _ = io::stdout().flush();
+    let _ = io::stderr().write_all(stderr);
+    ExitCode::from(exit_code.clamp(0, 255) as u8)
 }
 
 /// How long a fallback warning stays said.
@@ -194,33 +225,37 @@ fn start_daemon(paths: &DaemonPaths, last_error: &mut Option<String>) {
     }
 }
 
-/// `llamac++`, `llamacxx` and the like compile C++.
-fn is_cxx(argv0: &std::ffi::OsStr) -> bool {
-    let name = std::path::Path::new(argv0)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.contains("++") || name.contains("cxx")
-}
-
 /// Replaces this process with the compiler, so its messages and exit status are exactly
-/// its own. Fails only when it cannot be started, as a shell reports it.
-fn exec_compiler(program: OsString, args: Vec<OsString>) -> ExitCode {
-    let err = std::process::Command::new(&program).args(&args).exec();
+/// its own. Fails only when it cannot be started, as a shell reports it. A bare name is
+/// looked up past links to llamacc, and llamacc itself is refused: it would start itself
+/// again for ever.
+fn exec_compiler(program: OsString, args: Vec<OsString>, ctx: &launcher::Context<'_>) -> ExitCode {
+    let failed = |code: u8, why: String| {
+        eprintln!(
+            "llamacc: {}: {why} (set LLAMACC_LOCAL_CC / LLAMACC_LOCAL_CXX to the compiler to use)",
+            program.to_string_lossy()
+        );
+        ExitCode::from(code)
+    };
+    let real = match launcher::real_compiler(&program, ctx) {
+        Ok(real) => real,
+        Err(launcher::NotACompiler::NotFound) => return failed(127, "command not found".into()),
+        Err(e @ launcher::NotACompiler::Llamacc) => {
+            eprintln!("llamacc: {}: {e}", program.to_string_lossy());
+            return ExitCode::from(127);
+        }
+    };
+    // argv[0] stays as spelled: gcc finds its own parts through /proc/self/exe, and a
+    // compiler whose behaviour depends on its name sees the name it was given.
+    let err = std::process::Command::new(&real)
+        .arg0(&program)
+        .args(&args)
+        .exec();
     let code = match err.kind() {
         io::ErrorKind::NotFound => 127,
         _ => 126,
     };
-    eprintln!(
-        "llamacc: {}: {} (set LLAMACC_LOCAL_CC / LLAMACC_LOCAL_CXX to the compiler to use)",
-        program.to_string_lossy(),
-        if code == 127 {
-            "command not found".to_string()
-        } else {
-            err.to_string()
-        }
-    );
-    ExitCode::from(code)
+    failed(code, err.to_string())
 }
 
 fn current_umask() -> u32 {
