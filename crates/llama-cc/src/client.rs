@@ -205,12 +205,18 @@ pub fn request(paths: &DaemonPaths, req: &Request) -> io::Result<Response> {
 }
 
 /// Starts a daemon in the background for `paths` and waits until it answers.
-pub fn spawn_and_wait(llama: &Path, paths: &DaemonPaths, wait: Duration) -> io::Result<()> {
+pub fn spawn_and_wait(
+    llama: &Path,
+    paths: &DaemonPaths,
+    env: &[(&str, &std::ffi::OsStr)],
+    wait: Duration,
+) -> io::Result<()> {
     fs::create_dir_all(&paths.dir)?;
     let log = File::options().create(true).append(true).open(&paths.log)?;
     let mut cmd = std::process::Command::new(llama);
     cmd.args(["daemon", "run"])
         .env("LLAMA_DIR", &paths.dir)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);

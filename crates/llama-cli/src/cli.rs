@@ -180,16 +180,118 @@ pub struct DoctorArgs {
     pub functions: Vec<String>,
 }
 
-/// `llama daemon`.
+/// `llama daemon`: a subcommand, or the original llama's flags.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, after_help = DAEMON_HELP)]
 pub struct DaemonArgs {
     /// What to do.
     #[command(subcommand)]
-    pub action: DaemonAction,
+    pub action: Option<DaemonAction>,
+    /// The original's spelling of the same actions.
+    #[command(flatten)]
+    pub original: OriginalDaemonFlags,
+}
+
+const DAEMON_HELP: &str = "\
+The daemon starts by itself on llamacc's first compile and exits after daemon_idle_timeout
+without work (see `llama config`); these commands are for scripts and for looking.
+
+The original llama's flags work too: -ping is `status`, -shutdown is `stop`, -stats is
+`llama stats`, -start runs the daemon in the foreground (`run`), -autostart does so unless
+one runs, and either with -detach starts it in the background (`start`); -idle-timeout D
+sets daemon_idle_timeout for that daemon. -path and -cc-concurrency are refused: the
+socket's place follows LLAMA_DIR, and concurrency is the jobs / remote_jobs settings.
+
+Exit status: 0 on success; status (and -ping) exit 1 when no daemon runs.";
+
+/// `llama daemon -ping` and the rest of the original's flags.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "The original llama's flags")]
+pub struct OriginalDaemonFlags {
+    /// As `status`.
+    #[arg(long)]
+    pub ping: bool,
+    /// As `stop`.
+    #[arg(long)]
+    pub shutdown: bool,
+    /// As `llama stats`.
+    #[arg(long)]
+    pub stats: bool,
+    /// As `run` (with -detach: `start`).
+    #[arg(long)]
+    pub start: bool,
+    /// As -start, doing nothing when a daemon runs.
+    #[arg(long)]
+    pub autostart: bool,
+    /// With -start or -autostart: in the background.
+    #[arg(long)]
+    pub detach: bool,
+    /// daemon_idle_timeout for the daemon started.
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Refused: the socket's place follows LLAMA_DIR.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<std::path::PathBuf>,
+    /// Refused: set jobs or remote_jobs.
+    #[arg(long, value_name = "N")]
+    pub cc_concurrency: Option<String>,
+}
+
+/// What `llama daemon` was asked, in either spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonMode {
+    /// A subcommand, or the original flag that means it.
+    Action(DaemonAction),
+    /// `-autostart` without `-detach`: run in the foreground unless a daemon runs.
+    RunUnlessRunning,
+    /// `-stats`.
+    Stats,
+}
+
+impl DaemonArgs {
+    /// The action asked for, or why the flags given are refused.
+    pub fn mode(&self) -> Result<DaemonMode, String> {
+        let o = &self.original;
+        if let Some(action) = self.action {
+            return Ok(DaemonMode::Action(action));
+        }
+        if o.path.is_some() {
+            return Err("daemon -path is not supported: the socket's place follows LLAMA_DIR (see `llama config`); set LLAMA_DIR instead".into());
+        }
+        if o.cc_concurrency.is_some() {
+            return Err("daemon -cc-concurrency is not supported: set jobs (compiles run here at once; LLAMA_JOBS) or remote_jobs (LLAMA_REMOTE_JOBS) instead".into());
+        }
+        let modes = [
+            (o.ping, DaemonMode::Action(DaemonAction::Status)),
+            (o.shutdown, DaemonMode::Action(DaemonAction::Stop)),
+            (o.stats, DaemonMode::Stats),
+            (
+                o.start,
+                DaemonMode::Action(if o.detach {
+                    DaemonAction::Start
+                } else {
+                    DaemonAction::Run
+                }),
+            ),
+            (
+                o.autostart,
+                if o.detach {
+                    DaemonMode::Action(DaemonAction::Start)
+                } else {
+                    DaemonMode::RunUnlessRunning
+                },
+            ),
+        ];
+        let mut chosen = modes.iter().filter(|(on, _)| *on).map(|(_, m)| *m);
+        match (chosen.next(), chosen.next()) {
+            (Some(mode), None) => Ok(mode),
+            _ => Err("daemon: give one action: start, stop, status or run (or the original's -ping, -shutdown, -stats, -start, -autostart)".into()),
+        }
+    }
 }
 
 /// The daemon's subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum DaemonAction {
     /// Start the daemon in the background (a no-op when one runs).
     Start,
@@ -402,6 +504,20 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
         ],
     ),
     ("config", &[flag("shell")]),
+    (
+        "daemon",
+        &[
+            flag("ping"),
+            flag("shutdown"),
+            flag("stats"),
+            flag("start"),
+            flag("autostart"),
+            flag("detach"),
+            valued("idle-timeout"),
+            valued("path"),
+            valued("cc-concurrency"),
+        ],
+    ),
     ("stats", &[flag("json"), flag("zero")]),
     ("bootstrap", &[valued("cache-days")]),
     (

@@ -4,6 +4,7 @@
 //! an idle timeout. Connections that send nothing for a few seconds are dropped. It holds what makes compiles cheap across processes: the hash cache, the
 //! manifests, compiler identities, and the bound on concurrent compiles.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use llama_cc::{CompileService, Stats, StatsSnapshot};
-use llama_core::{Backend, Config, HashCache, Store};
+use llama_core::{Backend, Config, HashCache, Store, keys};
 use llama_exec::CachePolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -411,6 +412,16 @@ fn save_stats(path: &Path, snapshot: &StatsSnapshot) {
 }
 
 /// `llama daemon start`.
+/// Whether a daemon answers for this store.
+pub fn is_running(config: &Config) -> bool {
+    let paths = DaemonPaths::new(&config.dir());
+    matches!(
+        request(&paths, &Request::Status),
+        Ok(Response::Status { .. })
+    )
+}
+
+/// `llama daemon start`.
 pub fn start(config: &Config) -> anyhow::Result<i32> {
     let paths = DaemonPaths::new(&config.dir());
     if let Err(e) = &paths.socket {
@@ -426,7 +437,10 @@ pub fn start(config: &Config) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    spawn_and_wait(&llama_binary(), &paths, Duration::from_secs(10))
+    // The daemon reads its own configuration; a flag given here travels as its variable.
+    let idle = format!("{}s", config.daemon_idle_timeout().as_secs());
+    let env = [(keys::DAEMON_IDLE_TIMEOUT.env(), OsStr::new(&idle))];
+    spawn_and_wait(&llama_binary(), &paths, &env, Duration::from_secs(10))
         .with_context(|| format!("starting the daemon for {}", paths.dir.display()))?;
     status(config)
 }

@@ -56,17 +56,41 @@ pub fn llama_main() -> ExitCode {
     ExitCode::from(status.clamp(0, 255) as u8)
 }
 
+/// `llama daemon`, in either spelling.
+fn run_daemon(mut config: llama_core::Config, args: &cli::DaemonArgs) -> anyhow::Result<i32> {
+    use cli::{DaemonAction, DaemonMode};
+    let mode = args.mode().map_err(anyhow::Error::msg)?;
+    if let Some(idle) = &args.original.idle_timeout {
+        config.set(
+            keys::DAEMON_IDLE_TIMEOUT.name(),
+            idle,
+            Source::Flag("-idle-timeout".into()),
+        )?;
+    }
+    match mode {
+        DaemonMode::Action(DaemonAction::Start) => daemon::start(&config),
+        DaemonMode::Action(DaemonAction::Stop) => daemon::stop(&config),
+        DaemonMode::Action(DaemonAction::Status) => daemon::status(&config),
+        DaemonMode::Action(DaemonAction::Run) => daemon::run(&config),
+        DaemonMode::RunUnlessRunning if daemon::is_running(&config) => Ok(0),
+        DaemonMode::RunUnlessRunning => daemon::run(&config),
+        DaemonMode::Stats => stats_cmd::run(
+            &config,
+            &cli::StatsArgs {
+                json: false,
+                zero: false,
+            },
+            &mut std::io::stdout().lock(),
+        ),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let config = context::load_config(&cli)?;
     match cli.command {
         Command::Config(args) => config_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Stats(args) => stats_cmd::run(&config, &args, &mut std::io::stdout().lock()),
-        Command::Daemon(args) => match args.action {
-            cli::DaemonAction::Start => daemon::start(&config),
-            cli::DaemonAction::Stop => daemon::stop(&config),
-            cli::DaemonAction::Status => daemon::status(&config),
-            cli::DaemonAction::Run => daemon::run(&config),
-        },
+        Command::Daemon(args) => run_daemon(config, &args),
         #[cfg(feature = "lambda")]
         Command::Bootstrap(args) => bootstrap::run(&config, &args, &mut std::io::stdout().lock()),
         #[cfg(feature = "lambda")]

@@ -523,6 +523,34 @@ fn daemon_start_status_stop() {
 }
 
 #[test]
+fn the_originals_daemon_flags_work_or_are_refused_with_the_way_out() {
+    let w = crate::world();
+    assert_eq!(w.run(&["daemon", "-ping"]).status.code(), Some(1));
+    ok(&w.run(&["daemon", "-autostart", "-detach", "-idle-timeout", "1h"]));
+    let ping = w.run(&["daemon", "-ping"]);
+    ok(&ping);
+    assert!(stdout(&ping).contains("running"), "{}", stdout(&ping));
+    // Already running: -autostart in the foreground has nothing to do.
+    ok(&w.run(&["daemon", "-autostart"]));
+    let stats = w.run(&["daemon", "-stats"]);
+    ok(&stats);
+    assert!(stdout(&stats).contains("compiles"), "{}", stdout(&stats));
+    for (flags, says) in [
+        (&["-path", "/tmp/x.sock"][..], "set LLAMA_DIR instead"),
+        (&["-cc-concurrency", "4"][..], "remote_jobs"),
+        (&[][..], "give one action"),
+        (&["-ping", "-shutdown"][..], "give one action"),
+        (&["-start", "-idle-timeout", "soon"][..], "-idle-timeout"),
+    ] {
+        let out = w.run(&[&["daemon"][..], flags].concat());
+        assert_eq!(out.status.code(), Some(125), "{flags:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{flags:?}: {}", stderr(&out));
+    }
+    ok(&w.run(&["daemon", "-shutdown"]));
+    assert_eq!(w.run(&["daemon", "status"]).status.code(), Some(1));
+}
+
+#[test]
 fn has_include_sees_a_header_appear_and_disappear() {
     let w = crate::world();
     w.write(

@@ -220,7 +220,7 @@ fn claim_marker(marker: &std::path::Path) -> io::Result<bool> {
 }
 
 fn start_daemon(paths: &DaemonPaths, last_error: &mut Option<String>) {
-    if let Err(e) = client::spawn_and_wait(&client::llama_binary(), paths, START_WAIT) {
+    if let Err(e) = client::spawn_and_wait(&client::llama_binary(), paths, &[], START_WAIT) {
         *last_error = Some(format!("cannot start the llama daemon: {e}"));
     }
 }
