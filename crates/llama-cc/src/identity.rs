@@ -1,6 +1,8 @@
-//! Which compiler a compile really uses: the driver and the programs it runs (cc1,
-//! cc1plus, as), digested, with its `--version`. Part of every cache key, so a compiler
-//! upgrade never serves objects built by the old one.
+//! Which compiler a compile really uses: the driver, the programs it runs (cc1, cc1plus,
+//! as) and the shared libraries each of them loads, digested, with its `--version`. Part of
+//! every cache key, so a compiler upgrade never serves objects built by the old one — clang's
+//! driver is a small program and the compiler lives in libclang-cpp and libLLVM, which a
+//! distribution updates without changing the version clang prints.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -133,8 +135,21 @@ async fn probe(
             }
         }
     }
+    // A program the loader cannot list (a static one) loads no library.
+    let mut libraries = Vec::new();
+    for program in &files {
+        for lib in crate::toolchain::shared_libraries(program, env)
+            .await
+            .unwrap_or_default()
+        {
+            if !files.contains(&lib) && !libraries.contains(&lib) {
+                libraries.push(lib);
+            }
+        }
+    }
+    files.extend(libraries);
     let mut hasher = Hasher::default();
-    hasher.update(b"llama compiler identity v1\0");
+    hasher.update(b"llama compiler identity v2\0");
     hasher.update(&version.stdout);
     let mut stamps = Vec::new();
     for file in &files {
@@ -170,4 +185,70 @@ pub fn env_path(env: &[(OsString, OsString)]) -> Option<OsString> {
     env.iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Builds `dir/libpart.so` whose `part()` returns `n`.
+    fn build_part(dir: &Path, n: u32) {
+        std::fs::write(
+            dir.join("part.c"),
+            format!("int part(void) {{ return {n}; }}\n"),
+        )
+        .expect("part.c");
+        let status = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-o", "libpart.so", "part.c"])
+            .current_dir(dir)
+            .status()
+            .expect("gcc");
+        assert!(status.success());
+    }
+
+    #[tokio::test]
+    async fn a_changed_library_of_the_compiler_changes_its_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        // A "compiler" whose work is done in a library, as clang's is in libLLVM: its
+        // driver and its version text stay the same when the library changes.
+        std::fs::write(
+            d.join("cc.c"),
+            "#include <stdio.h>\nint part(void);\n\
+             int main(void) { printf(\"clang version 1.0 (%d)\\n\", part() > 0); return 0; }\n",
+        )
+        .expect("cc.c");
+        build_part(d, 1);
+        let status = Command::new("gcc")
+            .args(["-o", "cc", "cc.c", "-L.", "-lpart", "-Wl,-rpath,$ORIGIN"])
+            .current_dir(d)
+            .status()
+            .expect("gcc");
+        assert!(status.success());
+        let cache = IdentityCache::default();
+        let hashes = HashCache::in_memory();
+        let env = [("PATH".into(), "/usr/bin:/bin".into())];
+        let before = cache
+            .get(&d.join("cc"), &env, &hashes)
+            .await
+            .expect("probe");
+        assert_eq!(before.family, Family::Clang);
+        let again = cache
+            .get(&d.join("cc"), &env, &hashes)
+            .await
+            .expect("probe");
+        assert_eq!(before.digest, again.digest);
+        // Replaced, as a package upgrade does: a new file under the same name.
+        std::fs::remove_file(d.join("libpart.so")).expect("rm");
+        build_part(d, 2);
+        let after = cache
+            .get(&d.join("cc"), &env, &hashes)
+            .await
+            .expect("probe");
+        assert_ne!(
+            before.digest, after.digest,
+            "the library is part of the compiler"
+        );
+    }
 }

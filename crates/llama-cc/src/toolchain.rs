@@ -385,7 +385,7 @@ async fn ask(driver: &Path, flag: &str, env: &[(OsString, OsString)]) -> Result<
 }
 
 /// The shared libraries `program` loads, as the loader resolves them here.
-async fn shared_libraries(
+pub(crate) async fn shared_libraries(
     program: &Path,
     env: &[(OsString, OsString)],
 ) -> Result<Vec<PathBuf>, String> {
