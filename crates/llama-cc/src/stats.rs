@@ -150,6 +150,7 @@ impl From<TrustReason> for CannotCache {
 /// | `Toolchain`         | `not-remote:toolchain`               |
 /// | `DependencyScan`    | `not-remote:dependency-scan`         |
 /// | `Inputs`            | `not-remote:inputs`                  |
+/// | `LocalStore`        | `not-remote:local-store`             |
 /// | `Failed`            | `remote failed`                      |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotRemote {
@@ -170,6 +171,9 @@ pub enum NotRemote {
     DependencyScan,
     /// An input could not be hashed or placed in the input tree.
     Inputs,
+    /// The local store could not record what the remote compile returned (a full disk):
+    /// this machine's fault, not the backend's, so the backend is not marked as failing.
+    LocalStore,
     /// The remote backend failed (or failed moments ago).
     Failed,
 }
@@ -185,6 +189,7 @@ impl NotRemote {
             NotRemote::Toolchain => "not-remote:toolchain",
             NotRemote::DependencyScan => "not-remote:dependency-scan",
             NotRemote::Inputs => "not-remote:inputs",
+            NotRemote::LocalStore => "not-remote:local-store",
             NotRemote::Failed => "remote failed",
         }
     }

@@ -396,7 +396,9 @@ impl CompileService {
         })
         .await
         .map_err(|e| Declined::Failed(e.to_string()))?
-        .map_err(|e| Declined::Failed(format!("recording the depfile: {e}")))?;
+        .map_err(|e| {
+            Declined::Unsuitable(NotRemote::LocalStore, format!("recording the depfile: {e}"))
+        })?;
         finished.result = result;
         Ok(())
     }
