@@ -53,6 +53,10 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// What llamacc did: compiles, cache hits and misses, local runs by reason, time saved.
     Stats(StatsArgs),
+    /// Traces of builds: list them, export one for Perfetto, report on it, or predict it
+    /// under other resources.
+    #[command(after_help = TRACE_HELP)]
+    Trace(TraceArgs),
     /// Create or update the AWS resources of the lambda backend, and point the config at them.
     #[command(after_help = BOOTSTRAP_HELP)]
     Bootstrap(BootstrapArgs),
@@ -301,6 +305,97 @@ pub enum DaemonAction {
     Status,
     /// Run the daemon in the foreground (what `start` and llamacc launch).
     Run,
+}
+
+const TRACE_HELP: &str = "\
+Every llamacc compile is traced under $LLAMA_DIR/traces: when it arrived, the time it spent
+in each phase (scan, lookup, upload, run, download, deliver...), how it was answered, bytes
+and cost. LLAMACC_BUILD_ID names the build its compiles belong to; without it, a build is
+a run of compiles with no gap longer than a few seconds. The last 64 builds are kept.
+
+BUILD defaults to the newest build.
+
+Examples:
+  LLAMACC_BUILD_ID=lua make -j16 CC=llamacc
+  llama trace report lua
+  llama trace export lua > lua.trace.json        (open in ui.perfetto.dev)
+  llama trace simulate lua --workers 100 --remote --rtt 30 --cold-start 1000
+  llama trace simulate lua --workers 100 --remote --sweep
+
+Exit status: 0, or 125 when the build is unknown or its trace cannot be read.";
+
+/// `llama trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TraceAction,
+}
+
+/// `llama trace`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TraceAction {
+    /// The builds kept, oldest first.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The build in the Trace Event format (Perfetto, chrome://tracing), on standard output.
+    Export {
+        /// The build (default: the newest).
+        build: Option<String>,
+    },
+    /// Wall time, concurrency, time by phase, the longest actions, serial stretches.
+    Report {
+        /// The build (default: the newest).
+        build: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predicts the build's wall time and cost under other resources.
+    Simulate(SimulateArgs),
+}
+
+/// `llama trace simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The build (default: the newest).
+    pub build: Option<String>,
+    /// Actions run at once: remote workers (--remote) or local slots.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Run on remote workers rather than on the client's cores.
+    #[arg(long)]
+    pub remote: bool,
+    /// The client's processor cores (default: this machine's).
+    #[arg(long)]
+    pub client_cores: Option<usize>,
+    /// A remote action's round trip, in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub rtt: f64,
+    /// A remote worker's first action's start-up, in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub cold_start: f64,
+    /// How much faster a worker runs an action than the traced machine.
+    #[arg(long, default_value_t = 1.0)]
+    pub worker_speed: f64,
+    /// The client's link, in MB/s (default: no limit).
+    #[arg(long)]
+    pub bandwidth: Option<f64>,
+    /// cold: every action runs; warm: every action is a cache hit.
+    #[arg(long, default_value = "cold", value_parser = ["cold", "warm"])]
+    pub cache: String,
+    /// A Lambda function's memory in MB, for the cost.
+    #[arg(long, default_value_t = 1769.0)]
+    pub memory: f64,
+    /// Print the prediction for 1, 2, 4, ... up to --workers.
+    #[arg(long)]
+    pub sweep: bool,
+    /// As JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `llama stats`.

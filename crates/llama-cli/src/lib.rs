@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod invoke;
 pub mod replay;
 pub mod stats_cmd;
+pub mod trace_cmd;
 #[cfg(feature = "lambda")]
 pub mod update_function;
 pub mod xargs;
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(args) => config_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Stats(args) => stats_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Daemon(args) => run_daemon(config, &args),
+        Command::Trace(args) => trace_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         #[cfg(feature = "lambda")]
         Command::Bootstrap(args) => bootstrap::run(&config, &args, &mut std::io::stdout().lock()),
         #[cfg(feature = "lambda")]
