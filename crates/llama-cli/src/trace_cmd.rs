@@ -15,19 +15,15 @@ pub fn run(config: &Config, args: &TraceArgs, out: &mut dyn Write) -> anyhow::Re
         TraceAction::List { json } => list(&log, *json, out),
         TraceAction::Export { build } => {
             let loaded = log.load(&chosen(&log, build.as_deref())?)?;
-            serde_json::to_writer(
-                &mut *out,
-                &llama_trace::chrome::export(&loaded.build, &loaded.actions),
-            )?;
-            writeln!(out)?;
+            let trace = llama_trace::chrome::export(&loaded.build, &loaded.actions);
+            json_line(out, &trace, false)?;
             Ok(0)
         }
         TraceAction::Report { build, json } => {
             let loaded = log.load(&chosen(&log, build.as_deref())?)?;
             let report = report::report(&loaded.build, &loaded.actions, loaded.skipped);
             if *json {
-                serde_json::to_writer_pretty(&mut *out, &report)?;
-                writeln!(out)?;
+                json_line(out, &report, true)?;
             } else {
                 write!(out, "{}", report.text())?;
             }
@@ -35,6 +31,23 @@ pub fn run(config: &Config, args: &TraceArgs, out: &mut dyn Write) -> anyhow::Re
         }
         TraceAction::Simulate(sim) => replay(&log, sim, out),
     }
+}
+
+/// Writes `value` as JSON and a newline; a closed pipe stays an I/O error, which the exit
+/// status treats as success (`llama trace export | head`).
+fn json_line(
+    out: &mut dyn Write,
+    value: &impl serde::Serialize,
+    pretty: bool,
+) -> anyhow::Result<()> {
+    let mut bytes = if pretty {
+        serde_json::to_vec_pretty(value)?
+    } else {
+        serde_json::to_vec(value)?
+    };
+    bytes.push(b'\n');
+    out.write_all(&bytes)?;
+    Ok(())
 }
 
 /// The build named, or the newest.
@@ -58,8 +71,7 @@ fn list(log: &TraceLog, json: bool, out: &mut dyn Write) -> anyhow::Result<i32> 
                 })
             })
             .collect();
-        serde_json::to_writer_pretty(&mut *out, &rows)?;
-        writeln!(out)?;
+        json_line(out, &rows, true)?;
         return Ok(0);
     }
     if builds.is_empty() {
@@ -106,8 +118,7 @@ fn replay(log: &TraceLog, args: &SimulateArgs, out: &mut dyn Write) -> anyhow::R
         );
     }
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &predictions)?;
-        writeln!(out)?;
+        json_line(out, &predictions, true)?;
         return Ok(0);
     }
     writeln!(

@@ -10,6 +10,7 @@ mod lambda_setup;
 mod llamacc;
 mod reapi;
 mod reapi_smoke;
+mod trace;
 mod trust_daemon;
 mod trust_exec;
 mod trust_names;

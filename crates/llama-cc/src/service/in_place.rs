@@ -15,11 +15,13 @@ use llama_core::{ActionSpec, Hasher, PreparedAction, Store, encode_os};
 use llama_exec::{
     CachePolicy, Engine, HostCommand, HostOutput, LocalExecutor, Produced, Termination, run_host,
 };
+use llama_trace::Phase;
 use tokio::sync::Semaphore;
 
 use super::inputs::{Gather, GatheredInputs, Reads};
 use super::paths::{logical_dir, output_env, output_mappings};
 use super::remote::Stayed;
+use super::timeline;
 use super::{CompileService, Done, Fallback, Job};
 use crate::error::CcError;
 use crate::manifest::Entry;
@@ -77,6 +79,7 @@ impl CompileService {
         stayed: Stayed,
     ) -> Result<Done, Fallback> {
         let _slot = self.in_place.slot().await?;
+        timeline::mark(Phase::Wait);
         let c = &job.c;
         let own_depfile = c.depfile.is_none() && c.language.is_preprocessed_by_compiler();
         let tmp_depfile = own_depfile.then(|| {
@@ -86,6 +89,7 @@ impl CompileService {
                 .join(format!("dep-{}-{}.d", std::process::id(), unique()))
         });
         let ran = self.run_in_place(job, tmp_depfile.as_deref()).await?;
+        timeline::mark(Phase::Run);
         let exit_code = match ran.output.termination {
             Termination::Exited(code) => code,
             other => other.shell_status(),
@@ -110,6 +114,7 @@ impl CompileService {
             .clone()
             .or_else(|| c.depfile.as_ref().map(|d| job.req.cwd.join(&d.path)));
         let recorded = self.record(job, depfile_path.as_deref(), &ran).await;
+        timeline::mark(Phase::Store);
         if let Some(dep) = &tmp_depfile {
             let _ = fs::remove_file(dep);
         }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use llama_core::{Digest, HashCache, Store};
 use llama_exec::{Engine, OutputMapping};
+use llama_trace::Phase;
 
 use crate::compilation::{Compilation, LocalReason};
 use crate::error::CcError;
@@ -39,6 +40,7 @@ mod lookup;
 mod paths;
 mod preprocess;
 mod remote;
+mod timeline;
 
 use in_place::InPlace;
 use ledger::Ledger;
@@ -178,6 +180,8 @@ pub struct CompileService {
     remote: Option<Remote>,
     /// The counters, the remote backend's cost and what has been said once.
     ledger: Ledger,
+    /// Where each compile's phases are traced.
+    tracer: timeline::Tracer,
 }
 
 impl CompileService {
@@ -196,6 +200,7 @@ impl CompileService {
             in_place: InPlace::new(&store, jobs, timeout, own_umask),
             remote: None,
             ledger: Ledger::new(stats),
+            tracer: timeline::Tracer::new(store.root()),
             store,
         }
     }
@@ -245,8 +250,16 @@ impl CompileService {
         let outcome = if settings.local {
             Err(Fallback::Cannot(CannotCache::LocalSetting, None))
         } else {
-            self.cached_compile(&req, &settings, &args, &program, started)
-                .await
+            let (outcome, timeline) =
+                timeline::traced(self.cached_compile(&req, &settings, &args, &program, started))
+                    .await;
+            // What ran through the cache is traced; what the client runs itself (a link)
+            // shows in the trace as the gap before the compiles it released.
+            if let Ok(done) = &outcome {
+                self.tracer
+                    .record(settings.build_id.as_deref(), timeline, done.outcome);
+            }
+            outcome
         };
         match outcome {
             Ok(done) => self.reply_done(done, &settings, notes, started),
@@ -323,7 +336,10 @@ impl CompileService {
         started: Instant,
     ) -> Result<Done, Fallback> {
         let job = self.job(req, settings, args, program, started).await?;
-        if let Some(hit) = self.lookup(&job).await? {
+        timeline::label(job.c.source.display().to_string());
+        let hit = self.lookup(&job).await?;
+        timeline::mark(Phase::Lookup);
+        if let Some(hit) = hit {
             return Ok(hit);
         }
         let stayed = match &self.remote {

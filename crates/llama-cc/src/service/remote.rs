@@ -19,11 +19,13 @@ use llama_core::{
     ActionSpec, Digest, FUNCTION_PROPERTY, HashCache, PreparedAction, Store, TreeBuilder, encode_os,
 };
 use llama_exec::{Engine, Finished, OutputMapping, Termination, deliver_outputs};
+use llama_trace::Phase;
 
 use super::inputs::{Gather, GatheredInputs, Reads};
 use super::listing::{Lister, Listing, ScannerState};
 use super::lookup::{blob, compile_seconds};
 use super::paths::{depfile_remote, logical_dir, normalize, output_env, resolve, root_relative};
+use super::timeline;
 use super::{CompileService, Done, Fallback, Job};
 use crate::compilation::{Compilation, DepKind, Driver, Family};
 use crate::identity::Identity;
@@ -298,7 +300,19 @@ impl CompileService {
         let mut prepared = self
             .prepare_remote(remote, job, Lister::Scanner, Ship::AsAsked)
             .await?;
+        timeline::mark(Phase::Scan);
         let mut ran = self.run_remote(remote, job, &prepared).await?;
+        timeline::mark(Phase::Run);
+        if let Some(worker) = ran
+            .finished
+            .result
+            .execution_metadata
+            .as_ref()
+            .map(|m| m.worker.clone())
+            .filter(|w| !w.is_empty())
+        {
+            timeline::worker(worker);
+        }
         if ran.exit_code != 0 && prepared.preprocessed {
             // Diagnostics of preprocessed text lose their macro context: the user gets the
             // compile's own, from the compile with its headers.
@@ -322,6 +336,7 @@ impl CompileService {
                 .await?;
         }
         let (stdout, stderr) = self.deliver_remote(job, &ran.finished).await?;
+        timeline::mark(Phase::Deliver);
         if ran.exit_code != 0 {
             return Ok(Done::new(
                 Outcome::CompileError,

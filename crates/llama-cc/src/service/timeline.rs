@@ -1,0 +1,223 @@
+//! The trace of each compile: the service marks the end of each phase as it goes
+//! ([`mark`]), in a timeline local to the compile's task, and hands the finished timeline
+//! to a [`Tracer`], which appends it to the build's trace on a thread of its own, so a
+//! compile never waits for the trace file.
+//!
+//! A compile belongs to the build `LLAMACC_BUILD_ID` names; without one, to the run of
+//! compiles with no gap longer than [`BUILD_GAP_US`].
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use llama_trace::{Action, Kind, Limits, Phase, Span, Status, TraceLog};
+
+use crate::stats::Outcome;
+
+/// A gap between compiles longer than this starts a new build.
+pub(crate) const BUILD_GAP_US: u64 = 5_000_000;
+
+/// Traces waiting for the writer; beyond this, traces are dropped rather than a compile
+/// made to wait.
+const QUEUE: usize = 4096;
+
+tokio::task_local! {
+    static TIMELINE: RefCell<Timeline>;
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// One compile's phases so far.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    arrived_us: u64,
+    last_us: u64,
+    spans: Vec<Span>,
+    label: String,
+    worker: Option<String>,
+}
+
+impl Timeline {
+    fn mark(&mut self, phase: Phase) {
+        let now = now_us().max(self.last_us);
+        match self.spans.last_mut() {
+            // Consecutive marks of one phase are one span.
+            Some(last) if last.phase == phase => last.end_us = now,
+            _ => self.spans.push(Span {
+                phase,
+                start_us: self.last_us,
+                end_us: now,
+            }),
+        }
+        self.last_us = now;
+    }
+}
+
+/// Ends the current phase of this task's compile: the time since the last mark was
+/// `phase`. Outside a traced compile, nothing.
+pub(crate) fn mark(phase: Phase) {
+    let _ = TIMELINE.try_with(|t| t.borrow_mut().mark(phase));
+}
+
+/// Names this task's compile (its source).
+pub(crate) fn label(text: String) {
+    let _ = TIMELINE.try_with(|t| t.borrow_mut().label = text);
+}
+
+/// The worker that ran this task's compile.
+pub(crate) fn worker(name: String) {
+    let _ = TIMELINE.try_with(|t| t.borrow_mut().worker = Some(name));
+}
+
+/// Runs `compile` with a timeline of its own, and returns the timeline with its result.
+pub(crate) async fn traced<F: Future>(compile: F) -> (F::Output, Timeline) {
+    let now = now_us();
+    let start = Timeline {
+        arrived_us: now,
+        last_us: now,
+        ..Timeline::default()
+    };
+    TIMELINE
+        .scope(RefCell::new(start), async {
+            let out = compile.await;
+            let timeline = TIMELINE.with(|t| std::mem::take(&mut *t.borrow_mut()));
+            (out, timeline)
+        })
+        .await
+}
+
+/// How an outcome shows in a trace.
+fn status(outcome: Outcome) -> Status {
+    match outcome {
+        Outcome::Hit => Status::Hit,
+        Outcome::Miss | Outcome::Fallback => Status::Miss,
+        Outcome::Remote => Status::Remote,
+        Outcome::Uncacheable | Outcome::Local => Status::Direct,
+        Outcome::CompileError | Outcome::Error | Outcome::RemoteError => Status::Error,
+    }
+}
+
+/// Appends finished compiles to their build's trace, on a thread of its own.
+pub(crate) struct Tracer {
+    queue: Option<SyncSender<(String, Action)>>,
+    writer: Option<JoinHandle<()>>,
+    /// The automatic build now: its name and when its last compile finished.
+    current: Mutex<(String, u64)>,
+}
+
+impl Tracer {
+    /// Traces into `llama_dir/traces`.
+    pub(crate) fn new(llama_dir: &Path) -> Tracer {
+        let log = TraceLog::new(llama_dir, Limits::default());
+        let (queue, received) = mpsc::sync_channel::<(String, Action)>(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("llama-trace".into())
+            .spawn(move || {
+                let mut warned = false;
+                for (build, action) in received {
+                    if let Err(e) = log.append(&build, &action)
+                        && !std::mem::replace(&mut warned, true)
+                    {
+                        tracing::warn!("cannot write the build trace: {e}");
+                    }
+                }
+            })
+            .ok();
+        Tracer {
+            queue: writer.is_some().then_some(queue),
+            writer,
+            current: Mutex::new((String::new(), 0)),
+        }
+    }
+
+    /// Records a finished compile in `build` (else the automatic build of the moment).
+    pub(crate) fn record(&self, build: Option<&str>, timeline: Timeline, outcome: Outcome) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let finished_us = now_us().max(timeline.last_us);
+        let build = match build {
+            Some(b) => b.to_string(),
+            None => self.automatic_build(timeline.arrived_us, finished_us),
+        };
+        let action = Action {
+            kind: Kind::Compile,
+            label: timeline.label,
+            arrived_us: timeline.arrived_us,
+            finished_us,
+            phases: timeline.spans,
+            status: status(outcome),
+            worker: timeline.worker,
+            bytes_up: 0,
+            bytes_down: 0,
+            dollars: 0.0,
+        };
+        // Full: the trace misses a compile rather than the compile waiting for it.
+        let _ = queue.try_send((build, action));
+    }
+
+    /// The automatic build a compile arriving at `arrived_us` belongs to: the current one,
+    /// unless nothing finished for longer than [`BUILD_GAP_US`].
+    fn automatic_build(&self, arrived_us: u64, finished_us: u64) -> String {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (name, last) = &mut *current;
+        if name.is_empty() || arrived_us > last.saturating_add(BUILD_GAP_US) {
+            *name = format!("auto-{}", arrived_us / 1_000_000);
+        }
+        *last = (*last).max(finished_us);
+        name.clone()
+    }
+}
+
+impl Drop for Tracer {
+    /// Writes what is queued before the daemon goes.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn marks_make_consecutive_spans_and_repeated_marks_merge() {
+        let ((), t) = traced(async {
+            label("a.c".into());
+            mark(Phase::Lookup);
+            mark(Phase::Lookup);
+            mark(Phase::Run);
+            mark(Phase::Deliver);
+        })
+        .await;
+        let phases: Vec<Phase> = t.spans.iter().map(|s| s.phase).collect();
+        assert_eq!(phases, [Phase::Lookup, Phase::Run, Phase::Deliver]);
+        assert!(t.spans.windows(2).all(|w| w[0].end_us == w[1].start_us));
+        assert_eq!(t.spans[0].start_us, t.arrived_us);
+        assert_eq!(t.label, "a.c");
+        // Outside a traced compile a mark is nothing.
+        mark(Phase::Run);
+    }
+
+    #[test]
+    fn a_gap_starts_a_new_automatic_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracer = Tracer::new(dir.path());
+        let first = tracer.automatic_build(10_000_000, 11_000_000);
+        assert_eq!(tracer.automatic_build(12_000_000, 13_000_000), first);
+        let later = tracer.automatic_build(13_000_000 + BUILD_GAP_US + 1, 20_000_000);
+        assert_ne!(later, first);
+    }
+}
