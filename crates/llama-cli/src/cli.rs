@@ -513,6 +513,11 @@ pub struct XargsArgs {
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<std::path::PathBuf>,
 
+    /// Trace the jobs as build NAME (`llama trace`); default xargs-SECONDS, one build per
+    /// run.
+    #[arg(long, value_name = "NAME")]
+    pub build_id: Option<String>,
+
     /// Retry a job up to N times when the infrastructure fails (never when the command
     /// itself exits non-zero).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -593,6 +598,7 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
             flag("k"),
             flag("keep-order"),
             valued("joblog"),
+            valued("build-id"),
             valued("retries"),
             valued("halt"),
             flag("no-cache"),

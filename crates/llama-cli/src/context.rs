@@ -39,6 +39,10 @@ pub struct Context {
     pub hash_cache: HashCache,
     /// Actions the executor runs at once: what `xargs` keeps in flight unless `-j` says.
     pub jobs: usize,
+    /// Where jobs are traced (`llama trace`).
+    pub traces: llama_trace::Writer,
+    /// Actions run on a remote backend (else on this machine).
+    pub remote: bool,
 }
 
 impl Context {
@@ -80,9 +84,14 @@ impl Context {
             }
         };
         Ok(Context {
+            remote: executor.name() != "local",
             engine: Engine::new(store, executor, policy).with_result_limits(limits),
             hash_cache,
             jobs,
+            traces: llama_trace::Writer::new(llama_trace::TraceLog::new(
+                &dir,
+                llama_trace::Limits::default(),
+            )),
         })
     }
 

@@ -67,6 +67,17 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
 
     let delivered = ctx.engine.run_and_deliver(action, &job.outputs).await?;
     let finished_at = started.elapsed();
+    // Invocations share one rolling trace: each is a build of one action.
+    ctx.traces.send(
+        "invoke",
+        crate::replay::job_trace(
+            llama_trace::Kind::Invoke,
+            args.command.join(" "),
+            finished_at.as_secs_f64(),
+            Some(&delivered),
+            ctx.remote,
+        ),
+    );
 
     crate::replay::replay(
         ctx.engine.store(),

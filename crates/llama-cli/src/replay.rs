@@ -71,3 +71,46 @@ pub fn print_log(
     )?;
     writeln!(w, "==== end logs ====")
 }
+
+/// The trace of one finished job of `llama invoke` or `llama xargs`: it arrived `seconds`
+/// before now and spent them all running (the engine does the upload, the run and the
+/// download as one step).
+pub fn job_trace(
+    kind: llama_trace::Kind,
+    label: String,
+    seconds: f64,
+    delivered: Option<&llama_exec::Delivered>,
+    remote: bool,
+) -> llama_trace::Action {
+    use llama_trace::{Action, Phase, Span, Status};
+    let finished_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let arrived_us = finished_us.saturating_sub((seconds.max(0.0) * 1e6) as u64);
+    let status = match delivered {
+        Some(d) if d.finished.cached => Status::Hit,
+        Some(d) if !d.finished.termination.success() => Status::Error,
+        Some(_) if remote => Status::Remote,
+        Some(_) => Status::Miss,
+        None => Status::Error,
+    };
+    Action {
+        kind,
+        label,
+        arrived_us,
+        finished_us,
+        phases: vec![Span {
+            phase: Phase::Run,
+            start_us: arrived_us,
+            end_us: finished_us,
+        }],
+        status,
+        worker: delivered
+            .and_then(|d| d.finished.result.execution_metadata.as_ref())
+            .map(|m| m.worker.clone())
+            .filter(|w| !w.is_empty()),
+        bytes_up: 0,
+        bytes_down: 0,
+        dollars: 0.0,
+    }
+}

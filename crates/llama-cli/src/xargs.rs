@@ -85,12 +85,30 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
     ));
 
     let started = Instant::now();
+    let build = args.build_id.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        format!("xargs-{}", now.map_or(0, |d| d.as_secs()))
+    });
     let mut counts = Counts::default();
     let mut pending: BTreeMap<usize, Done> = BTreeMap::new();
     let mut next_to_print = 0usize;
     while let Some(done) = done_rx.recv().await {
         counts.record(&done);
         progress.update(&counts);
+        let delivered = match &done.end {
+            JobEnd::Ran { delivered, .. } => Some(&**delivered),
+            JobEnd::Error(_) | JobEnd::Killed => None,
+        };
+        ctx.traces.send(
+            &build,
+            crate::replay::job_trace(
+                llama_trace::Kind::Xargs,
+                done.line.clone(),
+                done.seconds,
+                delivered,
+                ctx.remote,
+            ),
+        );
         if let Some(log) = joblog.as_mut() {
             log.record(&JobRecord {
                 id: done.who(),

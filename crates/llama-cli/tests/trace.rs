@@ -149,3 +149,33 @@ fn assert_trace_event_format(trace: &serde_json::Value, actions: u64) {
     }
     assert_eq!(per_action, actions);
 }
+
+#[test]
+fn xargs_and_invoke_jobs_are_traced() {
+    let w = crate::world();
+    let mut xargs = w.llama(&["xargs", "--build-id", "xb", "f", "echo", "{{.Line}}"]);
+    xargs.stdin(std::process::Stdio::piped());
+    let mut child = xargs
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("xargs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"a\nb\nc\n").expect("lines");
+    }
+    let out = child.wait_with_output().expect("xargs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json(&w.run(&["trace", "report", "xb", "--json"]));
+    assert_eq!(report["actions"], 3, "{report}");
+    assert_eq!(report["by_status"]["miss"], 3, "{report}");
+
+    let out = w.run(&["invoke", "f", "sh", "-c", "echo hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = w.run(&["invoke", "f", "sh", "-c", "echo hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json(&w.run(&["trace", "report", "invoke", "--json"]));
+    assert_eq!(report["actions"], 2, "{report}");
+    assert_eq!(report["by_status"]["hit"], 1, "{report}");
+}

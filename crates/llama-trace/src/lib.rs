@@ -27,7 +27,7 @@ pub mod report;
 pub mod simulate;
 
 pub use crate::{
-    log::{BuildFile, Limits, Loaded, TraceError, TraceLog, build_name},
+    log::{BuildFile, Limits, Loaded, TraceError, TraceLog, Writer, build_name},
     record::{Action, Kind, Phase, Span, Status},
     simulate::{Prediction, Resources, SimulateError},
 };

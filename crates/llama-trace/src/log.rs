@@ -239,6 +239,58 @@ impl TraceLog {
     }
 }
 
+/// Traces waiting for a [`Writer`]; beyond this, traces are dropped rather than the
+/// action made to wait.
+const QUEUE: usize = 4096;
+
+/// Appends actions to their build's trace on a thread of its own, so that no action waits
+/// for the trace file. Dropping it writes what is queued.
+#[derive(Debug)]
+pub struct Writer {
+    queue: Option<std::sync::mpsc::SyncSender<(String, Action)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// A writer into `log`.
+    pub fn new(log: TraceLog) -> Writer {
+        let (queue, received) = std::sync::mpsc::sync_channel::<(String, Action)>(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("llama-trace".into())
+            .spawn(move || {
+                let mut failed = false;
+                for (build, action) in received {
+                    if let Err(e) = log.append(&build, &action)
+                        && !std::mem::replace(&mut failed, true)
+                    {
+                        eprintln!("llama: warning: cannot write the build trace: {e}");
+                    }
+                }
+            })
+            .ok();
+        Writer {
+            queue: thread.is_some().then_some(queue),
+            thread,
+        }
+    }
+
+    /// Queues `action` for `build`'s trace; dropped if the queue is full.
+    pub fn send(&self, build: &str, action: Action) {
+        if let Some(queue) = &self.queue {
+            let _ = queue.try_send((build.to_string(), action));
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Reads at most `build_bytes` (and a line's worth) of `file`, line by line.
 fn read_lines(file: File, limits: Limits, loaded: &mut Loaded) -> io::Result<()> {
     let mut reader = BufReader::new(file.take(limits.build_bytes + limits.line_bytes as u64));

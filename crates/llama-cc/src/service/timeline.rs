@@ -10,20 +10,14 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::mpsc::{self, SyncSender};
-use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use llama_trace::{Action, Kind, Limits, Phase, Span, Status, TraceLog};
+use llama_trace::{Action, Kind, Limits, Phase, Span, Status, TraceLog, Writer};
 
 use crate::stats::Outcome;
 
 /// A gap between compiles longer than this starts a new build.
 pub(crate) const BUILD_GAP_US: u64 = 5_000_000;
-
-/// Traces waiting for the writer; beyond this, traces are dropped rather than a compile
-/// made to wait.
-const QUEUE: usize = 4096;
 
 tokio::task_local! {
     static TIMELINE: RefCell<Timeline>;
@@ -108,8 +102,7 @@ fn status(outcome: Outcome) -> Status {
 
 /// Appends finished compiles to their build's trace, on a thread of its own.
 pub(crate) struct Tracer {
-    queue: Option<SyncSender<(String, Action)>>,
-    writer: Option<JoinHandle<()>>,
+    writer: Writer,
     /// The automatic build now: its name and when its last compile finished.
     current: Mutex<(String, u64)>,
 }
@@ -117,33 +110,14 @@ pub(crate) struct Tracer {
 impl Tracer {
     /// Traces into `llama_dir/traces`.
     pub(crate) fn new(llama_dir: &Path) -> Tracer {
-        let log = TraceLog::new(llama_dir, Limits::default());
-        let (queue, received) = mpsc::sync_channel::<(String, Action)>(QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("llama-trace".into())
-            .spawn(move || {
-                let mut warned = false;
-                for (build, action) in received {
-                    if let Err(e) = log.append(&build, &action)
-                        && !std::mem::replace(&mut warned, true)
-                    {
-                        tracing::warn!("cannot write the build trace: {e}");
-                    }
-                }
-            })
-            .ok();
         Tracer {
-            queue: writer.is_some().then_some(queue),
-            writer,
+            writer: Writer::new(TraceLog::new(llama_dir, Limits::default())),
             current: Mutex::new((String::new(), 0)),
         }
     }
 
     /// Records a finished compile in `build` (else the automatic build of the moment).
     pub(crate) fn record(&self, build: Option<&str>, timeline: Timeline, outcome: Outcome) {
-        let Some(queue) = &self.queue else {
-            return;
-        };
         let finished_us = now_us().max(timeline.last_us);
         let build = match build {
             Some(b) => b.to_string(),
@@ -161,8 +135,7 @@ impl Tracer {
             bytes_down: 0,
             dollars: 0.0,
         };
-        // Full: the trace misses a compile rather than the compile waiting for it.
-        let _ = queue.try_send((build, action));
+        self.writer.send(&build, action);
     }
 
     /// The automatic build a compile arriving at `arrived_us` belongs to: the current one,
@@ -175,16 +148,6 @@ impl Tracer {
         }
         *last = (*last).max(finished_us);
         name.clone()
-    }
-}
-
-impl Drop for Tracer {
-    /// Writes what is queued before the daemon goes.
-    fn drop(&mut self) {
-        self.queue.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
     }
 }
 
