@@ -3,6 +3,7 @@
 # slot, predicts it with two, builds it with two for real, and compares.
 #
 # Usage: bench/trace-calibrate.sh [--record] [--jobs J] [CORPUS...]   (default: lua git)
+#        bench/trace-calibrate.sh [--record] --reapi [CORPUS]          (default: lua)
 #
 # For each corpus (scripts/corpus-build's names), on an empty store each time:
 #   1. build with LLAMA_JOBS=1 (one compile at a time in the daemon) at make -jJ (default
@@ -12,21 +13,48 @@
 #   3. build with LLAMA_JOBS=2, traced as CORPUS-2slots: the measurement.
 # Wall times are the traces' own (first compile's arrival to last compile's answer), so
 # prediction and measurement cover the same span; make's own time is shown beside them.
+# With --reapi, against BuildGrid (scripts/install-test-servers) instead: the corpus built
+# with one bot at -j16, replayed with two bots at -j16 and at -j2 (--remote --jobs), and
+# both built for real on fresh servers and stores (crates/llama-cli/tests/reapi.rs,
+# calibrate_trace_over_buildgrid, ignored by the test suite).
 # Prints a markdown table; with --record, appends it to bench/RESULTS.md with the date.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-record=0 jobs=16 corpora=()
+record=0 jobs=16 corpora=() reapi=0
 while [ $# -gt 0 ]; do
   case $1 in
     --record) record=1 ;;
+    --reapi) reapi=1 ;;
     --jobs) jobs=$2; shift ;;
     -*) echo "bench/trace-calibrate.sh: unknown flag $1 (see the header of this script)" >&2; exit 2 ;;
     *) corpora+=("$1") ;;
   esac
   shift
 done
+if [ $reapi = 1 ]; then
+  corpus=${corpora[0]:-lua}
+  scripts/install-test-servers >/dev/null
+  scripts/corpus-fetch "$corpus" >/dev/null
+  out=$(LLAMA_BENCH_CORPUS=$corpus cargo test --release --locked -p llama-cli --test tests \
+    reapi::calibrate_trace_over_buildgrid -- --ignored --nocapture --test-threads 1 2>&1) \
+    || { echo "bench/trace-calibrate.sh: the calibration failed:" >&2; echo "$out" | tail -40 >&2; exit 1; }
+  table=$(echo "$out" | grep '^|')
+  echo "$table"
+  if [ $record = 1 ]; then
+    {
+      echo
+      echo "### Trace replay calibrated on BuildGrid ($(date -u +%Y-%m-%d), $(nproc) cores, bots on this machine)"
+      echo
+      echo "\`bench/trace-calibrate.sh --reapi $corpus\`: recorded with one bot at -j16, replayed with two"
+      echo "bots (\`llama trace simulate --remote --workers 2 --client-cores 2 --jobs J\`), then built so."
+      echo
+      echo "$table"
+    } >> bench/RESULTS.md
+  fi
+  exit 0
+fi
 [ ${#corpora[@]} -gt 0 ] || corpora=(lua git)
 
 cargo build --release --locked -p llama-cli --bins >&2

@@ -366,6 +366,9 @@ pub struct SimulateArgs {
     /// Actions run at once: remote workers (--remote) or local slots.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Actions the build tool keeps in flight (make -jJ); default: as recorded.
+    #[arg(long, value_name = "J")]
+    pub jobs: Option<usize>,
     /// Run on remote workers rather than on the client's cores.
     #[arg(long)]
     pub remote: bool,

@@ -103,6 +103,7 @@ fn replay(log: &TraceLog, args: &SimulateArgs, out: &mut dyn Write) -> anyhow::R
     for workers in points {
         let res = Resources {
             workers,
+            jobs: args.jobs,
             remote: args.remote,
             client_cores: cores,
             rtt_ms: args.rtt,

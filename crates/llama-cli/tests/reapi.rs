@@ -1011,3 +1011,86 @@ fn bench_over_reapi() {
         println!("{r}");
     }
 }
+
+/// `llama trace simulate` against BuildGrid (bench/trace-calibrate.sh --reapi runs it):
+/// the corpus built with one bot at -j16 is replayed with two bots at -j16 and at -j2, and
+/// both are then built for real on fresh servers and stores. Prints a markdown table.
+#[test]
+#[ignore = "a benchmark: bench/trace-calibrate.sh --reapi"]
+fn calibrate_trace_over_buildgrid() {
+    use crate::lambda_cc::{build_corpus_with_jobs, corpus_tree};
+    let corpus = std::env::var("LLAMA_BENCH_CORPUS").unwrap_or_else(|_| "lua".into());
+    let w = crate::world();
+    let tree = w.dir.path().join(&corpus);
+    let (llamacc, llamacxx) = (env!("CARGO_BIN_EXE_llamacc"), llamacxx(&w));
+    let traces = w.dir.path().join("traces");
+    fs::create_dir_all(&traces).expect("traces dir");
+    // Builds on a fresh server of `bots` and a fresh store; returns the trace's wall time.
+    let build = |name: &str, bots: usize, jobs: usize| -> f64 {
+        let server = ReapiServer::start(bots);
+        let dir = w.dir.path().join(format!("llama-{name}"));
+        let _ = fs::remove_dir_all(&tree);
+        corpus_tree(&corpus, &tree);
+        build_corpus_with_jobs(&w, &corpus, &tree, (llamacc, &llamacxx), jobs, &|cmd| {
+            client(&server, cmd);
+            cmd.env("LLAMA_DIR", &dir)
+                .env("LLAMACC_LOCAL_FALLBACK", "0")
+                .env("LLAMACC_BUILD_ID", name);
+        });
+        stop_daemon(&w, &dir);
+        let file = format!("{name}.jsonl");
+        fs::copy(dir.join("traces").join(&file), traces.join(&file)).expect("keep the trace");
+        trace_json(&w, &["trace", "report", name, "--json"])["wall_s"]
+            .as_f64()
+            .expect("wall")
+    };
+    let recorded = build("bots1-j16", 1, 16);
+    let predict = |jobs: &str| {
+        trace_json(
+            &w,
+            &[
+                "trace",
+                "simulate",
+                "bots1-j16",
+                "--remote",
+                "--workers",
+                "2",
+                "--client-cores",
+                "2",
+                "--jobs",
+                jobs,
+                "--json",
+            ],
+        )[0]
+        .clone()
+    };
+    let rows = [("bots2-j16", "16"), ("bots2-j2", "2")].map(|(name, jobs)| {
+        let predicted = predict(jobs);
+        let measured = build(name, 2, jobs.parse().expect("jobs"));
+        let wall = predicted["wall_s"].as_f64().expect("wall");
+        format!(
+            "| {corpus} | 1 bot, -j16: {recorded:.2} | 2 bots, -j{jobs} | {wall:.2} | {measured:.2} | {:+.1} % | {} |",
+            (wall - measured) / measured * 100.0,
+            predicted["bottleneck"].as_str().unwrap_or("")
+        )
+    });
+    println!();
+    println!(
+        "| corpus | recorded (s) | replayed as | predicted (s) | measured (s) | error | bottleneck predicted |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}
+
+/// A `llama` command's JSON output, its traces read from the calibration's own directory.
+fn trace_json(w: &World, args: &[&str]) -> serde_json::Value {
+    let out = w
+        .llama(args)
+        .env("LLAMA_DIR", w.dir.path())
+        .output()
+        .expect("llama trace");
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("json")
+}

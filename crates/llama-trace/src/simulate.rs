@@ -31,6 +31,8 @@ use crate::record::{Action, Phase, Status};
 pub struct Resources {
     /// Actions run at once: remote workers, or local slots.
     pub workers: usize,
+    /// Actions the build tool keeps in flight (`make -jJ`); `None`: as the trace shows.
+    pub jobs: Option<usize>,
     /// Whether actions run on remote workers (else on the client's cores).
     pub remote: bool,
     /// The client's processor cores.
@@ -162,6 +164,11 @@ struct Replay<'a> {
     lag: &'a [u64],
     resources: BTreeMap<Res, Resource>,
     events: BinaryHeap<Reverse<(u64, Event)>>,
+    /// The build tool's limit on actions in flight, those in flight, and those ready but
+    /// held back by it.
+    jobs: usize,
+    in_flight: usize,
+    held: VecDeque<usize>,
     wall: u64,
     billed: u64,
     runs: u64,
@@ -173,6 +180,11 @@ impl Replay<'_> {
     fn request(&mut self, i: usize, s: usize, t: u64) {
         let Some(&(res, dur)) = self.stages[i].get(s) else {
             self.wall = self.wall.max(t);
+            self.in_flight -= 1;
+            if let Some(next) = self.held.pop_front() {
+                self.in_flight += 1;
+                self.request(next, 0, t);
+            }
             for &next in &self.released[i] {
                 self.events
                     .push(Reverse((t + self.lag[next], Event::Ready(next))));
@@ -205,7 +217,11 @@ impl Replay<'_> {
     fn run(&mut self) {
         while let Some(Reverse((t, event))) = self.events.pop() {
             match event {
-                Event::Ready(i) => self.request(i, 0, t),
+                Event::Ready(i) if self.in_flight >= self.jobs => self.held.push_back(i),
+                Event::Ready(i) => {
+                    self.in_flight += 1;
+                    self.request(i, 0, t);
+                }
                 Event::Done(i, s) => {
                     let res = self.stages[i][s].0;
                     if let Some(r) = self.resources.get_mut(&res) {
@@ -277,6 +293,9 @@ pub fn simulate(actions: &[Action], res: &Resources) -> Result<Prediction, Simul
         wall: 0,
         billed: 0,
         runs: 0,
+        jobs: res.jobs.unwrap_or(usize::MAX).max(1),
+        in_flight: 0,
+        held: VecDeque::new(),
     };
     replay.run();
     Ok(prediction(&replay, res))
@@ -431,6 +450,7 @@ mod tests {
     fn res(workers: usize, remote: bool) -> Resources {
         Resources {
             workers,
+            jobs: None,
             remote,
             client_cores: 64,
             rtt_ms: 0.0,
@@ -521,6 +541,16 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_build_tools_jobs_limit_what_is_in_flight() {
+        let two_jobs = Resources {
+            jobs: Some(2),
+            ..res(8, true)
+        };
+        let p = simulate(&burst(), &two_jobs).unwrap();
+        assert!((p.wall_s - 4.0).abs() < 1e-6, "{}", p.wall_s);
     }
 
     #[test]
