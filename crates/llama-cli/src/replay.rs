@@ -82,7 +82,7 @@ pub fn job_trace(
     delivered: Option<&llama_exec::Delivered>,
     remote: bool,
 ) -> llama_trace::Action {
-    use llama_trace::{Action, Phase, Span, Status};
+    use llama_trace::{Action, Status};
     let finished_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
@@ -94,23 +94,10 @@ pub fn job_trace(
         Some(_) => Status::Miss,
         None => Status::Error,
     };
-    Action {
-        kind,
-        label,
-        arrived_us,
-        finished_us,
-        phases: vec![Span {
-            phase: Phase::Run,
-            start_us: arrived_us,
-            end_us: finished_us,
-        }],
-        status,
-        worker: delivered
-            .and_then(|d| d.finished.result.execution_metadata.as_ref())
-            .map(|m| m.worker.clone())
-            .filter(|w| !w.is_empty()),
-        bytes_up: 0,
-        bytes_down: 0,
-        dollars: 0.0,
-    }
+    let mut action = Action::one_run(kind, label, arrived_us, finished_us, status);
+    action.worker = delivered
+        .and_then(|d| d.finished.result.execution_metadata.as_ref())
+        .map(|m| m.worker.clone())
+        .filter(|w| !w.is_empty());
+    action
 }

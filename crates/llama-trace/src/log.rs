@@ -320,25 +320,16 @@ fn read_lines(file: File, limits: Limits, loaded: &mut Loaded) -> io::Result<()>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::record::{Kind, Phase, Span, Status};
+    use crate::record::{Kind, Status};
 
     pub(crate) fn action(label: &str, arrived_us: u64, finished_us: u64) -> Action {
-        Action {
-            kind: Kind::Compile,
-            label: label.into(),
+        Action::one_run(
+            Kind::Compile,
+            label.into(),
             arrived_us,
             finished_us,
-            phases: vec![Span {
-                phase: Phase::Run,
-                start_us: arrived_us,
-                end_us: finished_us,
-            }],
-            status: Status::Miss,
-            worker: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            dollars: 0.0,
-        }
+            Status::Miss,
+        )
     }
 
     #[test]

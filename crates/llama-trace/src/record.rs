@@ -154,6 +154,33 @@ pub struct Action {
 }
 
 impl Action {
+    /// An action that spent all its time in one `run` phase (a job the engine uploaded,
+    /// ran and downloaded in one step).
+    pub fn one_run(
+        kind: Kind,
+        label: String,
+        arrived_us: u64,
+        finished_us: u64,
+        status: Status,
+    ) -> Action {
+        Action {
+            kind,
+            label,
+            arrived_us,
+            finished_us,
+            phases: vec![Span {
+                phase: Phase::Run,
+                start_us: arrived_us,
+                end_us: finished_us,
+            }],
+            status,
+            worker: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            dollars: 0.0,
+        }
+    }
+
     /// From arrival to answer.
     pub fn us(&self) -> u64 {
         self.finished_us.saturating_sub(self.arrived_us)
