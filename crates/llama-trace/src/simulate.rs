@@ -382,12 +382,18 @@ fn releases(actions: &[&Action]) -> (Vec<Option<usize>>, Vec<u64>) {
 }
 
 /// An action's costs under `res`: the trace's, the run divided by the worker's speed when
-/// remote, transfers at the link's speed.
+/// remote, transfers at the link's speed. A remote action traced on a remote backend keeps
+/// its worker's fetch and store and its client's side of the round trip (`upload`,
+/// `download`); its time in the queue is the recording's contention, not a cost.
 fn cost(a: &Action, res: &Resources) -> Cost {
     let before = a.phase_us(Phase::Scan) + a.phase_us(Phase::Lookup);
     let run = a.phase_us(Phase::Run);
     let run = if res.remote {
         (run as f64 / res.worker_speed.max(1e-6)) as u64
+            + a.phase_us(Phase::Fetch)
+            + a.phase_us(Phase::Store)
+            + a.phase_us(Phase::Upload)
+            + a.phase_us(Phase::Download)
     } else {
         run
     };

@@ -302,17 +302,7 @@ impl CompileService {
             .await?;
         timeline::mark(Phase::Scan);
         let mut ran = self.run_remote(remote, job, &prepared).await?;
-        timeline::mark(Phase::Run);
-        if let Some(worker) = ran
-            .finished
-            .result
-            .execution_metadata
-            .as_ref()
-            .map(|m| m.worker.clone())
-            .filter(|w| !w.is_empty())
-        {
-            timeline::worker(worker);
-        }
+        timeline::mark_remote(ran.finished.result.execution_metadata.as_ref());
         if ran.exit_code != 0 && prepared.preprocessed {
             // Diagnostics of preprocessed text lose their macro context: the user gets the
             // compile's own, from the compile with its headers.

@@ -12,6 +12,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use llama_core::protobuf::Timestamp;
+use llama_core::reapi::ExecutedActionMetadata;
 use llama_trace::{Action, Kind, Limits, Phase, Span, Status, TraceLog, Writer};
 
 use crate::stats::Outcome;
@@ -67,9 +69,81 @@ pub(crate) fn label(text: String) {
     let _ = TIMELINE.try_with(|t| t.borrow_mut().label = text);
 }
 
-/// The worker that ran this task's compile.
-pub(crate) fn worker(name: String) {
-    let _ = TIMELINE.try_with(|t| t.borrow_mut().worker = Some(name));
+/// Ends a remote round trip, split by what the worker reports of it: waiting in the
+/// queue, fetching inputs, running, storing outputs (durations by the server's clock);
+/// the rest of the round trip, before them, is the client's side of it (uploads, the
+/// calls, the download), counted as `upload`. Without a report, all of it is `run`.
+pub(crate) fn mark_remote(meta: Option<&ExecutedActionMetadata>) {
+    let _ = TIMELINE.try_with(|t| {
+        let mut t = t.borrow_mut();
+        let Some(meta) = meta else {
+            return t.mark(Phase::Run);
+        };
+        if !meta.worker.is_empty() {
+            t.worker = Some(meta.worker.clone());
+        }
+        let span = |a: &Option<Timestamp>, b: &Option<Timestamp>| match (a, b) {
+            (Some(a), Some(b)) => micros(b).saturating_sub(micros(a)),
+            _ => 0,
+        };
+        let worker = [
+            (
+                Phase::Queue,
+                span(&meta.queued_timestamp, &meta.worker_start_timestamp),
+            ),
+            (
+                Phase::Fetch,
+                span(
+                    &meta.input_fetch_start_timestamp,
+                    &meta.input_fetch_completed_timestamp,
+                ),
+            ),
+            (
+                Phase::Run,
+                span(
+                    &meta.execution_start_timestamp,
+                    &meta.execution_completed_timestamp,
+                ),
+            ),
+            (
+                Phase::Store,
+                span(
+                    &meta.output_upload_start_timestamp,
+                    &meta.output_upload_completed_timestamp,
+                ),
+            ),
+        ];
+        let now = now_us().max(t.last_us);
+        let total = now - t.last_us;
+        let reported: u64 = worker.iter().map(|(_, us)| us).sum();
+        // A report longer than the round trip (clocks apart) is scaled into it.
+        let scale = if reported > total {
+            total as f64 / reported as f64
+        } else {
+            1.0
+        };
+        let mut at = t.last_us + total - (reported as f64 * scale) as u64;
+        let start_us = t.last_us;
+        t.spans.push(Span {
+            phase: Phase::Upload,
+            start_us,
+            end_us: at,
+        });
+        for (phase, us) in worker.into_iter().filter(|(_, us)| *us > 0) {
+            let end = (at + (us as f64 * scale) as u64).min(now);
+            t.spans.push(Span {
+                phase,
+                start_us: at,
+                end_us: end,
+            });
+            at = end;
+        }
+        t.last_us = now;
+    });
+}
+
+fn micros(t: &Timestamp) -> u64 {
+    (t.seconds.max(0) as u64) * 1_000_000 + (t.nanos.max(0) as u64) / 1_000
 }
 
 /// Runs `compile` with a timeline of its own, and returns the timeline with its result.
@@ -172,6 +246,48 @@ mod tests {
         assert_eq!(t.label, "a.c");
         // Outside a traced compile a mark is nothing.
         mark(Phase::Run);
+    }
+
+    #[tokio::test]
+    async fn a_remote_round_trip_is_split_by_what_the_worker_reports() {
+        let at = |us: i64| {
+            Some(Timestamp {
+                seconds: us / 1_000_000,
+                nanos: (us % 1_000_000 * 1000) as i32,
+            })
+        };
+        // The worker's clock is an hour off: only its durations count.
+        let base = 3_600_000_000;
+        let meta = ExecutedActionMetadata {
+            worker: "bot-1".into(),
+            input_fetch_start_timestamp: at(base),
+            input_fetch_completed_timestamp: at(base + 1_000),
+            execution_start_timestamp: at(base + 1_000),
+            execution_completed_timestamp: at(base + 5_000),
+            output_upload_start_timestamp: at(base + 5_000),
+            output_upload_completed_timestamp: at(base + 6_000),
+            ..Default::default()
+        };
+        let ((), t) = traced(async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            mark_remote(Some(&meta));
+        })
+        .await;
+        let phases: Vec<(Phase, u64)> = t.spans.iter().map(|s| (s.phase, s.us())).collect();
+        assert_eq!(phases[0].0, Phase::Upload);
+        assert_eq!(
+            phases[1..],
+            [
+                (Phase::Fetch, 1_000),
+                (Phase::Run, 4_000),
+                (Phase::Store, 1_000)
+            ]
+        );
+        assert!(t.spans.windows(2).all(|w| w[0].end_us == w[1].start_us));
+        assert_eq!(t.worker.as_deref(), Some("bot-1"));
+        // No report: all of it is the run.
+        let ((), t) = traced(async { mark_remote(None) }).await;
+        assert_eq!(t.spans[0].phase, Phase::Run);
     }
 
     #[test]
