@@ -1045,6 +1045,13 @@ fn calibrate_trace_over_buildgrid() {
             .expect("wall")
     };
     let recorded = build("bots1-j16", 1, 16);
+    // The recording's own report, for reading the table.
+    let report = w
+        .llama(&["trace", "report", "bots1-j16"])
+        .env("LLAMA_DIR", w.dir.path())
+        .output()
+        .expect("llama trace report");
+    eprintln!("{}", stdout(&report));
     let predict = |jobs: &str| {
         trace_json(
             &w,

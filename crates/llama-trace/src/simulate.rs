@@ -96,6 +96,9 @@ pub enum SimulateError {
 struct Cost {
     before: u64,
     run: u64,
+    /// Latency of a remote action that occupies no resource modelled here: the client's
+    /// side of a recorded round trip (calls, the backend's scheduling).
+    latency: u64,
     after: u64,
     up: u64,
     down: u64,
@@ -109,6 +112,8 @@ enum Res {
     Workers,
     /// A local slot running the command on one of the client's cores.
     Local,
+    /// Time that passes without holding anything.
+    Delay,
 }
 
 /// A resource of some capacity, served first come, first served.
@@ -308,6 +313,7 @@ fn stages(c: Cost, res: &Resources, rtt: u64) -> Vec<(Res, u64)> {
         (false, true) => vec![
             (Res::Client, c.before),
             (Res::Link, c.up),
+            (Res::Delay, c.latency),
             (Res::Workers, rtt + c.run),
             (Res::Link, c.down),
             (Res::Client, c.after),
@@ -383,19 +389,21 @@ fn releases(actions: &[&Action]) -> (Vec<Option<usize>>, Vec<u64>) {
 
 /// An action's costs under `res`: the trace's, the run divided by the worker's speed when
 /// remote, transfers at the link's speed. A remote action traced on a remote backend keeps
-/// its worker's fetch and store and its client's side of the round trip (`upload`,
-/// `download`); its time in the queue is the recording's contention, not a cost.
+/// its worker's fetch and store (worker time) and its client's side of the round trip
+/// (`upload`, `download`: latency that holds no worker); its time in the queue is the
+/// recording's contention, not a cost.
 fn cost(a: &Action, res: &Resources) -> Cost {
     let before = a.phase_us(Phase::Scan) + a.phase_us(Phase::Lookup);
     let run = a.phase_us(Phase::Run);
-    let run = if res.remote {
-        (run as f64 / res.worker_speed.max(1e-6)) as u64
-            + a.phase_us(Phase::Fetch)
-            + a.phase_us(Phase::Store)
-            + a.phase_us(Phase::Upload)
-            + a.phase_us(Phase::Download)
+    let (run, latency) = if res.remote {
+        (
+            (run as f64 / res.worker_speed.max(1e-6)) as u64
+                + a.phase_us(Phase::Fetch)
+                + a.phase_us(Phase::Store),
+            a.phase_us(Phase::Upload) + a.phase_us(Phase::Download),
+        )
     } else {
-        run
+        (run, 0)
     };
     let transfer = |bytes: u64| {
         res.bandwidth_mbs
@@ -404,6 +412,7 @@ fn cost(a: &Action, res: &Resources) -> Cost {
     Cost {
         before,
         run,
+        latency,
         after: a.phase_us(Phase::Deliver),
         up: transfer(a.bytes_up),
         down: transfer(a.bytes_down),
@@ -557,6 +566,32 @@ mod tests {
         };
         let p = simulate(&burst(), &two_jobs).unwrap();
         assert!((p.wall_s - 4.0).abs() < 1e-6, "{}", p.wall_s);
+    }
+
+    #[test]
+    fn a_recorded_round_trip_is_latency_that_holds_no_worker() {
+        let actions: Vec<Action> = (0..8)
+            .map(|_| {
+                let mut a = compile(0, 0, 1_000_000, 0);
+                a.phases.insert(
+                    0,
+                    Span {
+                        phase: Phase::Upload,
+                        start_us: 0,
+                        end_us: 0,
+                    },
+                );
+                a.phases[0].end_us = 1_000_000;
+                for span in &mut a.phases[1..] {
+                    span.start_us += 1_000_000;
+                    span.end_us += 1_000_000;
+                }
+                a.finished_us += 1_000_000;
+                a
+            })
+            .collect();
+        let p = simulate(&actions, &res(1, true)).unwrap();
+        assert!((p.wall_s - 9.0).abs() < 1e-6, "{}", p.wall_s);
     }
 
     #[test]
