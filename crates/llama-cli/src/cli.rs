@@ -34,6 +34,19 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
 
+    /// S3 requests the lambda backend has in flight at once (overrides `s3_concurrency`).
+    #[arg(long, global = true, value_name = "N")]
+    pub s3_concurrency: Option<String>,
+
+    /// Log every AWS request and response (the SDK's debug output) on standard error.
+    #[arg(long, global = true)]
+    pub debug_aws: bool,
+
+    /// Also write the trace of the actions this command runs to FILE, one JSON object per
+    /// line (`llama trace` reads the traces kept under $LLAMA_DIR).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub trace: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -573,7 +586,13 @@ const fn valued(name: &'static str) -> GoFlag {
 }
 
 /// Flags accepted before the subcommand.
-const GLOBAL_FLAGS: &[GoFlag] = &[valued("region"), valued("store")];
+const GLOBAL_FLAGS: &[GoFlag] = &[
+    valued("region"),
+    valued("store"),
+    valued("s3-concurrency"),
+    flag("debug-aws"),
+    valued("trace"),
+];
 
 /// Flags of each subcommand, before its first positional argument.
 const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[

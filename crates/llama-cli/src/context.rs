@@ -23,6 +23,13 @@ pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(region) = &cli.region {
         config.set(keys::REGION.name(), region, Source::Flag("-region".into()))?;
     }
+    if let Some(n) = &cli.s3_concurrency {
+        config.set(
+            keys::S3_CONCURRENCY.name(),
+            n,
+            Source::Flag("-s3-concurrency".into()),
+        )?;
+    }
     if let Some(store) = &cli.store {
         config.set(
             keys::OBJECT_STORE.name(),
@@ -78,6 +85,7 @@ impl Context {
                 lambda.default_timeout = config.action_timeout();
                 lambda.region = Some(config.region()).filter(|r| !r.is_empty());
                 lambda.present_file = Some(present_file(&dir, &location));
+                lambda.s3_concurrency = config.s3_concurrency();
                 lambda.result_limits = limits;
                 let jobs = lambda.concurrency;
                 (Arc::new(LambdaExecutor::new(store.clone(), lambda)), jobs)

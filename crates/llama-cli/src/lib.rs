@@ -23,6 +23,7 @@ pub mod xargs;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Parser;
 use llama_core::{Source, keys};
 
@@ -31,9 +32,11 @@ use crate::context::Context;
 
 /// The `llama` command: parses the flags, runs the subcommand, returns the exit status.
 pub fn llama_main() -> ExitCode {
-    init_tracing();
     let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
-        Ok(cli) => cli,
+        Ok(cli) => {
+            init_tracing(cli.debug_aws);
+            cli
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -55,6 +58,24 @@ pub fn llama_main() -> ExitCode {
         }
     };
     ExitCode::from(status.clamp(0, 255) as u8)
+}
+
+/// The context of `invoke` and `xargs`, its traces also written to `trace` (`-trace FILE`).
+fn context(
+    config: &llama_core::Config,
+    policy: llama_exec::CachePolicy,
+    trace: Option<&std::path::Path>,
+) -> anyhow::Result<Context> {
+    let mut ctx = Context::new(config, policy)?;
+    if let Some(path) = trace {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("-trace {}: cannot create it", path.display()))?;
+        ctx.traces = llama_trace::Writer::with_copy(
+            llama_trace::TraceLog::new(&config.dir(), llama_trace::Limits::default()),
+            Some(file),
+        );
+    }
+    Ok(ctx)
 }
 
 /// `llama daemon`, in either spelling.
@@ -108,7 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             )
         }
         Command::Invoke(args) => {
-            let ctx = Context::new(&config, invoke::policy(&args))?;
+            let ctx = context(&config, invoke::policy(&args), cli.trace.as_deref())?;
             let runtime = tokio::runtime::Runtime::new()?;
             let status = runtime.block_on(invoke::run(&ctx, args));
             ctx.save();
@@ -123,7 +144,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     Source::Flag("-j".into()),
                 )?;
             }
-            let ctx = Arc::new(Context::new(&config, xargs::policy(&args))?);
+            let ctx = Arc::new(context(
+                &config,
+                xargs::policy(&args),
+                cli.trace.as_deref(),
+            )?);
             let jobs = ctx.jobs;
             let runtime = tokio::runtime::Runtime::new()?;
             let status = runtime.block_on(xargs::run(ctx.clone(), args, jobs));
@@ -141,12 +166,16 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// Warnings go to stderr as `llama: warning: ...`; `LLAMA_LOG=debug` shows more.
-pub fn init_tracing() {
+pub fn init_tracing(debug_aws: bool) {
     use tracing_subscriber::EnvFilter;
     // The AWS SDK warns about each credential provider it tries; llama's own error says
-    // what was missing.
-    let filter = EnvFilter::try_from_env("LLAMA_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,aws_config=error"));
+    // what was missing. -debug-aws (the original's flag) shows every request and response.
+    let default = if debug_aws {
+        "warn,aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_sdk_s3=debug,aws_sdk_lambda=debug,aws_config=debug"
+    } else {
+        "warn,aws_config=error"
+    };
+    let filter = EnvFilter::try_from_env("LLAMA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

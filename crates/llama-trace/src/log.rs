@@ -254,13 +254,25 @@ pub struct Writer {
 impl Writer {
     /// A writer into `log`.
     pub fn new(log: TraceLog) -> Writer {
+        Writer::with_copy(log, None)
+    }
+
+    /// A writer into `log` that also appends each action, as a JSON line, to `copy` (the
+    /// file of the original's `-trace FILE`).
+    pub fn with_copy(log: TraceLog, mut copy: Option<File>) -> Writer {
         let (queue, received) = std::sync::mpsc::sync_channel::<(String, Action)>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("llama-trace".into())
             .spawn(move || {
                 let mut failed = false;
                 for (build, action) in received {
-                    if let Err(e) = log.append(&build, &action)
+                    let copied = copy.as_mut().map_or(Ok(()), |f| {
+                        let mut line = serde_json::to_vec(&action).unwrap_or_default();
+                        line.push(b'\n');
+                        f.write_all(&line)
+                    });
+                    let logged = log.append(&build, &action).map_err(|e| e.to_string());
+                    if let Err(e) = logged.and(copied.map_err(|e| e.to_string()))
                         && !std::mem::replace(&mut failed, true)
                     {
                         eprintln!("llama: warning: cannot write the build trace: {e}");

@@ -300,6 +300,14 @@ keys! {
         parse: parse_jobs,
         help: "invocations the lambda backend has in flight at once",
     }
+    /// S3 requests the lambda backend has in flight at once (uploads, downloads, checks).
+    S3_CONCURRENCY: usize = {
+        name: "s3_concurrency",
+        env: "LLAMA_S3_CONCURRENCY",
+        default: || "32".into(),
+        parse: parse_jobs,
+        help: "S3 requests the lambda backend has in flight at once (the original's -s3-concurrency)",
+    }
     /// The REAPI server, `grpc://HOST:PORT` or `grpcs://HOST:PORT`, or empty.
     REAPI_ENDPOINT: String = {
         name: "reapi_endpoint",

@@ -358,6 +358,11 @@ impl Config {
         self.get(&keys::REMOTE_JOBS)
     }
 
+    /// S3 requests the lambda backend has in flight at once.
+    pub fn s3_concurrency(&self) -> usize {
+        self.get(&keys::S3_CONCURRENCY)
+    }
+
     /// The REAPI server, `grpc://HOST:PORT` or `grpcs://HOST:PORT`, or empty.
     pub fn reapi_endpoint(&self) -> String {
         self.get(&keys::REAPI_ENDPOINT)

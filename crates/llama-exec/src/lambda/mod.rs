@@ -65,6 +65,8 @@ pub struct LambdaConfig {
     pub inline_output_limit: u64,
     /// The known-present set's file (shared by every llama process of the user).
     pub present_file: Option<PathBuf>,
+    /// S3 requests in flight at once.
+    pub s3_concurrency: usize,
     /// Bounds on what a result (from the function or the S3 action cache) may expand to;
     /// checked before its blobs are downloaded.
     pub result_limits: ResultLimits,
@@ -83,6 +85,7 @@ impl LambdaConfig {
             max_attempts: crate::s3::DEFAULT_MAX_ATTEMPTS,
             inline_output_limit: wire::DEFAULT_INLINE_OUTPUT_LIMIT,
             present_file: None,
+            s3_concurrency: crate::s3::DEFAULT_S3_CONCURRENCY,
             result_limits: ResultLimits::default(),
         }
     }
@@ -147,7 +150,7 @@ impl LambdaExecutor {
                     S3Options {
                         region: self.config.region.clone(),
                         max_attempts: self.config.max_attempts,
-                        concurrency: crate::s3::DEFAULT_S3_CONCURRENCY,
+                        concurrency: self.config.s3_concurrency,
                         present_file: self.config.present_file.clone(),
                     },
                 )
