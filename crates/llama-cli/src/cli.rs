@@ -66,6 +66,9 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// What llamacc did: compiles, cache hits and misses, local runs by reason, time saved.
     Stats(StatsArgs),
+    /// The local cache: where it is and what it holds; clear, evict, resize or verify it.
+    #[command(after_help = CACHE_HELP)]
+    Cache(CacheArgs),
     /// Traces of builds: list them, export one for Perfetto, report on it, or predict it
     /// under other resources.
     #[command(after_help = TRACE_HELP)]
@@ -318,6 +321,64 @@ pub enum DaemonAction {
     Status,
     /// Run the daemon in the foreground (what `start` and llamacc launch).
     Run,
+}
+
+const CACHE_HELP: &str = "\
+The cache is the store under $LLAMA_DIR (see `llama config`): content blobs, one
+action-cache entry per result, and llamacc's manifests. It is kept under cache_size by
+evicting the least recently used entries; an entry used in the last ten minutes is never
+evicted while a build may still be using it.
+
+Examples:
+  llama cache                       where it is, its size and limit, entries, hit rate
+  llama cache --json
+  llama cache set-limit 20GiB       as ccache -M: written to the config file, applied now
+  llama cache evict --older-than 7d
+  llama cache clear                 as ccache -C (stops the daemon first)
+  llama cache verify                re-hash everything, remove what is damaged
+
+Exit status: 0; verify exits 1 when it found (and removed) damaged entries; 125 when llama
+itself failed.";
+
+/// `llama cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// What to do (default: show).
+    #[command(subcommand)]
+    pub action: Option<CacheAction>,
+    /// Show as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `llama cache`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Where the cache is, its size and limit, its entries and llamacc's hit rate.
+    Show {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every entry (the daemon is stopped first; run it when no build runs).
+    Clear,
+    /// Remove the entries not used for DURATION (e.g. 7d, 12h).
+    Evict {
+        /// Age of the entries to remove: not used for this long.
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+    },
+    /// Set cache_size in the config file and evict down to it now.
+    SetLimit {
+        /// The new bound, e.g. 20GiB or 500MB.
+        size: String,
+    },
+    /// Re-hash every entry, remove what is damaged, and report.
+    Verify {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const TRACE_HELP: &str = "\

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "lambda")]
 pub mod bootstrap;
+pub mod cache_cmd;
 pub mod cli;
 pub mod config_cmd;
 pub mod context;
@@ -114,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(args) => stats_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Daemon(args) => run_daemon(config, &args),
         Command::Trace(args) => trace_cmd::run(&config, &args, &mut std::io::stdout().lock()),
+        Command::Cache(args) => cache_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         #[cfg(feature = "lambda")]
         Command::Bootstrap(args) => bootstrap::run(&config, &args, &mut std::io::stdout().lock()),
         #[cfg(feature = "lambda")]

@@ -66,7 +66,7 @@ pub use crate::{
     },
     store::{
         EVICTION_GRACE, LinkedInput, MAX_IN_MEMORY_BLOB, RecordKind, Store, StoreError,
-        TOUCH_GRANULARITY, VerifyReport,
+        TOUCH_GRANULARITY, Usage, VerifyReport,
     },
     tree::{
         BadEscape, BlobSource, InputTree, NAME_ESCAPE, TreeBuilder, TreeError, decode_name,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, VerifyReport, link,
+    EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, Usage, VerifyReport, link,
 };
 use crate::digest::Digest;
 
@@ -72,6 +72,63 @@ impl Store {
         self.evict_floor.store(floor, Ordering::Relaxed);
         tracing::debug!(freed, remaining, "evicted from {}", self.root.display());
         Ok(freed)
+    }
+
+    /// What the store holds now, by kind (a walk of its directories).
+    pub fn usage(&self) -> Usage {
+        let count = |dir: &str| {
+            walk_shards(&self.root.join(dir))
+                .iter()
+                .fold((0u64, 0u64), |(n, bytes), (_, size, _)| {
+                    (n + 1, bytes + size)
+                })
+        };
+        let blobs = count("cas");
+        let executables = count(link::EXECUTABLE_DIR);
+        let results = count(RecordKind::ActionResult.dir());
+        let manifests = count(RecordKind::Manifest.dir());
+        Usage {
+            blobs: blobs.0,
+            executables: executables.0,
+            action_results: results.0,
+            manifests: manifests.0,
+            bytes: blobs.1 + executables.1 + results.1 + manifests.1,
+        }
+    }
+
+    /// Removes every entry last used more than `age` ago — never one used within the
+    /// store's grace period (see the module comment) — and returns how many entries and
+    /// bytes went. Waits for an eviction running in another process to finish first.
+    pub fn evict_older_than(&self, age: Duration) -> Result<(u64, u64), StoreError> {
+        let lock_path = self.root.join("gc.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.classify("open", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| self.classify("lock", &lock_path, e))?;
+        let now = SystemTime::now();
+        let keep = age.max(self.grace);
+        let (mut entries, mut freed, mut remaining) = (0u64, 0u64, 0u64);
+        for kind in [
+            "cas",
+            link::EXECUTABLE_DIR,
+            RecordKind::ActionResult.dir(),
+            RecordKind::Manifest.dir(),
+        ] {
+            for (_, size, path) in walk_shards(&self.root.join(kind)) {
+                if remove_if_old(&path, now, keep) {
+                    entries += 1;
+                    freed += size;
+                } else {
+                    remaining += size;
+                }
+            }
+        }
+        self.update_size(|_| remaining)?;
+        Ok((entries, freed))
     }
 
     /// Checks every blob against its name and every record against its checksum, removing

@@ -209,8 +209,23 @@ pub struct Store {
     grace: Duration,
 }
 
-/// What [`Store::verify_all`] found.
+/// What the store holds ([`Store::usage`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Content blobs (inputs, outputs, logs).
+    pub blobs: u64,
+    /// Executable copies of blobs, made for linking into actions.
+    pub executables: u64,
+    /// Action-cache entries: one per cached result.
+    pub action_results: u64,
+    /// llamacc's manifests: one per compile command seen.
+    pub manifests: u64,
+    /// Bytes of all of them.
+    pub bytes: u64,
+}
+
+/// What [`Store::verify_all`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Blobs whose content hashes to their name.
     pub blobs_ok: u64,

@@ -294,3 +294,36 @@ fn an_input_written_through_its_link_is_removed_from_the_store() {
     assert!(s.link_input(&blob, &again, false).unwrap().is_some());
     assert_eq!(fs::read(&again).unwrap(), b"int shared;\n");
 }
+
+#[test]
+fn usage_counts_and_evict_older_than_spares_what_was_used_recently() {
+    let (_d, s) = store(1 << 30);
+    let old = s.put_bytes(b"old bytes").unwrap();
+    let young = s.put_bytes(b"young").unwrap();
+    let usage = s.usage();
+    assert_eq!((usage.blobs, usage.bytes), (2, 14));
+    let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+    File::options()
+        .write(true)
+        .open(s.blob_path(&old))
+        .or_else(|_| {
+            fs::set_permissions(
+                s.blob_path(&old),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )?;
+            File::options().write(true).open(s.blob_path(&old))
+        })
+        .unwrap()
+        .set_modified(day_ago)
+        .unwrap();
+    assert_eq!(
+        s.evict_older_than(Duration::from_secs(3600)).unwrap(),
+        (1, 9)
+    );
+    assert!(!s.contains(&old) && s.contains(&young));
+    // The grace period holds even for a shorter age: what was just used stays.
+    assert_eq!(s.evict_older_than(Duration::ZERO).unwrap(), (0, 0));
+    let cleared = s.clone().with_eviction_grace(Duration::ZERO);
+    assert_eq!(cleared.evict_older_than(Duration::ZERO).unwrap(), (1, 5));
+    assert_eq!(s.usage(), Usage::default());
+}
