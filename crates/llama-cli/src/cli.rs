@@ -21,8 +21,9 @@ Flags may be spelled with one dash or two (-stdin or --stdin), as the original l
 /// Outsource UNIX commands to far more parallelism than one machine has.
 ///
 /// With no set-up, commands run on this machine through a content-addressed cache under
-/// $LLAMA_DIR (see `llama config`). Its compiler front end, `llamacc` / `llamac++`, is a
-/// drop-in gcc or clang: `make -j CC=llamacc CXX=llamac++`.
+/// $LLAMA_DIR (see `llama config`). Its compiler front end, `llamacc` / `llamacxx`, is a
+/// drop-in gcc or clang: `make -j CC=llamacc CXX=llamacxx`, or a launcher in front of one:
+/// `CC="llamacc gcc"`, CMake's CMAKE_C_COMPILER_LAUNCHER=llamacc.
 #[derive(Debug, Parser)]
 #[command(name = "llama", version, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
