@@ -158,6 +158,39 @@ fn a_new_header_shadowing_an_old_one_is_noticed() {
     assert_eq!(counter(&w, "hits"), 0);
 }
 
+/// Found by `llama explain`'s tests: with the source's directory above the include
+/// directories (`a.c` beside `first/` and `include/`), every header lay under the first
+/// directory searched, so no earlier candidate was recorded and a header that appeared in
+/// `first/` was never noticed: the old object was served.
+#[test]
+fn a_new_header_shadowing_one_under_the_sources_directory_is_noticed() {
+    let w = crate::world();
+    w.write(
+        "main.c",
+        b"#include \"answer.h\"\nint main(void) { return ANSWER; }\n",
+    );
+    w.write("include/answer.h", b"#define ANSWER 42\n");
+    fs::create_dir_all(w.path("first")).expect("mkdir");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let args = ["-Ifirst", "-Iinclude", "-c", "main.c", "-o", "main.o"];
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    w.write("first/answer.h", b"#define ANSWER 7\n");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    ok(&w.llamacc("gcc", &args).output().expect("llamacc"));
+    let plain = Command::new("gcc")
+        .args(["-Ifirst", "-Iinclude", "-c", "main.c", "-o", "plain.o"])
+        .current_dir(w.work())
+        .output()
+        .expect("gcc");
+    ok(&plain);
+    assert_eq!(
+        fs::read(w.path("main.o")).expect("main.o"),
+        fs::read(w.path("plain.o")).expect("plain.o"),
+        "the object of the shadowing header"
+    );
+    assert_eq!(counter(&w, "hits"), 0);
+}
+
 #[test]
 fn compile_errors_keep_the_compilers_diagnostics_and_status_and_are_not_cached() {
     let w = crate::world();

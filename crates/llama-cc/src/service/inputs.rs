@@ -263,6 +263,13 @@ fn read_inputs(
 
 /// Paths that, had they existed, the compiler would have read before one of `inputs`: the
 /// same relative name in every include directory searched before the one it was found in.
+///
+/// Which directory that was is not known (the depfile names the file, not how it was
+/// spelled), and directories nest — the source's directory is often an ancestor of an
+/// include directory —, so every directory of the chain that contains the input is taken
+/// as the one it may have been found in: the candidates of each are absent ones. More
+/// candidates than needed cost a miss when one appears; one too few would serve a stale
+/// object.
 fn absent_candidates(cwd: &Path, c: &Compilation, inputs: &[PathBuf]) -> Vec<String> {
     let source_dir = physical_dir(&cwd.join(&c.source))
         .parent()
@@ -279,16 +286,15 @@ fn absent_candidates(cwd: &Path, c: &Compilation, inputs: &[PathBuf]) -> Vec<Str
         .collect();
     let mut absent = Vec::new();
     for input in inputs {
-        let Some(found_at) = chain.iter().position(|d| input.starts_with(d)) else {
-            continue;
-        };
-        let Ok(rel) = input.strip_prefix(&chain[found_at]) else {
-            continue;
-        };
-        for earlier in &chain[..found_at] {
-            let candidate = earlier.join(rel);
-            if fs::symlink_metadata(&candidate).is_err() {
-                absent.push(encode_os(candidate.as_os_str()).into_owned());
+        for (found_at, dir) in chain.iter().enumerate() {
+            let Ok(rel) = input.strip_prefix(dir) else {
+                continue;
+            };
+            for earlier in &chain[..found_at] {
+                let candidate = earlier.join(rel);
+                if fs::symlink_metadata(&candidate).is_err() {
+                    absent.push(encode_os(candidate.as_os_str()).into_owned());
+                }
             }
         }
     }
