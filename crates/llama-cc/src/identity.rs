@@ -26,6 +26,8 @@ pub struct Identity {
     pub family: Family,
     /// The driver's path.
     pub driver: PathBuf,
+    /// The first line of its `--version`.
+    pub version: String,
     /// The programs the driver runs (gcc's `cc1`, `cc1plus`, `as`) and where they are.
     pub programs: Vec<(&'static str, PathBuf)>,
 }
@@ -169,6 +171,7 @@ async fn probe(
             digest: hasher.finish(),
             family,
             driver: driver.to_path_buf(),
+            version: text.lines().next().unwrap_or_default().to_string(),
             programs,
         },
         stamps,

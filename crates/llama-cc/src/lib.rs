@@ -65,6 +65,7 @@ mod compilation;
 mod compile_env;
 mod depfile;
 mod error;
+pub mod explain;
 mod flags;
 mod identity;
 pub mod launcher;

@@ -16,6 +16,10 @@ const VARS: &[Var] = &[
         apply: |s, v| s.build_id = Some(v.to_string()),
     },
     Var {
+        name: "DEBUG",
+        apply: |s, v| s.debug = truthy(v),
+    },
+    Var {
         name: "FILTER_WARNINGS",
         apply: |s, v| {
             s.filter_warnings = v
@@ -73,6 +77,8 @@ const VARS: &[Var] = &[
 pub struct Settings {
     /// `LLAMACC_VERBOSE`: say on stderr what llamacc does with each compile.
     pub verbose: bool,
+    /// `LLAMACC_DEBUG`: append why each compile hit or missed to `$LLAMA_DIR/debug.log`.
+    pub debug: bool,
     /// `LLAMACC_LOCAL`: run the real compiler directly, bypassing llama entirely (for
     /// `CC=llamacc ./configure`).
     pub local: bool,
@@ -107,6 +113,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             verbose: false,
+            debug: false,
             local: false,
             remote_assemble: false,
             function: "gcc".into(),

@@ -67,6 +67,9 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// What llamacc did: compiles, cache hits and misses, local runs by reason, time saved.
     Stats(StatsArgs),
+    /// Why a compile missed: what changed in its key since the previous compile of it.
+    #[command(after_help = EXPLAIN_HELP)]
+    Explain(ExplainArgs),
     /// The local cache: where it is and what it holds; clear, evict, resize or verify it.
     #[command(after_help = CACHE_HELP)]
     Cache(CacheArgs),
@@ -322,6 +325,32 @@ pub enum DaemonAction {
     Status,
     /// Run the daemon in the foreground (what `start` and llamacc launch).
     Run,
+}
+
+const EXPLAIN_HELP: &str = "\
+For an object llamacc compiled (or, given a directory, the last compile whose object or
+working directory is there), says whether it was served from the cache and, when it was
+not, what differed from the previous compile of the same object: the compiler (another
+one, or the same one upgraded), an argument, an environment variable that is part of the
+key, a header's content (both digests), a new header that shadows an old one, the working
+directory. llamacc keeps the last four compiles of each object under $LLAMA_DIR/explain.
+LLAMACC_DEBUG=1 appends the same, compile by compile, to $LLAMA_DIR/debug.log.
+
+Examples:
+  llama explain build/foo.o
+  llama explain .
+  llama explain --json src/lapi.o
+
+Exit status: 0 when a compile of it is recorded, 1 when none is, 125 when llama failed.";
+
+/// `llama explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// An object file, or a directory (its last compile).
+    pub path: std::path::PathBuf,
+    /// The records themselves, as JSON (newest first), with the differences.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const CACHE_HELP: &str = "\

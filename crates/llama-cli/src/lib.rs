@@ -13,6 +13,7 @@ pub mod context;
 pub mod daemon;
 #[cfg(feature = "lambda")]
 pub mod doctor;
+pub mod explain_cmd;
 pub mod invoke;
 pub mod replay;
 pub mod stats_cmd;
@@ -116,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon(args) => run_daemon(config, &args),
         Command::Trace(args) => trace_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Cache(args) => cache_cmd::run(&config, &args, &mut std::io::stdout().lock()),
+        Command::Explain(args) => explain_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         #[cfg(feature = "lambda")]
         Command::Bootstrap(args) => bootstrap::run(&config, &args, &mut std::io::stdout().lock()),
         #[cfg(feature = "lambda")]

@@ -3,6 +3,7 @@
 #![cfg(all(feature = "lambda", feature = "reapi"))]
 
 mod cache;
+mod explain;
 mod harness_smoke;
 mod invoke;
 mod lambda;

@@ -34,6 +34,7 @@ use crate::stats::{CannotCache, ERROR_REASON, Outcome, Stats, StatsSnapshot};
 
 mod in_place;
 mod inputs;
+mod keys;
 mod ledger;
 mod listing;
 mod lookup;
@@ -337,19 +338,28 @@ impl CompileService {
     ) -> Result<Done, Fallback> {
         let job = self.job(req, settings, args, program, started).await?;
         timeline::label(job.c.source.display().to_string());
-        let hit = self.lookup(&job).await?;
+        let done = self.answer(&job).await;
+        if let Ok(done) = &done {
+            self.remember_key(&job, done).await;
+        }
+        done
+    }
+
+    /// Steps 3 and 4 for a job: its cached result, else a compile remotely or in place.
+    async fn answer(&self, job: &Job<'_>) -> Result<Done, Fallback> {
+        let hit = self.lookup(job).await?;
         timeline::mark(Phase::Lookup);
         if let Some(hit) = hit {
             return Ok(hit);
         }
         let stayed = match &self.remote {
-            Some(remote) => match self.compile_remotely(remote, &job).await {
+            Some(remote) => match self.compile_remotely(remote, job).await {
                 Ok(done) => return Ok(done),
                 Err(stayed) => stayed,
             },
             None => Stayed::default(),
         };
-        self.compile_in_place(&job, stayed).await
+        self.compile_in_place(job, stayed).await
     }
 }
 

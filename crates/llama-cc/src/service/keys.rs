@@ -1,0 +1,91 @@
+//! What each compile's key was made of, remembered for `llama explain` and
+//! `LLAMACC_DEBUG` ([`crate::explain`]).
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::explain::{self, KeyRecord};
+
+use super::{CompileService, Done, Job, OUTPUT_ENV};
+use crate::stats::Outcome;
+
+impl CompileService {
+    /// Records `job`'s key with how it was answered, before the compile is answered (so
+    /// that `llama explain` right after it explains it, not the one before); with
+    /// `LLAMACC_DEBUG`, appends the explanation to `$LLAMA_DIR/debug.log`.
+    pub(super) async fn remember_key(&self, job: &Job<'_>, done: &Done) {
+        let record = self.key_record(job, done);
+        let llama_dir = self.store.root().to_path_buf();
+        let debug = job.settings.debug;
+        let saved = tokio::task::spawn_blocking(move || {
+            if let Err(e) = explain::save(&llama_dir, &record) {
+                tracing::debug!("cannot record the key of {}: {e}", record.output.display());
+            }
+            if debug {
+                let text = explain::explain(&explain::load(&llama_dir, &record.output));
+                let log = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(llama_dir.join("debug.log"));
+                if let Ok(mut log) = log {
+                    let _ = log.write_all(text.as_bytes());
+                }
+            }
+        });
+        let _ = saved.await;
+    }
+
+    /// The key's parts: the job's, and the headers of the manifest entry the compile used
+    /// or made (the newest).
+    fn key_record(&self, job: &Job<'_>, done: &Done) -> KeyRecord {
+        let entry = self
+            .manifest(&job.prekey)
+            .ok()
+            .and_then(|m| m.entries.first().cloned());
+        let (inputs, absent) = entry
+            .map(|e| {
+                let inputs = e
+                    .inputs
+                    .iter()
+                    .map(|(path, digest, _)| {
+                        (
+                            path.clone(),
+                            llama_core::Digest::from_parts(*digest, 0).hex(),
+                        )
+                    })
+                    .collect();
+                (inputs, e.absent)
+            })
+            .unwrap_or_default();
+        KeyRecord {
+            output: explain::normalize(&job.req.cwd.join(&job.c.output)),
+            source: job.c.source.clone(),
+            cwd: job.req.cwd.clone(),
+            compiler: job.driver.clone(),
+            compiler_digest: job.identity.digest.hex(),
+            compiler_version: job.identity.version.clone(),
+            args: job
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env: OUTPUT_ENV
+                .iter()
+                .filter_map(|var| {
+                    job.req
+                        .env
+                        .iter()
+                        .find(|(k, _)| k == *var)
+                        .map(|(_, v)| format!("{var}={}", v.to_string_lossy()))
+                })
+                .collect(),
+            inputs,
+            absent,
+            outcome: done.outcome.description().to_string(),
+            hit: done.outcome == Outcome::Hit,
+            at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+}
