@@ -24,13 +24,7 @@ impl Store {
     /// [`EVICTION_GRACE`](super::EVICTION_GRACE) stay even when that leaves the store over its limit (said once per
     /// process, naming `cache_size`).
     pub fn evict(&self) -> Result<u64, StoreError> {
-        let lock_path = self.root.join("gc.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| self.classify("open", &lock_path, e))?;
+        let (lock, _) = self.gc_lock()?;
         if lock.try_lock().is_err() {
             return Ok(0);
         }
@@ -74,6 +68,18 @@ impl Store {
         Ok(freed)
     }
 
+    /// The file whose lock one eviction at a time holds, and its path.
+    fn gc_lock(&self) -> Result<(File, PathBuf), StoreError> {
+        let lock_path = self.root.join("gc.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.classify("open", &lock_path, e))?;
+        Ok((file, lock_path))
+    }
+
     /// What the store holds now, by kind (a walk of its directories).
     pub fn usage(&self) -> Usage {
         let count = |dir: &str| {
@@ -100,13 +106,7 @@ impl Store {
     /// store's grace period (see the module comment) — and returns how many entries and
     /// bytes went. Waits for an eviction running in another process to finish first.
     pub fn evict_older_than(&self, age: Duration) -> Result<(u64, u64), StoreError> {
-        let lock_path = self.root.join("gc.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| self.classify("open", &lock_path, e))?;
+        let (lock, lock_path) = self.gc_lock()?;
         lock.lock()
             .map_err(|e| self.classify("lock", &lock_path, e))?;
         let now = SystemTime::now();
