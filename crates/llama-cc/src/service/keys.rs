@@ -4,19 +4,27 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use llama_core::Digest;
+
 use crate::explain::{self, KeyRecord};
 
 use super::{CompileService, Done, Job, OUTPUT_ENV};
 use crate::stats::Outcome;
 
 impl CompileService {
-    /// Records `job`'s key with how it was answered, before the compile is answered (so
-    /// that `llama explain` right after it explains it, not the one before); with
-    /// `LLAMACC_DEBUG`, appends the explanation to `$LLAMA_DIR/debug.log`.
+    /// Records `job`'s key with how it was answered; with `LLAMACC_DEBUG`, appends the
+    /// explanation to `$LLAMA_DIR/debug.log`. A miss is recorded before it is answered (so
+    /// that `llama explain` right after it explains it, not the one before); a hit, which
+    /// has nothing to explain but that it was one, is recorded off its path, and not at all
+    /// when it repeats the object's last record (the usual rebuild after `make clean`).
     pub(super) async fn remember_key(&self, job: &Job<'_>, done: &Done) {
         let record = self.key_record(job, done);
-        let llama_dir = self.store.root().to_path_buf();
         let debug = job.settings.debug;
+        if !debug && !self.remembered.is_new(&record) {
+            return;
+        }
+        let hit = record.hit;
+        let llama_dir = self.store.root().to_path_buf();
         let saved = tokio::task::spawn_blocking(move || {
             if let Err(e) = explain::save(&llama_dir, &record) {
                 tracing::debug!("cannot record the key of {}: {e}", record.output.display());
@@ -32,7 +40,9 @@ impl CompileService {
                 }
             }
         });
-        let _ = saved.await;
+        if !hit {
+            let _ = saved.await;
+        }
     }
 
     /// The key's parts: the job's, and the headers of the manifest entry the compile used
@@ -87,5 +97,29 @@ impl CompileService {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
         }
+    }
+}
+
+/// The last record of each object this daemon wrote, by fingerprint, to skip writing one
+/// that says nothing new.
+#[derive(Default)]
+pub(super) struct Remembered {
+    last: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Digest>>,
+}
+
+/// Objects remembered before the map starts afresh.
+const REMEMBERED: usize = 100_000;
+
+impl Remembered {
+    /// Whether `record` differs from its object's last one (its time aside), remembering it.
+    fn is_new(&self, record: &KeyRecord) -> bool {
+        let mut timeless = record.clone();
+        timeless.at = 0;
+        let fingerprint = Digest::of_bytes(&serde_json::to_vec(&timeless).unwrap_or_default());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() >= REMEMBERED {
+            last.clear();
+        }
+        last.insert(record.output.clone(), fingerprint) != Some(fingerprint)
     }
 }

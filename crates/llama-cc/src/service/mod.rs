@@ -183,6 +183,8 @@ pub struct CompileService {
     ledger: Ledger,
     /// Where each compile's phases are traced.
     tracer: timeline::Tracer,
+    /// The last key recorded for each object, for `llama explain`.
+    remembered: keys::Remembered,
 }
 
 impl CompileService {
@@ -202,6 +204,7 @@ impl CompileService {
             remote: None,
             ledger: Ledger::new(stats),
             tracer: timeline::Tracer::new(store.root()),
+            remembered: keys::Remembered::default(),
             store,
         }
     }
