@@ -3,6 +3,7 @@
 #![cfg(all(feature = "lambda", feature = "reapi"))]
 
 mod cache;
+mod docs;
 mod explain;
 mod harness_smoke;
 mod invoke;
