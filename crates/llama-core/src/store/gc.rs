@@ -11,6 +11,18 @@ use std::time::{Duration, SystemTime};
 use super::{
     EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, VerifyReport, link,
 };
+
+/// What the store keeps, each kind in its own sharded directory: everything eviction,
+/// `llama cache` and the size accounting walk. Records come before the blobs they name, so
+/// a pass that removes everything ([`Store::clear`]) takes away the way to a hit before
+/// its blobs.
+pub(super) const ENTRY_DIRS: &[(EntryKind, &str)] = &[
+    (EntryKind::ActionResult, RecordKind::ActionResult.dir()),
+    (EntryKind::Manifest, RecordKind::Manifest.dir()),
+    (EntryKind::ExecutableCopy, link::EXECUTABLE_DIR),
+    (EntryKind::Blob, "cas"),
+];
+use super::admin::EntryKind;
 use crate::digest::Digest;
 
 impl Store {
@@ -24,13 +36,7 @@ impl Store {
     /// [`EVICTION_GRACE`](super::EVICTION_GRACE) stay even when that leaves the store over its limit (said once per
     /// process, naming `cache_size`).
     pub fn evict(&self) -> Result<u64, StoreError> {
-        let lock_path = self.root.join("gc.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| self.classify("open", &lock_path, e))?;
+        let lock = self.gc_lock_file()?;
         if lock.try_lock().is_err() {
             return Ok(0);
         }
@@ -38,13 +44,8 @@ impl Store {
         sweep_staging(&self.root.join("tmp"), now);
         let mut entries = Vec::new();
         let mut total = 0u64;
-        for kind in [
-            "cas",
-            link::EXECUTABLE_DIR,
-            RecordKind::ActionResult.dir(),
-            RecordKind::Manifest.dir(),
-        ] {
-            for entry in walk_shards(&self.root.join(kind)) {
+        for (_, dir) in ENTRY_DIRS {
+            for entry in walk_shards(&self.root.join(dir)) {
                 total += entry.1;
                 entries.push(entry);
             }
@@ -76,19 +77,22 @@ impl Store {
 
     /// Checks every blob against its name and every record against its checksum, removing
     /// what fails, as a crash-recovery or `doctor` pass would. Reads everything: slow on a
-    /// large store.
+    /// large store. An entry evicted or replaced while the pass runs is neither counted nor
+    /// reported.
     pub fn verify_all(&self) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
         for (_, _, path) in walk_shards(&self.root.join("cas")) {
             let Some(digest) = digest_of_name(&path) else {
-                let _ = fs::remove_file(&path);
-                report.blobs_removed += 1;
+                report.remove_blob(path);
                 continue;
             };
             match self.verify(&digest) {
                 Ok(()) => report.blobs_ok += 1,
                 // verify removed it already.
-                Err(StoreError::Corrupt { .. }) => report.blobs_removed += 1,
+                Err(StoreError::Corrupt { .. }) => {
+                    report.blobs_removed += 1;
+                    report.removed.push(path);
+                }
                 // Evicted or replaced since the walk: nothing left to check.
                 Err(StoreError::Missing { .. }) => {}
                 Err(e) => return Err(e),
@@ -101,32 +105,63 @@ impl Store {
                     .and_then(Digest::of_reader)
                     .is_ok_and(|actual| actual == digest)
             });
-            if whole {
-                report.blobs_ok += 1;
-            } else {
-                let _ = fs::remove_file(&path);
-                report.blobs_removed += 1;
+            match whole {
+                true => report.blobs_ok += 1,
+                false if path.exists() => report.remove_blob(path),
+                false => {}
             }
         }
         for kind in [RecordKind::ActionResult, RecordKind::Manifest] {
             for (_, _, path) in walk_shards(&self.root.join(kind.dir())) {
-                let Some(key) = digest_of_name(&path) else {
-                    let _ = fs::remove_file(&path);
-                    report.records_removed += 1;
-                    continue;
-                };
-                let present = match kind {
-                    RecordKind::ActionResult => self.get_action_result(&key)?.is_some(),
-                    RecordKind::Manifest => self.get_record(kind, &key)?.is_some(),
-                };
-                if present {
-                    report.records_ok += 1;
-                } else {
-                    report.records_removed += 1;
+                match self.record_intact(kind, &path) {
+                    Some(true) => report.records_ok += 1,
+                    Some(false) => {
+                        let _ = fs::remove_file(&path);
+                        report.records_removed += 1;
+                        report.removed.push(path);
+                    }
+                    None => {}
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Whether the record file at `path` is whole: named by a digest, its checksum holding
+    /// and, for an action result, decoding. `None` when it is gone (evicted since the walk).
+    fn record_intact(&self, kind: RecordKind, path: &Path) -> Option<bool> {
+        use prost::Message as _;
+        if digest_of_name(path).is_none() {
+            return Some(false);
+        }
+        let data = match fs::read(path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(_) => return Some(false),
+        };
+        let Some(payload) = super::checked_payload(&data) else {
+            return Some(false);
+        };
+        Some(match kind {
+            RecordKind::ActionResult => {
+                bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult::decode(
+                    payload,
+                )
+                .is_ok()
+            }
+            RecordKind::Manifest => true,
+        })
+    }
+
+    /// `gc.lock`, which the one process evicting (or clearing) holds.
+    pub(super) fn gc_lock_file(&self) -> Result<File, StoreError> {
+        let lock_path = self.root.join("gc.lock");
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.classify("open", &lock_path, e))
     }
 
     /// Adds `bytes` to the accounted size and evicts when the limit is passed.
@@ -139,7 +174,7 @@ impl Store {
     }
 
     /// Applies `f` to the accounted size under an exclusive lock and returns the new value.
-    fn update_size(&self, f: impl FnOnce(u64) -> u64) -> Result<u64, StoreError> {
+    pub(super) fn update_size(&self, f: impl FnOnce(u64) -> u64) -> Result<u64, StoreError> {
         let path = self.root.join("size");
         let file = match self.size_file.get() {
             Some(file) => file,
@@ -179,7 +214,7 @@ fn read_update_write(file: &File, f: impl FnOnce(u64) -> u64) -> io::Result<u64>
 
 /// Removes the entry at `path` if it is still older than the grace period, checked under an
 /// exclusive flock (see [`refresh`]). A reader holding the lock makes this a skip.
-fn remove_if_old(path: &Path, now: SystemTime, grace: Duration) -> bool {
+pub(super) fn remove_if_old(path: &Path, now: SystemTime, grace: Duration) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
     };
@@ -213,7 +248,7 @@ fn warn_too_small_once(root: &Path, limit: u64, remaining: u64, grace: Duration)
 }
 
 /// Removes staging files abandoned by processes that died mid-write.
-fn sweep_staging(tmp: &Path, now: SystemTime) {
+pub(super) fn sweep_staging(tmp: &Path, now: SystemTime) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
     };
@@ -239,7 +274,7 @@ fn digest_of_name(path: &Path) -> Option<Digest> {
 }
 
 /// Every entry in the two-level shard layout under `base`: (mtime, size, path).
-fn walk_shards(base: &Path) -> Vec<(SystemTime, u64, PathBuf)> {
+pub(super) fn walk_shards(base: &Path) -> Vec<(SystemTime, u64, PathBuf)> {
     let mut out = Vec::new();
     let Ok(shards) = fs::read_dir(base) else {
         return out;

@@ -58,11 +58,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, HashingWriter};
 
+mod admin;
 mod gc;
 mod link;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{EntryKind, Removed, StoreUsage, Usage};
 pub use link::LinkedInput;
 
 /// Reads younger than this do not refresh a blob's timestamp: LRU needs only coarse recency,
@@ -179,7 +181,7 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    fn dir(self) -> &'static str {
+    const fn dir(self) -> &'static str {
         match self {
             RecordKind::ActionResult => "ac",
             RecordKind::Manifest => "manifests",
@@ -210,7 +212,7 @@ pub struct Store {
 }
 
 /// What [`Store::verify_all`] found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     /// Blobs whose content hashes to their name.
     pub blobs_ok: u64,
@@ -221,6 +223,8 @@ pub struct VerifyReport {
     pub records_ok: u64,
     /// Records that did not, now removed.
     pub records_removed: u64,
+    /// Every file removed, blobs and records alike.
+    pub removed: Vec<PathBuf>,
 }
 
 impl Store {
@@ -471,8 +475,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.classify("read", &path, e)),
         };
-        let intact = data.len() >= 32 && Sha256::digest(&data[32..]).as_slice() == &data[..32];
-        if !intact {
+        let Some(payload) = checked_payload(&data) else {
             tracing::warn!(
                 "{} {} was corrupt; removed it",
                 kind.describe(),
@@ -480,11 +483,12 @@ impl Store {
             );
             let _ = fs::remove_file(&path);
             return Ok(None);
-        }
+        };
+        let payload = payload.to_vec();
         if let Ok(f) = File::open(&path) {
             touch_file(&f, self.touch_after());
         }
-        Ok(Some(data[32..].to_vec()))
+        Ok(Some(payload))
     }
 
     /// Writes a record of `kind`, atomically replacing any earlier one.
@@ -680,6 +684,12 @@ fn io_error(op: &'static str, path: &Path, error: io::Error) -> StoreError {
 fn is_empty_blob(digest: &Digest) -> bool {
     static EMPTY: std::sync::LazyLock<Digest> = std::sync::LazyLock::new(Digest::empty);
     digest.size() == 0 && *digest == *EMPTY
+}
+
+/// A record's payload, when the SHA-256 before it holds.
+fn checked_payload(data: &[u8]) -> Option<&[u8]> {
+    let (sum, payload) = data.split_at_checked(32)?;
+    (Sha256::digest(payload).as_slice() == sum).then_some(payload)
 }
 
 fn shard_path(base: &Path, digest: &Digest) -> PathBuf {

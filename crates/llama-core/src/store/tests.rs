@@ -218,7 +218,8 @@ fn verify_all_removes_damage_and_counts_the_rest() {
             blobs_ok: 1,
             blobs_removed: 1,
             records_ok: 1,
-            records_removed: 0
+            records_removed: 0,
+            removed: vec![path.clone()],
         }
     );
     assert!(!path.exists());
@@ -293,4 +294,101 @@ fn an_input_written_through_its_link_is_removed_from_the_store() {
     let again = work.join("again.h");
     assert!(s.link_input(&blob, &again, false).unwrap().is_some());
     assert_eq!(fs::read(&again).unwrap(), b"int shared;\n");
+}
+
+fn age_record(s: &Store, kind: RecordKind, key: &Digest, secs: u64) {
+    File::open(s.record_path(kind, key))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn usage_counts_each_kind_and_its_bytes() {
+    let (_d, s) = store(1 << 30);
+    s.put_bytes(&[1u8; 100]).unwrap();
+    s.put_bytes(&[2u8; 50]).unwrap();
+    s.put_action_result(&Digest::of_bytes(b"a"), &reapi::ActionResult::default())
+        .unwrap();
+    s.put_record(RecordKind::Manifest, &Digest::of_bytes(b"m"), b"manifest")
+        .unwrap();
+    let usage = s.usage();
+    assert_eq!(
+        usage.blobs,
+        Usage {
+            entries: 2,
+            bytes: 150
+        }
+    );
+    assert_eq!(usage.action_results.entries, 1);
+    assert_eq!(
+        usage.manifests,
+        Usage {
+            entries: 1,
+            bytes: 32 + 8
+        }
+    );
+    assert_eq!(usage.executable_copies, Usage::default());
+    assert_eq!(usage.total().entries, 4);
+    assert_eq!(usage.total().bytes, s.accounted_size().unwrap());
+}
+
+#[test]
+fn clear_removes_every_entry_and_zeroes_the_size() {
+    let (_d, s) = store(1 << 30);
+    let blob = s.put_bytes(b"cleared").unwrap();
+    let action = Digest::of_bytes(b"action");
+    s.put_action_result(&action, &reapi::ActionResult::default())
+        .unwrap();
+    let held = s.usage().total();
+    let removed = s.clear().unwrap();
+    assert_eq!((removed.entries, removed.bytes), (held.entries, held.bytes));
+    assert!(!s.contains(&blob));
+    assert_eq!(s.get_action_result(&action).unwrap(), None);
+    assert_eq!(s.usage().total(), Usage::default());
+    assert_eq!(s.accounted_size().unwrap(), 0);
+    // The store works on afterwards.
+    assert_eq!(s.put_bytes(b"cleared").unwrap(), blob);
+    assert_eq!(s.accounted_size().unwrap(), 7);
+}
+
+#[test]
+fn evict_older_than_takes_only_entries_unused_for_that_long() {
+    let (_d, s) = store(1 << 30);
+    let old = s.put_bytes(b"old blob").unwrap();
+    let new = s.put_bytes(b"new blob").unwrap();
+    let (old_key, new_key) = (Digest::of_bytes(b"old"), Digest::of_bytes(b"new"));
+    for key in [&old_key, &new_key] {
+        s.put_action_result(key, &reapi::ActionResult::default())
+            .unwrap();
+    }
+    let day = 24 * 3600;
+    age(&s, &old, 3 * day);
+    age_record(&s, RecordKind::ActionResult, &old_key, 3 * day);
+    age(&s, &new, day);
+    let removed = s.evict_older_than(Duration::from_secs(2 * day)).unwrap();
+    assert_eq!(removed.entries, 2);
+    assert!(!s.blob_path(&old).exists());
+    assert!(!s.record_path(RecordKind::ActionResult, &old_key).exists());
+    assert!(s.blob_path(&new).exists());
+    assert!(s.record_path(RecordKind::ActionResult, &new_key).exists());
+    assert_eq!(s.accounted_size().unwrap(), s.usage().total().bytes);
+}
+
+#[test]
+fn verify_all_removes_damaged_records_and_names_them() {
+    let (_d, s) = store(1 << 30);
+    let key = Digest::of_bytes(b"key");
+    s.put_record(RecordKind::Manifest, &key, b"manifest").unwrap();
+    let good = Digest::of_bytes(b"good");
+    s.put_record(RecordKind::Manifest, &good, b"intact").unwrap();
+    let path = s.record_path(RecordKind::Manifest, &key);
+    let mut data = fs::read(&path).unwrap();
+    data[35] ^= 1;
+    fs::write(&path, data).unwrap();
+    let report = s.verify_all().unwrap();
+    assert_eq!((report.records_ok, report.records_removed), (1, 1));
+    assert_eq!(report.removed, [path.clone()]);
+    assert!(!path.exists());
+    assert!(s.get_record(RecordKind::Manifest, &good).unwrap().is_some());
 }
