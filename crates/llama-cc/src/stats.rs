@@ -370,6 +370,13 @@ impl StatsSnapshot {
         self.counters.get(name).copied().unwrap_or(0)
     }
 
+    /// Hits among the compiles that went through the cache (hits, misses, remote), from 0
+    /// to 1; `None` before the first.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let cacheable = self.get("hits") + self.get("misses") + self.get("remote");
+        (cacheable > 0).then(|| self.get("hits") as f64 / cacheable as f64)
+    }
+
     /// The human-readable report of `llama stats`.
     pub fn report(&self) -> String {
         let mut out = format!("{:<44} {:>8}\n", "compiles", self.compiles);
@@ -406,13 +413,8 @@ impl StatsSnapshot {
                 out.push_str(&format!("  {label:<42} {n:>8}\n"));
             }
         }
-        let cacheable = self.get("hits") + self.get("misses") + self.get("remote");
-        if cacheable > 0 {
-            out.push_str(&format!(
-                "{:<44} {:>7.1}%\n",
-                "hit rate",
-                100.0 * self.get("hits") as f64 / cacheable as f64
-            ));
+        if let Some(rate) = self.hit_rate() {
+            out.push_str(&format!("{:<44} {:>7.1}%\n", "hit rate", 100.0 * rate));
         }
         out.push_str(&format!(
             "{:<44} {:>7.1}s\n",

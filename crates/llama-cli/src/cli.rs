@@ -53,6 +53,10 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// What llamacc did: compiles, cache hits and misses, local runs by reason, time saved.
     Stats(StatsArgs),
+    /// The local cache: show its size and hit rate, clear it, evict by age, set its limit,
+    /// verify it.
+    #[command(after_help = CACHE_HELP)]
+    Cache(CacheArgs),
     /// Create or update the AWS resources of the lambda backend, and point the config at them.
     #[command(after_help = BOOTSTRAP_HELP)]
     Bootstrap(BootstrapArgs),
@@ -201,6 +205,76 @@ pub enum DaemonAction {
     Run,
 }
 
+/// `llama cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Print the report as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do (default: show).
+    #[command(subcommand)]
+    pub action: Option<CacheAction>,
+}
+
+/// `llama cache`'s subcommands, with ccache's and sccache's flags as aliases.
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Where the cache is, its size, limit and entries, and llamacc's hit rate (default).
+    #[command(short_flag = 's', long_flag = "show-stats")]
+    Show,
+    /// Remove every cached result and blob.
+    #[command(short_flag = 'C', long_flag = "clear")]
+    Clear,
+    /// Remove the entries not used for AGE or longer.
+    #[command(long_flag = "evict-older-than")]
+    Evict(EvictArgs),
+    /// Set the size limit (cache_size in the config file) and evict down to it now.
+    #[command(short_flag = 'M', long_flag = "max-size")]
+    Limit(LimitArgs),
+    /// Re-hash every blob and check every record; remove what is damaged and name it.
+    Verify,
+    /// Zero llamacc's counters (as `llama stats --zero`).
+    #[command(short_flag = 'z', long_flag = "zero-stats")]
+    ZeroStats,
+}
+
+/// `llama cache evict`.
+#[derive(Debug, Args)]
+pub struct EvictArgs {
+    /// Remove entries last used this long ago or longer (e.g. 2d, 12h, 30m).
+    #[arg(long = "older-than", value_name = "AGE", value_parser = parse_age, required_unless_present = "age")]
+    pub older_than: Option<std::time::Duration>,
+    /// The same, for `llama cache --evict-older-than AGE`.
+    #[arg(value_name = "AGE", value_parser = parse_age, hide = true, conflicts_with = "older_than")]
+    pub age: Option<std::time::Duration>,
+}
+
+impl EvictArgs {
+    /// The age asked for, in either spelling.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        self.older_than.or(self.age)
+    }
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}: give an age such as 2d, 12h, 30m or 90s"))
+}
+
+/// `llama cache limit`.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// The new bound on the local cache (e.g. 20GiB, 500MB), written to the config file.
+    #[arg(value_name = "SIZE", value_parser = parse_size)]
+    pub size: String,
+}
+
+fn parse_size(text: &str) -> Result<String, String> {
+    llama_core::keys::CACHE_SIZE
+        .parse(text)
+        .map(|_| text.trim().to_string())
+}
+
 /// `llama stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
@@ -211,6 +285,31 @@ pub struct StatsArgs {
     #[arg(long)]
     pub zero: bool,
 }
+
+const CACHE_HELP: &str = "\
+With no subcommand, `llama cache` shows the cache. ccache's and sccache's spellings work
+too: -s / --show-stats, -C / --clear, -M / --max-size SIZE, --evict-older-than AGE,
+-z / --zero-stats.
+
+Examples:
+  llama cache                        where the cache is, its size and limit, its entries,
+                                     llamacc's hit rate
+  llama cache --json                 the same as JSON, for scripts
+  llama cache clear                  remove every cached result and blob
+  llama cache evict --older-than 2d  remove what was not used in the last two days
+  llama cache limit 20GiB            set cache_size in the config file (it persists), stop
+                                     the daemon so that its next start uses it, and evict
+                                     down to it now
+  llama cache verify                 re-hash every blob, check every record, remove what
+                                     is damaged and name it
+
+Clearing or evicting while compiles run is safe: a compile that loses its cached result
+mid-way compiles again; none receives a partial or wrong result.
+
+Exit status:
+  0    done (verify: nothing was damaged)
+  1    verify found damaged entries and removed them (they are listed)
+  125  llama itself failed (unusable store, bad SIZE or AGE, unwritable config file)";
 
 const INVOKE_HELP: &str = "\
 Example:
@@ -576,6 +675,49 @@ mod tests {
         assert_eq!(args.jobs, Some(8));
         assert_eq!(args.function, "optipng");
         assert_eq!(args.command[2], "-out");
+    }
+
+    #[test]
+    fn cache_takes_ccache_and_sccache_spellings() {
+        let action = |args: &[&str]| match Cli::try_parse_from(norm(args)) {
+            Ok(Cli {
+                command: Command::Cache(c),
+                ..
+            }) => c.action,
+            other => panic!("{args:?} did not parse as cache: {other:?}"),
+        };
+        assert!(matches!(action(&["llama", "cache"]), None));
+        assert!(matches!(
+            action(&["llama", "cache", "-s"]),
+            Some(CacheAction::Show)
+        ));
+        assert!(matches!(
+            action(&["llama", "cache", "--show-stats"]),
+            Some(CacheAction::Show)
+        ));
+        assert!(matches!(
+            action(&["llama", "cache", "-C"]),
+            Some(CacheAction::Clear)
+        ));
+        assert!(matches!(
+            action(&["llama", "cache", "-z"]),
+            Some(CacheAction::ZeroStats)
+        ));
+        let Some(CacheAction::Limit(limit)) = action(&["llama", "cache", "-M", "5GiB"]) else {
+            panic!("-M is limit")
+        };
+        assert_eq!(limit.size, "5GiB");
+        for spelling in [
+            &["llama", "cache", "evict", "--older-than", "2d"][..],
+            &["llama", "cache", "--evict-older-than", "2d"],
+        ] {
+            let Some(CacheAction::Evict(evict)) = action(spelling) else {
+                panic!("{spelling:?} is evict")
+            };
+            assert_eq!(evict.age(), Some(std::time::Duration::from_secs(2 * 86400)));
+        }
+        assert!(Cli::try_parse_from(norm(&["llama", "cache", "evict"])).is_err());
+        assert!(Cli::try_parse_from(norm(&["llama", "cache", "limit", "lots"])).is_err());
     }
 
     #[test]

@@ -434,31 +434,46 @@ pub fn start(config: &Config) -> anyhow::Result<i32> {
 /// `llama daemon stop`.
 pub fn stop(config: &Config) -> anyhow::Result<i32> {
     let paths = DaemonPaths::new(&config.dir());
-    match request(&paths, &Request::Shutdown) {
-        Ok(_) => {
-            // Gone when it lets go of the lock: its counters and hash cache are saved then.
-            let deadline = Instant::now() + DRAIN_WAIT + Duration::from_secs(10);
-            while !lock_is_free(&paths.lock) {
-                if Instant::now() > deadline {
-                    println!(
-                        "llama daemon: asked to stop; it is still finishing compiles in flight (see {})",
-                        paths.log.display()
-                    );
-                    return Ok(0);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            println!("llama daemon: stopped");
-            Ok(0)
-        }
-        Err(_) => {
-            println!(
-                "llama daemon: not running (no answer on {})",
-                paths.socket_display()
-            );
-            Ok(0)
-        }
+    match shutdown(&paths) {
+        Shutdown::Stopped => println!("llama daemon: stopped"),
+        Shutdown::Draining => println!(
+            "llama daemon: asked to stop; it is still finishing compiles in flight (see {})",
+            paths.log.display()
+        ),
+        Shutdown::NotRunning => println!(
+            "llama daemon: not running (no answer on {})",
+            paths.socket_display()
+        ),
     }
+    Ok(0)
+}
+
+/// What became of a daemon asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// None answered.
+    NotRunning,
+    /// It finished its compiles and exited.
+    Stopped,
+    /// It is still finishing compiles in flight after the wait.
+    Draining,
+}
+
+/// Asks the daemon of `paths` to finish its compiles and exit, and waits (bounded) until it
+/// has: the next client then starts a daemon that reads the settings afresh.
+pub fn shutdown(paths: &DaemonPaths) -> Shutdown {
+    if request(paths, &Request::Shutdown).is_err() {
+        return Shutdown::NotRunning;
+    }
+    // Gone when it lets go of the lock: its counters and hash cache are saved then.
+    let deadline = Instant::now() + DRAIN_WAIT + Duration::from_secs(10);
+    while !lock_is_free(&paths.lock) {
+        if Instant::now() > deadline {
+            return Shutdown::Draining;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Shutdown::Stopped
 }
 
 /// True when no daemon holds `lock` (a missing file: none ever ran).

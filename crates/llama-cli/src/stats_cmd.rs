@@ -14,19 +14,11 @@ use llama_cc::protocol::{Request, Response};
 pub fn run(config: &Config, args: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let paths = DaemonPaths::new(&config.dir());
     if args.zero {
-        match client::request(&paths, &Request::ResetStats) {
-            Ok(_) => {}
-            Err(_) => {
-                let _ = std::fs::remove_file(&paths.stats);
-            }
-        }
+        zero(&paths);
         writeln!(out, "llama stats: counters zeroed")?;
         return Ok(0);
     }
-    let snapshot: StatsSnapshot = match client::request(&paths, &Request::Stats) {
-        Ok(Response::Stats(json)) => serde_json::from_str(&json)?,
-        _ => daemon::load_stats(&paths.stats),
-    };
+    let snapshot = snapshot(&paths)?;
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &snapshot)?;
         writeln!(out)?;
@@ -34,4 +26,19 @@ pub fn run(config: &Config, args: &StatsArgs, out: &mut dyn Write) -> anyhow::Re
         write!(out, "{}", snapshot.report())?;
     }
     Ok(0)
+}
+
+/// The counters: the running daemon's, or those the last one saved.
+pub fn snapshot(paths: &DaemonPaths) -> anyhow::Result<StatsSnapshot> {
+    Ok(match client::request(paths, &Request::Stats) {
+        Ok(Response::Stats(json)) => serde_json::from_str(&json)?,
+        _ => daemon::load_stats(&paths.stats),
+    })
+}
+
+/// Zeroes the counters, the running daemon's or the saved ones.
+pub fn zero(paths: &DaemonPaths) {
+    if client::request(paths, &Request::ResetStats).is_err() {
+        let _ = std::fs::remove_file(&paths.stats);
+    }
 }

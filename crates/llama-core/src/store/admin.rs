@@ -30,6 +30,16 @@ pub enum EntryKind {
     Manifest,
 }
 
+impl EntryKind {
+    /// Every kind, in the order `llama cache` lists them.
+    pub const ALL: [EntryKind; 4] = [
+        EntryKind::Blob,
+        EntryKind::ExecutableCopy,
+        EntryKind::ActionResult,
+        EntryKind::Manifest,
+    ];
+}
+
 /// How many entries of one kind, and their bytes on disk.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Usage {

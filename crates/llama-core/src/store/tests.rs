@@ -379,9 +379,11 @@ fn evict_older_than_takes_only_entries_unused_for_that_long() {
 fn verify_all_removes_damaged_records_and_names_them() {
     let (_d, s) = store(1 << 30);
     let key = Digest::of_bytes(b"key");
-    s.put_record(RecordKind::Manifest, &key, b"manifest").unwrap();
+    s.put_record(RecordKind::Manifest, &key, b"manifest")
+        .unwrap();
     let good = Digest::of_bytes(b"good");
-    s.put_record(RecordKind::Manifest, &good, b"intact").unwrap();
+    s.put_record(RecordKind::Manifest, &good, b"intact")
+        .unwrap();
     let path = s.record_path(RecordKind::Manifest, &key);
     let mut data = fs::read(&path).unwrap();
     data[35] ^= 1;
