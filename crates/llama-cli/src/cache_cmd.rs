@@ -27,6 +27,7 @@ const EXIT_DAMAGE_REMOVED: i32 = 1;
 fn label(kind: EntryKind) -> &'static str {
     match kind {
         EntryKind::Blob => "blobs",
+        EntryKind::CompressedBlob => "compressed blobs",
         EntryKind::ExecutableCopy => "executable copies",
         EntryKind::ActionResult => "cached results",
         EntryKind::Manifest => "compile manifests",

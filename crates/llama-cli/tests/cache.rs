@@ -58,7 +58,7 @@ fn compile_checked(w: &World, src: &str) {
 
 /// The files of the store's entries (blobs, records), not its lock and state files.
 fn entries(store: &Path) -> Vec<PathBuf> {
-    ["cas", "cas-x", "ac", "manifests"]
+    ["cas", "cas-z", "cas-x", "ac", "manifests"]
         .iter()
         .flat_map(|d| files_under(&store.join(d)))
         .collect()
@@ -86,7 +86,13 @@ fn show_reports_location_size_limit_entries_and_hit_rate() {
     assert_eq!(shown["dir"], w.store().to_string_lossy().as_ref());
     assert_eq!(shown["limit"], 10u64 << 30, "the default cache_size");
     assert_eq!(shown["limit_from"], "default");
-    assert_eq!(shown["usage"]["blobs"]["entries"], 2, "two objects");
+    let blobs = &shown["usage"];
+    assert_eq!(
+        blobs["blobs"]["entries"].as_u64().unwrap_or(0)
+            + blobs["compressed_blobs"]["entries"].as_u64().unwrap_or(0),
+        2,
+        "two objects: {shown}"
+    );
     assert_eq!(shown["usage"]["action_results"]["entries"], 2);
     let on_disk: u64 = entries(&w.store())
         .iter()
@@ -248,38 +254,50 @@ fn a_new_limit_persists_and_is_obeyed() {
     );
 }
 
+/// Writes `cache_compression` to the world's config file.
+fn set_compression(w: &World, on: bool) {
+    let dir = w.dir.path().join("config/llama");
+    fs::create_dir_all(&dir).expect("config dir");
+    fs::write(
+        dir.join("config.toml"),
+        format!("cache_compression = {on}\n"),
+    )
+    .expect("config");
+}
+
 #[test]
 fn verify_removes_a_corrupted_blob_names_it_and_the_next_compile_is_right() {
-    let w = crate::world();
-    let unit = source(&w, 1);
-    compile_checked(&w, &unit);
+    for compressed in [true, false] {
+        let w = crate::world();
+        set_compression(&w, compressed);
+        verify_finds_damage(&w, compressed);
+    }
+}
+
+fn verify_finds_damage(w: &World, compressed: bool) {
+    let unit = source(w, 1);
+    compile_checked(w, &unit);
     let object = fs::read(w.path("unit1.o")).expect("object");
-    let blob = files_under(&w.store().join("cas"))
-        .into_iter()
-        .find(|p| fs::read(p).is_ok_and(|d| d == object))
-        .expect("the object's blob");
-    // Same size, one bit off: only a re-hash sees it.
-    let mut damaged = object.clone();
-    damaged[object.len() / 2] ^= 0x10;
+    let hex = llama_core::Digest::of_bytes(&object).hex();
+    let dir = if compressed { "cas-z" } else { "cas" };
+    let blob = w.store().join(dir).join(&hex[..2]).join(&hex);
+    let mut damaged = fs::read(&blob).expect("the object's blob");
+    assert_eq!(damaged == object, !compressed, "stored as {dir}");
+    // One bit off in the middle: only a re-hash (or the decoder) sees it.
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x10;
     fs::set_permissions(&blob, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
     fs::write(&blob, &damaged).expect("damage the blob");
 
     let out = w.run(&["cache", "verify"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains(&blob.display().to_string()),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stdout(&out).contains("removed 1 damaged blobs"),
-        "{}",
-        stdout(&out)
-    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&blob.display().to_string()), "{text}");
+    assert!(text.contains("removed 1 damaged blobs"), "{text}");
     assert!(!blob.exists());
-    compile_checked(&w, &unit);
-    compile_checked(&w, &unit);
-    assert_eq!(counter(&w, "hits"), 1);
+    compile_checked(w, &unit);
+    compile_checked(w, &unit);
+    assert_eq!(counter(w, "hits"), 1);
     let verified = w.run(&["cache", "verify", "--json"]);
     assert_eq!(verified.status.code(), Some(0), "{}", stdout(&verified));
     let report: serde_json::Value = serde_json::from_str(&stdout(&verified)).expect("json");

@@ -65,8 +65,8 @@ pub use crate::{
         result_digests,
     },
     store::{
-        EVICTION_GRACE, EntryKind, LinkedInput, MAX_IN_MEMORY_BLOB, RecordKind, Removed, Store,
-        StoreError, StoreUsage, TOUCH_GRANULARITY, Usage, VerifyReport,
+        EVICTION_GRACE, EntryKind, LinkedInput, MAX_IN_MEMORY_BLOB, MIN_COMPRESSED, RecordKind,
+        Removed, Store, StoreError, StoreUsage, TOUCH_GRANULARITY, Usage, VerifyReport,
     },
     tree::{
         BadEscape, BlobSource, InputTree, NAME_ESCAPE, TreeBuilder, TreeError, decode_name,

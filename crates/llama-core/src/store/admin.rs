@@ -22,6 +22,8 @@ use super::{Store, StoreError, VerifyReport};
 pub enum EntryKind {
     /// Content-addressed blobs (`cas/`).
     Blob,
+    /// Blobs kept zstd-compressed (`cas-z/`).
+    CompressedBlob,
     /// Executable copies of blobs, for inputs laid out by link (`cas-x/`).
     ExecutableCopy,
     /// Cached action results (`ac/`).
@@ -32,8 +34,9 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// Every kind, in the order `llama cache` lists them.
-    pub const ALL: [EntryKind; 4] = [
+    pub const ALL: [EntryKind; 5] = [
         EntryKind::Blob,
+        EntryKind::CompressedBlob,
         EntryKind::ExecutableCopy,
         EntryKind::ActionResult,
         EntryKind::Manifest,
@@ -61,6 +64,8 @@ impl Usage {
 pub struct StoreUsage {
     /// Content-addressed blobs.
     pub blobs: Usage,
+    /// Blobs kept compressed (bytes on disk, compressed).
+    pub compressed_blobs: Usage,
     /// Executable copies of blobs.
     pub executable_copies: Usage,
     /// Cached action results.
@@ -74,6 +79,7 @@ impl StoreUsage {
     pub fn of(&self, kind: EntryKind) -> Usage {
         match kind {
             EntryKind::Blob => self.blobs,
+            EntryKind::CompressedBlob => self.compressed_blobs,
             EntryKind::ExecutableCopy => self.executable_copies,
             EntryKind::ActionResult => self.action_results,
             EntryKind::Manifest => self.manifests,
@@ -83,6 +89,7 @@ impl StoreUsage {
     fn of_mut(&mut self, kind: EntryKind) -> &mut Usage {
         match kind {
             EntryKind::Blob => &mut self.blobs,
+            EntryKind::CompressedBlob => &mut self.compressed_blobs,
             EntryKind::ExecutableCopy => &mut self.executable_copies,
             EntryKind::ActionResult => &mut self.action_results,
             EntryKind::Manifest => &mut self.manifests,

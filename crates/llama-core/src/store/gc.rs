@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, VerifyReport, link,
+    EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, VerifyReport, compress,
+    link,
 };
 
 /// What the store keeps, each kind in its own sharded directory: everything eviction,
@@ -20,6 +21,7 @@ pub(super) const ENTRY_DIRS: &[(EntryKind, &str)] = &[
     (EntryKind::ActionResult, RecordKind::ActionResult.dir()),
     (EntryKind::Manifest, RecordKind::Manifest.dir()),
     (EntryKind::ExecutableCopy, link::EXECUTABLE_DIR),
+    (EntryKind::CompressedBlob, compress::COMPRESSED_DIR),
     (EntryKind::Blob, "cas"),
 ];
 use super::admin::EntryKind;
@@ -98,6 +100,16 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+        for (_, _, path) in walk_shards(&self.root.join(compress::COMPRESSED_DIR)) {
+            match self.verify_compressed(&path) {
+                Some(true) => report.blobs_ok += 1,
+                Some(false) => {
+                    report.blobs_removed += 1;
+                    report.removed.push(path);
+                }
+                None => {}
+            }
+        }
         // Executable copies are made again from their blob when missing: a bad one goes.
         for (_, _, path) in walk_shards(&self.root.join(link::EXECUTABLE_DIR)) {
             let whole = digest_of_name(&path).is_some_and(|digest| {
@@ -125,6 +137,29 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Decompresses the compressed blob at `path` and checks it against its name, removing
+    /// it when it fails. `Some(whole)`, or `None` when it is gone (evicted since the walk).
+    fn verify_compressed(&self, path: &Path) -> Option<bool> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(_) => return Some(false),
+        };
+        let digest = digest_of_name(path).zip(compress::content_size(&file));
+        let Some((named, size)) = digest else {
+            let _ = fs::remove_file(path);
+            return Some(false);
+        };
+        let digest = Digest::from_parts(*named.hash_bytes(), size);
+        let blob = compress::OpenBlob::compressed(file, path.to_path_buf()).ok()?;
+        match self.copy_verified(blob, &digest, &mut io::sink()) {
+            Ok(()) => Some(true),
+            // copy_verified removed it.
+            Err(StoreError::Corrupt { .. }) => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// Whether the record file at `path` is whole: named by a digest, its checksum holding
