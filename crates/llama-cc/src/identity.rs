@@ -26,6 +26,11 @@ pub struct Identity {
     pub driver: PathBuf,
     /// The programs the driver runs (gcc's `cc1`, `cc1plus`, `as`) and where they are.
     pub programs: Vec<(&'static str, PathBuf)>,
+    /// The first line of its `--version` (`gcc (Debian 12.2.0-14) 12.2.0`).
+    pub version: String,
+    /// Every file the digest covers (the driver first), with its content's digest: what
+    /// `llama explain` names when the compiler changed.
+    pub files: Vec<(PathBuf, Digest)>,
 }
 
 /// Identities of the compilers seen, revalidated by the stat stamps of their files.
@@ -137,6 +142,7 @@ async fn probe(
     hasher.update(b"llama compiler identity v1\0");
     hasher.update(&version.stdout);
     let mut stamps = Vec::new();
+    let mut digests = Vec::new();
     for file in &files {
         let meta = std::fs::metadata(file).map_err(|e| CcError::probe(file, e.to_string()))?;
         let digest = hash_cache
@@ -145,6 +151,7 @@ async fn probe(
         hasher.update(file.as_os_str().as_encoded_bytes());
         hasher.update(b"\0");
         hasher.update(digest.hash_bytes());
+        digests.push((file.clone(), digest));
         if let Some(s) = stamp(file) {
             stamps.push((file.clone(), s));
         }
@@ -155,6 +162,8 @@ async fn probe(
             family,
             driver: driver.to_path_buf(),
             programs,
+            version: text.lines().next().unwrap_or_default().trim().to_string(),
+            files: digests,
         },
         stamps,
     })

@@ -18,6 +18,8 @@ read and write.
 * [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome, with
   the reasons named by enums ([`LocalReason`], [`CannotCache`], [`NotRemote`],
   [`TrustReason`]) so the keys of `llama stats` are a fixed set.
+* [`explain`]: why a compile hit or missed. The service records what each compile was
+  keyed on; `llama explain` and `LLAMACC_DEBUG=1` name the part of the key that changed.
 * [`protocol`] and [`client`]: the daemon's one wire format (the service's own
   [`CompileRequest`] and [`CompileReply`]) and the client half of it, which the thin
   `llamacc` binary uses without linking the service.
@@ -62,6 +64,7 @@ mod compilation;
 mod compile_env;
 mod depfile;
 mod error;
+pub mod explain;
 mod flags;
 mod identity;
 mod manifest;

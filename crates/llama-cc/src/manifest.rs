@@ -57,6 +57,16 @@ impl Manifest {
 }
 
 impl Entry {
+    /// Encodes one entry on its own (the header list of a key record).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes what [`Entry::encode`] wrote; `None` when it does not decode.
+    pub fn decode(bytes: &[u8]) -> Option<Entry> {
+        postcard::from_bytes(bytes).ok()
+    }
+
     /// The action digest.
     pub fn action_digest(&self) -> Digest {
         Digest::from_parts(self.action.0, self.action.1)

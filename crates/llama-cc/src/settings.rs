@@ -16,6 +16,10 @@ const VARS: &[Var] = &[
         apply: |s, v| s.build_id = Some(v.to_string()),
     },
     Var {
+        name: "DEBUG",
+        apply: |s, v| s.debug = truthy(v),
+    },
+    Var {
         name: "FILTER_WARNINGS",
         apply: |s, v| {
             s.filter_warnings = v
@@ -99,6 +103,9 @@ pub struct Settings {
     /// `LLAMACC_INCLUDE_SCANNER`: list a remote compile's headers with the include scanner,
     /// asking the compiler's `-M` only where it cannot decide (default on; off: `-M` always).
     pub include_scanner: bool,
+    /// `LLAMACC_DEBUG`: write why each compile hit or missed (what `llama explain` says) to
+    /// `debug.log` in the store directory.
+    pub debug: bool,
     /// `LLAMACC_*` variables that are not known, as `NAME=value`.
     pub unknown: Vec<String>,
 }
@@ -118,6 +125,7 @@ impl Default for Settings {
             filter_warnings: Vec::new(),
             local_fallback: true,
             include_scanner: true,
+            debug: false,
             unknown: Vec::new(),
         }
     }

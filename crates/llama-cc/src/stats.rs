@@ -354,6 +354,17 @@ fn counter_name(outcome: Outcome) -> &'static str {
 }
 
 impl Outcome {
+    /// Its counter's stable name (`hits`, `misses`, ...), as `llama stats --json` keys it
+    /// and the key records of `llama explain` store it.
+    pub fn name(self) -> &'static str {
+        counter_name(self)
+    }
+
+    /// The outcome whose counter is named `name`.
+    pub fn from_name(name: &str) -> Option<Outcome> {
+        COUNTERS.iter().find(|(_, n, _)| *n == name).map(|(o, _, _)| *o)
+    }
+
     /// What it means, as `llama stats` and `LLAMACC_VERBOSE` say it.
     pub fn description(self) -> &'static str {
         COUNTERS

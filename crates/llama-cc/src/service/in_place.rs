@@ -113,16 +113,20 @@ impl CompileService {
         if let Some(dep) = &tmp_depfile {
             let _ = fs::remove_file(dep);
         }
-        Ok(match (recorded, stayed.why) {
-            (Ok(None), Some((NotRemote::Failed, detail))) => {
+        let entry = match &recorded {
+            Ok(Ok(entry)) => Some(entry.clone()),
+            _ => None,
+        };
+        let mut done = match (recorded, stayed.why) {
+            (Ok(Ok(_)), Some((NotRemote::Failed, detail))) => {
                 done(Outcome::Fallback).because(NotRemote::Failed.name(), detail)
             }
             // Compiled here although a remote backend is set: the reason is counted.
-            (Ok(None), Some((reason, detail))) => {
+            (Ok(Ok(_)), Some((reason, detail))) => {
                 done(Outcome::Miss).because(reason.name(), detail)
             }
-            (Ok(None), None) => done(Outcome::Miss),
-            (Ok(Some(reason)), _) => done(Outcome::Uncacheable).because(reason.name(), None),
+            (Ok(Ok(_)), None) => done(Outcome::Miss),
+            (Ok(Err(reason)), _) => done(Outcome::Uncacheable).because(reason.name(), None),
             (Err(e), _) => {
                 // The compile itself succeeded; only caching failed. Say so once, keep going.
                 let mut done = done(Outcome::Error).because(ERROR_REASON, None);
@@ -131,7 +135,9 @@ impl CompileService {
                 ));
                 done
             }
-        })
+        };
+        done.entry = entry;
+        Ok(done)
     }
 
     /// Runs the compiler in the user's directory, writing a depfile to `tmp_depfile` when
@@ -170,13 +176,13 @@ impl CompileService {
     }
 
     /// Records a successful compile: its inputs, its result through the engine, and the
-    /// manifest entry. Returns why it could not be cached, if so.
+    /// manifest entry, which it returns; or why it could not be cached.
     async fn record(
         &self,
         job: &Job<'_>,
         depfile: Option<&Path>,
         ran: &Ran,
-    ) -> Result<Option<CannotCache>, CcError> {
+    ) -> Result<Result<Entry, CannotCache>, CcError> {
         let listed = job.c.depfile.as_ref().map(|d| d.kind);
         let mode = Gather::InPlace {
             started: ran.times.0,
@@ -191,11 +197,11 @@ impl CompileService {
             .await?
         {
             Ok(g) => g,
-            Err(reason) => return Ok(Some(reason)),
+            Err(reason) => return Ok(Err(reason)),
         };
         let outputs = match output_mappings(&job.req.cwd, &job.c) {
             Ok((outputs, _)) => outputs,
-            Err(reason) => return Ok(Some(reason.into())),
+            Err(reason) => return Ok(Err(reason.into())),
         };
         let GatheredInputs {
             hashed,
@@ -235,8 +241,8 @@ impl CompileService {
             system,
             action: (*action_digest.hash_bytes(), action_digest.size()),
         };
-        self.record_entry(&job.prekey, entry)?;
-        Ok(None)
+        self.record_entry(&job.prekey, entry.clone())?;
+        Ok(Ok(entry))
     }
 }
 

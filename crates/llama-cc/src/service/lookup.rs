@@ -109,6 +109,15 @@ impl Caches {
     }
 }
 
+/// The pre-key, and the parts of it a key record names.
+struct PreKey {
+    digest: Digest,
+    /// The source, forced includes and file inputs, with their digests.
+    files: Vec<(PathBuf, Digest)>,
+    /// What `-march=native` stands for here, when asked for.
+    native_cpu: Option<Digest>,
+}
+
 impl CompileService {
     /// Steps 1 and 2: the compiler, what the arguments ask for, and the pre-key; or why
     /// the compile runs directly.
@@ -155,7 +164,11 @@ impl CompileService {
             Verdict::Compile(c) => c,
             Verdict::Local(reason) => return Err(Fallback::Args(reason)),
         };
-        let prekey = self.prekey(req, args, &identity.digest, &c)?;
+        let PreKey {
+            digest: prekey,
+            files,
+            native_cpu,
+        } = self.prekey(req, args, &identity.digest, &c)?;
         let (outputs, through_symlink) = output_mappings(&req.cwd, &c)
             .map_err(|r| Fallback::Cannot(r.into(), Some(c.output.display().to_string())))?;
         Ok(Job {
@@ -166,6 +179,8 @@ impl CompileService {
             identity,
             c,
             prekey,
+            files,
+            native_cpu,
             outputs,
             through_symlink,
             started,
@@ -179,7 +194,7 @@ impl CompileService {
         args: &[OsString],
         identity: &Digest,
         c: &Compilation,
-    ) -> Result<Digest, Fallback> {
+    ) -> Result<PreKey, Fallback> {
         let mut h = Hasher::default();
         h.update(b"llamacc prekey v1\0");
         h.update(identity.hash_bytes());
@@ -206,13 +221,16 @@ impl CompileService {
                 h.update(b"\0");
             }
         }
-        if c.native_cpu {
-            h.update(&native_cpu_id());
-        }
+        let native_cpu = c.native_cpu.then(|| {
+            let id = native_cpu_id();
+            h.update(&id);
+            Digest::of_bytes(&id)
+        });
         h.update(b"\0files\0");
         let files = std::iter::once(&c.source)
             .chain(c.forced_includes.iter())
             .chain(c.file_inputs.iter());
+        let mut keyed = Vec::new();
         for file in files {
             let path = req.cwd.join(file);
             // The compiler reports a missing or unreadable file better than llamacc can, and
@@ -226,8 +244,13 @@ impl CompileService {
             })?;
             h.update(path.as_os_str().as_encoded_bytes());
             h.update(digest.hash_bytes());
+            keyed.push((path, digest));
         }
-        Ok(h.finish())
+        Ok(PreKey {
+            digest: h.finish(),
+            files: keyed,
+            native_cpu,
+        })
     }
 
     /// Step 3: an earlier compile whose inputs are unchanged, its outputs delivered.
@@ -262,16 +285,17 @@ impl CompileService {
                     continue;
                 };
                 if let Some((stdout, stderr)) = delivery.deliver(&store, &result)? {
-                    return Ok(Some((result, stdout, stderr)));
+                    return Ok(Some((result, stdout, stderr, entry.clone())));
                 }
             }
             Ok(None)
         })
         .await
         .map_err(|e| Fallback::Error(llama_exec::ExecError::Task(e.to_string()).into()))??;
-        Ok(hit.map(|(result, stdout, stderr)| {
+        Ok(hit.map(|(result, stdout, stderr, entry)| {
             let mut done = Done::new(Outcome::Hit, 0, stdout, stderr);
             done.cached = true;
+            done.entry = Some(entry);
             done.saved = compile_seconds(&result) - job.started.elapsed().as_secs_f64();
             done
         }))

@@ -26,13 +26,16 @@ use llama_exec::{Engine, OutputMapping};
 
 use crate::compilation::{Compilation, LocalReason};
 use crate::error::CcError;
+use crate::explain::KeyLog;
 use crate::identity::{Identity, env_path};
+use crate::manifest::Entry;
 use crate::protocol::{CompileReply, CompileRequest};
 use crate::settings::Settings;
 use crate::stats::{CannotCache, ERROR_REASON, Outcome, Stats, StatsSnapshot};
 
 mod in_place;
 mod inputs;
+mod keylog;
 mod ledger;
 mod listing;
 mod lookup;
@@ -41,6 +44,7 @@ mod preprocess;
 mod remote;
 
 use in_place::InPlace;
+use keylog::{Keyed, Told};
 use ledger::Ledger;
 use lookup::Caches;
 use remote::{Remote, Stayed};
@@ -117,6 +121,10 @@ struct Job<'a> {
     c: Compilation,
     /// Everything known before compiling, hashed: the manifest's key.
     prekey: Digest,
+    /// The source and the files flags name, with the digests the pre-key covers.
+    files: Vec<(PathBuf, Digest)>,
+    /// What `-march=native` stands for on this machine, when a flag asks for it.
+    native_cpu: Option<Digest>,
     /// Where the outputs land (object first).
     outputs: Vec<OutputMapping>,
     /// An output is reached through `sym/..`: the remote compiler would not see it there.
@@ -140,6 +148,9 @@ struct Done {
     saved: f64,
     /// Messages from llamacc itself to print first.
     notes: Vec<String>,
+    /// The manifest entry the compile was found by or recorded as: its headers, for the
+    /// key record.
+    entry: Option<Entry>,
 }
 
 impl Done {
@@ -155,6 +166,7 @@ impl Done {
             detail: None,
             saved: 0.0,
             notes: Vec::new(),
+            entry: None,
         }
     }
 
@@ -178,6 +190,8 @@ pub struct CompileService {
     remote: Option<Remote>,
     /// The counters, the remote backend's cost and what has been said once.
     ledger: Ledger,
+    /// What each compile was keyed on, for `llama explain`.
+    keys: Arc<KeyLog>,
 }
 
 impl CompileService {
@@ -196,6 +210,7 @@ impl CompileService {
             in_place: InPlace::new(&store, jobs, timeout, own_umask),
             remote: None,
             ledger: Ledger::new(stats),
+            keys: Arc::new(KeyLog::new(store.clone())),
             store,
         }
     }
@@ -239,14 +254,26 @@ impl CompileService {
         let mut notes = self.ledger.unknown_variable_notes(&settings);
         let args = settings.filter_args(req.args.clone());
         let program = OsString::from(settings.compiler(req.cxx));
-        let outcome = if settings.local {
-            Err(Fallback::Cannot(CannotCache::LocalSetting, None))
+        let (keyed, outcome) = if settings.local {
+            let fallback = Fallback::Cannot(CannotCache::LocalSetting, None);
+            (None, Err(fallback))
         } else {
             self.cached_compile(&req, &settings, &args, &program, started)
                 .await
         };
         match outcome {
-            Ok(done) => self.reply_done(done, &settings, notes, started),
+            Ok(mut done) => {
+                let told = Told {
+                    outcome: done.outcome,
+                    reason: done
+                        .reason
+                        .map(|r| with_detail(r, done.detail.as_deref())),
+                    exit_code: Some(done.exit_code),
+                    entry: done.entry.take(),
+                };
+                self.note(&req, &settings, &args, keyed, told).await;
+                self.reply_done(done, &settings, notes, started)
+            }
             Err(fallback) => {
                 let (outcome, reason, message) = match fallback {
                     Fallback::Args(reason) => (Outcome::Local, reason.name(), None),
@@ -262,6 +289,13 @@ impl CompileService {
                 };
                 self.ledger.stats.record(outcome, Some(&reason), 0.0);
                 let reason = with_detail(&reason, message.as_deref());
+                let told = Told {
+                    outcome,
+                    reason: Some(reason.clone()),
+                    exit_code: None,
+                    entry: None,
+                };
+                self.note(&req, &settings, &args, keyed, told).await;
                 if settings.verbose {
                     notes.push(format!("llamacc: running the compiler directly: {reason}"));
                 }
@@ -310,7 +344,8 @@ impl CompileService {
         }
     }
 
-    /// Steps 2 to 4: look the compile up, else compile it remotely or in place.
+    /// Steps 2 to 4: look the compile up, else compile it remotely or in place. With what
+    /// its key was made of, once it has one.
     async fn cached_compile(
         &self,
         req: &CompileRequest,
@@ -318,19 +353,27 @@ impl CompileService {
         args: &[OsString],
         program: &OsStr,
         started: Instant,
-    ) -> Result<Done, Fallback> {
-        let job = self.job(req, settings, args, program, started).await?;
-        if let Some(hit) = self.lookup(&job).await? {
+    ) -> (Option<Keyed>, Result<Done, Fallback>) {
+        let job = match self.job(req, settings, args, program, started).await {
+            Ok(job) => job,
+            Err(fallback) => return (None, Err(fallback)),
+        };
+        (Some(Keyed::of(&job)), self.compile_job(&job).await)
+    }
+
+    /// Steps 3 and 4 of a job.
+    async fn compile_job(&self, job: &Job<'_>) -> Result<Done, Fallback> {
+        if let Some(hit) = self.lookup(job).await? {
             return Ok(hit);
         }
         let stayed = match &self.remote {
-            Some(remote) => match self.compile_remotely(remote, &job).await {
+            Some(remote) => match self.compile_remotely(remote, job).await {
                 Ok(done) => return Ok(done),
                 Err(stayed) => stayed,
             },
             None => Stayed::default(),
         };
-        self.compile_in_place(&job, stayed).await
+        self.compile_in_place(job, stayed).await
     }
 }
 

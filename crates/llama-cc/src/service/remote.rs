@@ -346,7 +346,7 @@ impl CompileService {
                 action.action_digest.size(),
             ),
         };
-        if let Err(e) = self.record_entry(&job.prekey, entry) {
+        if let Err(e) = self.record_entry(&job.prekey, entry.clone()) {
             tracing::warn!(
                 "could not record the manifest of {}: {e}",
                 job.c.source.display()
@@ -360,6 +360,7 @@ impl CompileService {
         };
         let mut done = Done::new(outcome, 0, stdout, stderr);
         done.notes = notes;
+        done.entry = Some(entry);
         done.cached = finished.cached;
         if finished.cached {
             done.saved = compile_seconds(&finished.result) - started.elapsed().as_secs_f64();

@@ -38,12 +38,8 @@ impl Store {
         sweep_staging(&self.root.join("tmp"), now);
         let mut entries = Vec::new();
         let mut total = 0u64;
-        for kind in [
-            "cas",
-            link::EXECUTABLE_DIR,
-            RecordKind::ActionResult.dir(),
-            RecordKind::Manifest.dir(),
-        ] {
+        let records = RecordKind::ALL.map(RecordKind::dir);
+        for kind in ["cas", link::EXECUTABLE_DIR].into_iter().chain(records) {
             for entry in walk_shards(&self.root.join(kind)) {
                 total += entry.1;
                 entries.push(entry);
@@ -108,7 +104,7 @@ impl Store {
                 report.blobs_removed += 1;
             }
         }
-        for kind in [RecordKind::ActionResult, RecordKind::Manifest] {
+        for kind in RecordKind::ALL {
             for (_, _, path) in walk_shards(&self.root.join(kind.dir())) {
                 let Some(key) = digest_of_name(&path) else {
                     let _ = fs::remove_file(&path);
@@ -117,7 +113,9 @@ impl Store {
                 };
                 let present = match kind {
                     RecordKind::ActionResult => self.get_action_result(&key)?.is_some(),
-                    RecordKind::Manifest => self.get_record(kind, &key)?.is_some(),
+                    RecordKind::Manifest | RecordKind::Explain => {
+                        self.get_record(kind, &key)?.is_some()
+                    }
                 };
                 if present {
                     report.records_ok += 1;
@@ -230,7 +228,7 @@ fn sweep_staging(tmp: &Path, now: SystemTime) {
 }
 
 /// The digest a store file's name gives (its size read from the file), if it is one.
-fn digest_of_name(path: &Path) -> Option<Digest> {
+pub(super) fn digest_of_name(path: &Path) -> Option<Digest> {
     let name = path.file_name()?.to_str()?;
     let mut hash = [0u8; 32];
     hex::decode_to_slice(name, &mut hash).ok()?;
@@ -239,7 +237,7 @@ fn digest_of_name(path: &Path) -> Option<Digest> {
 }
 
 /// Every entry in the two-level shard layout under `base`: (mtime, size, path).
-fn walk_shards(base: &Path) -> Vec<(SystemTime, u64, PathBuf)> {
+pub(super) fn walk_shards(base: &Path) -> Vec<(SystemTime, u64, PathBuf)> {
     let mut out = Vec::new();
     let Ok(shards) = fs::read_dir(base) else {
         return out;

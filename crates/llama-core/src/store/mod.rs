@@ -9,6 +9,8 @@
 //! ac/ab/abcdef...    action results, named by their Action's digest; a SHA-256 of the
 //!                    encoded ActionResult precedes it so a damaged entry is noticed
 //! manifests/ab/...   llamacc's manifests (same framing), keyed by a compile's pre-key
+//! explain/ab/...     llamacc's key records (same framing), keyed by an output's path: what
+//!                    the last compiles of that output were keyed on (`llama explain`)
 //! tmp/               staging for atomic writes (same file system, so rename is atomic)
 //! work/              per-action scratch directories of the local executor
 //! size               bytes accounted so far (a little-endian u64, updated under a lock)
@@ -176,13 +178,24 @@ pub enum RecordKind {
     /// llamacc's manifests: what a compile read, keyed by what is known before compiling
     /// (`manifests/`).
     Manifest,
+    /// llamacc's key records: what the last compiles of one output were keyed on, keyed by
+    /// the output's path (`explain/`). Evicted with everything else, oldest first.
+    Explain,
 }
 
 impl RecordKind {
+    /// Every kind, for the walks of eviction and verification.
+    const ALL: [RecordKind; 3] = [
+        RecordKind::ActionResult,
+        RecordKind::Manifest,
+        RecordKind::Explain,
+    ];
+
     fn dir(self) -> &'static str {
         match self {
             RecordKind::ActionResult => "ac",
             RecordKind::Manifest => "manifests",
+            RecordKind::Explain => "explain",
         }
     }
 
@@ -190,6 +203,7 @@ impl RecordKind {
         match self {
             RecordKind::ActionResult => "action cache entry",
             RecordKind::Manifest => "compile manifest",
+            RecordKind::Explain => "compile key record",
         }
     }
 }
@@ -503,6 +517,15 @@ impl Store {
         tmp.persist(&path)
             .map_err(|e| self.classify("rename into", &path, e.error))?;
         self.account(payload.len() as u64 + 32)
+    }
+
+    /// The keys of every record of `kind` in the store (the hash of each; the size is the
+    /// file's, which [`Store::get_record`] does not look at).
+    pub fn record_keys(&self, kind: RecordKind) -> Vec<Digest> {
+        gc::walk_shards(&self.root.join(kind.dir()))
+            .into_iter()
+            .filter_map(|(_, _, path)| gc::digest_of_name(&path))
+            .collect()
     }
 
     /// Deletes a record.
