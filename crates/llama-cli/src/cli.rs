@@ -53,6 +53,10 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// What llamacc did: compiles, cache hits and misses, local runs by reason, time saved.
     Stats(StatsArgs),
+    /// Why a compile hit or missed: which part of its key differs from the closest earlier
+    /// compile of the same output.
+    #[command(after_help = EXPLAIN_HELP)]
+    Explain(ExplainArgs),
     /// Create or update the AWS resources of the lambda backend, and point the config at them.
     #[command(after_help = BOOTSTRAP_HELP)]
     Bootstrap(BootstrapArgs),
@@ -210,6 +214,43 @@ pub struct StatsArgs {
     /// Zero the counters.
     #[arg(long)]
     pub zero: bool,
+}
+
+const EXPLAIN_HELP: &str = "\
+Every compile through llamacc is recorded under $LLAMA_DIR: what its key was made of (the
+compiler and its files, the arguments, the working directory, the environment variables
+that are part of the key, the source and every header with its SHA-256) and what came of it.
+The last 8 compiles of each output are kept. For a miss, llama explain compares the last
+compile of PATH with the closest earlier one and names each part that differs: the compiler
+(upgraded, rebuilt, another program), an argument, an environment variable, a header's
+content, a new header that shadows an old one, the directory. When nothing differs it says
+why the earlier result was not used (it was not cached, or has been evicted).
+
+Examples:
+  llama explain obj/main.o          the last compile of obj/main.o
+  llama explain obj                 the last compile whose output is in obj/ (or ran there)
+  llama explain --all main.o        every compile of main.o still recorded, newest first
+  llama explain --json main.o       the same as JSON, with every digest in full
+
+LLAMACC_DEBUG=1 writes the same explanation of every compile to $LLAMA_DIR/debug.log.
+
+Exit status:
+  0      a compile of PATH is recorded, and explained
+  1      no compile of PATH is recorded
+  125    llama itself failed (unusable store)";
+
+/// `llama explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Print JSON instead of words.
+    #[arg(long)]
+    pub json: bool,
+    /// Explain every compile of the output still recorded (up to 8), newest first.
+    #[arg(long)]
+    pub all: bool,
+    /// An output file of a compile (foo.o), or a directory: its last compile.
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub path: std::path::PathBuf,
 }
 
 const INVOKE_HELP: &str = "\

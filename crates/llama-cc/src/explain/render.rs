@@ -10,9 +10,10 @@ use crate::stats::Outcome;
 /// a compiler upgrade can change every system header.
 const MAX_LISTED: usize = 30;
 
-/// When `record`'s compile ran (RFC 3339, UTC, to the second).
+/// When `record`'s compile ran (RFC 3339, UTC, to the millisecond: a build compiles many
+/// files a second).
 pub(super) fn time(record: &KeyRecord) -> String {
-    humantime::format_rfc3339_seconds(record.time()).to_string()
+    humantime::format_rfc3339_millis(record.time()).to_string()
 }
 
 /// What came of a compile, in words.
@@ -47,8 +48,8 @@ pub(super) fn summary(record: &KeyRecord) -> String {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}", self.output)?;
-        writeln!(f, "  compiled {}: {}", self.time, self.summary)?;
+        writeln!(f, "{} (compiled {})", self.output, self.time)?;
+        writeln!(f, "  {}", self.summary)?;
         let earlier = self.compared_with.as_ref();
         let when = earlier.map_or("", |e| e.time.as_str());
         match &self.conclusion {
@@ -65,7 +66,7 @@ impl fmt::Display for Explanation {
             Conclusion::Changed => {
                 writeln!(
                     f,
-                    "  compared with the closest earlier compile, of {when} ({}):",
+                    "  what differs from the closest earlier compile ({when}, {}):",
                     earlier.map_or("", |e| e.summary.as_str())
                 )?;
                 self.list_differences(f)
