@@ -4,6 +4,7 @@
 
 mod doctor;
 mod harness_smoke;
+mod help;
 mod invoke;
 mod lambda;
 mod lambda_cc;
