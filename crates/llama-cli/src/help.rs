@@ -127,9 +127,8 @@ fn settings_topic() -> String {
         let default = if key.default.is_empty() {
             String::new()
         } else {
-            format!(" (default: {})", key.default)
+            format!(", default: {}", key.default)
         };
-        let default = default.replace(" (default: ", ", default: ").replace(')', "");
         out.push_str(&format!("  {}  ({}{default})\n", key.name, key.env));
         out.push_str(&wrap(key.help, 6));
     }

@@ -2,6 +2,7 @@
 //! They drive every backend, so they are built only with both (the default features).
 #![cfg(all(feature = "lambda", feature = "reapi"))]
 
+mod docs;
 mod doctor;
 mod harness_smoke;
 mod help;
