@@ -136,7 +136,7 @@ for r in rows:
     if r[1] == "hit":
         hit.setdefault(r[2], []).append(float(r[3]))
 med = lambda v: statistics.median(v)
-print("| corpus | compiles | store off (accounted / on disk) | store on | size on/off | disk on/off | warm build off s | on s | time on/off |")
+print("| corpus | cold misses | store off (accounted / on disk) | store on | size on/off | disk on/off | warm build off s | on s | time on/off |")
 print("|---|---|---|---|---|---|---|---|---|")
 for corpus in dict.fromkeys(k[0] for k in store):
     off, on = store[(corpus, "off")], store[(corpus, "on")]

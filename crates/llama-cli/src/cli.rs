@@ -304,7 +304,7 @@ Examples:
                                      is damaged and name it
 
 Clearing or evicting while compiles run is safe: a compile that loses its cached result
-mid-way compiles again; none receives a partial or wrong result.
+mid-way runs the compiler directly; none receives a partial or wrong result.
 
 Exit status:
   0    done (verify: nothing was damaged)
