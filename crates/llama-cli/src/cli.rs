@@ -686,7 +686,7 @@ mod tests {
             }) => c.action,
             other => panic!("{args:?} did not parse as cache: {other:?}"),
         };
-        assert!(matches!(action(&["llama", "cache"]), None));
+        assert!(action(&["llama", "cache"]).is_none());
         assert!(matches!(
             action(&["llama", "cache", "-s"]),
             Some(CacheAction::Show)

@@ -390,7 +390,7 @@ fn verify_all_removes_damaged_records_and_names_them() {
     fs::write(&path, data).unwrap();
     let report = s.verify_all().unwrap();
     assert_eq!((report.records_ok, report.records_removed), (1, 1));
-    assert_eq!(report.removed, [path.clone()]);
+    assert_eq!(report.removed, [path.as_path()]);
     assert!(!path.exists());
     assert!(s.get_record(RecordKind::Manifest, &good).unwrap().is_some());
 }
@@ -487,7 +487,7 @@ fn a_damaged_compressed_blob_is_removed_not_served() {
     fs::write(&path, frame).unwrap();
     let report = s.verify_all().unwrap();
     assert_eq!((report.blobs_ok, report.blobs_removed), (0, 1));
-    assert_eq!(report.removed, [path.clone()]);
+    assert_eq!(report.removed, [path.as_path()]);
 }
 
 #[test]
