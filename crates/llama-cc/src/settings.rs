@@ -308,6 +308,9 @@ mod tests {
                 v.name
             );
         }
-        assert!(variables_markdown().contains("| `LLAMACC_BUILD_ID` |  | accepted, not yet used (traces) |"));
+        assert!(
+            variables_markdown()
+                .contains("| `LLAMACC_BUILD_ID` |  | accepted, not yet used (traces) |")
+        );
     }
 }

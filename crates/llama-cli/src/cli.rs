@@ -496,7 +496,12 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
     ),
     (
         "doctor",
-        &[valued("f"), valued("function"), valued("backend"), flag("json")],
+        &[
+            valued("f"),
+            valued("function"),
+            valued("backend"),
+            flag("json"),
+        ],
     ),
 ];
 

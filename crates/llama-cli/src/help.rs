@@ -11,10 +11,25 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionsArgs, HelpArgs, ManArgs};
 
-/// Topics of `llama help` that are not subcommands: (name, what it covers, its text).
-const TOPICS: &[(&str, &str, fn() -> String)] = &[
-    ("llamacc", "llamacc's LLAMACC_* variables", llamacc_topic),
-    ("settings", "every setting, its variable and default", settings_topic),
+/// A topic of `llama help` that is not a subcommand.
+struct Topic {
+    name: &'static str,
+    /// What it covers, as the topics are listed.
+    about: &'static str,
+    text: fn() -> String,
+}
+
+const TOPICS: &[Topic] = &[
+    Topic {
+        name: "llamacc",
+        about: "llamacc's LLAMACC_* variables",
+        text: llamacc_topic,
+    },
+    Topic {
+        name: "settings",
+        about: "every setting, its variable and default",
+        text: settings_topic,
+    },
 ];
 
 /// Width help text is wrapped to.
@@ -23,14 +38,14 @@ const WIDTH: usize = 92;
 /// `llama help`: the main help, a subcommand's (`llama help daemon start`), or a topic's.
 pub fn run(args: &HelpArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mut cli = built();
-    let text = match args.topic.as_slice() {
-        [] => cli.render_long_help().to_string(),
-        [topic] if TOPICS.iter().any(|(name, _, _)| name == topic) => TOPICS
-            .iter()
-            .find(|(name, _, _)| name == topic)
-            .map(|(_, _, text)| text())
-            .unwrap_or_default(),
-        path => {
+    let topic = match args.topic.as_slice() {
+        [name] => TOPICS.iter().find(|t| t.name == name),
+        _ => None,
+    };
+    let text = match (args.topic.as_slice(), topic) {
+        ([], _) => cli.render_long_help().to_string(),
+        (_, Some(topic)) => (topic.text)(),
+        (path, None) => {
             let mut command = &mut cli;
             for name in path {
                 match command.find_subcommand_mut(name) {
@@ -54,7 +69,7 @@ pub fn run(args: &HelpArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
 pub fn topic_list() -> String {
     TOPICS
         .iter()
-        .map(|(name, about, _)| format!("{name} ({about})"))
+        .map(|t| format!("{} ({})", t.name, t.about))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -112,7 +127,9 @@ fn llamacc_topic() -> String {
     }
     out.push('\n');
     out.push_str(&wrap(llama_cc::BOOLEANS, 0));
-    out.push_str("\nllama's own settings (`llama help settings`) apply too: backend, dir, jobs, ...\n");
+    out.push_str(
+        "\nllama's own settings (`llama help settings`) apply too: backend, dir, jobs, ...\n",
+    );
     out
 }
 
@@ -186,7 +203,11 @@ mod tests {
     fn wrap_keeps_words_whole_and_indents() {
         let text = "word ".repeat(40);
         let wrapped = wrap(&text, 6);
-        assert!(wrapped.lines().all(|l| l.len() <= WIDTH && l.starts_with("      w")));
+        assert!(
+            wrapped
+                .lines()
+                .all(|l| l.len() <= WIDTH && l.starts_with("      w"))
+        );
         assert_eq!(wrapped.split_whitespace().count(), 40);
     }
 }

@@ -60,7 +60,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     // Help needs no configuration: it must work when the configuration does not.
     match &cli.command {
         Command::Help(args) => return help::run(args, &mut std::io::stdout().lock()),
-        Command::Completions(args) => return help::completions(args, &mut std::io::stdout().lock()),
+        Command::Completions(args) => {
+            return help::completions(args, &mut std::io::stdout().lock());
+        }
         Command::Man(args) => return help::man(args, &mut std::io::stdout().lock()),
         _ => {}
     }

@@ -70,11 +70,17 @@ fn an_unusable_store_is_a_problem_with_its_fix() {
     assert_eq!(status(&report, "store"), "problem", "{report:#}");
     let store = &report["checks"][1];
     assert!(
-        store["detail"].as_str().unwrap_or_default().contains("not-a-dir"),
+        store["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not-a-dir"),
         "{report:#}"
     );
     assert!(
-        store["fix"].as_str().unwrap_or_default().contains("LLAMA_DIR"),
+        store["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("LLAMA_DIR"),
         "{report:#}"
     );
 }

@@ -18,7 +18,11 @@ fn help_llamacc_lists_every_variable_even_when_the_config_is_broken() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     for var in llama_cc::variables() {
-        assert!(text.contains(&format!("  {}", var.name)), "{} in:\n{text}", var.name);
+        assert!(
+            text.contains(&format!("  {}", var.name)),
+            "{} in:\n{text}",
+            var.name
+        );
     }
     assert!(
         text.contains("LLAMACC_BUILD_ID\n      accepted, not yet used (traces)"),

@@ -70,8 +70,7 @@ pub(super) fn daemon(config: &Config) -> Outcome {
     }
     let mut started = false;
     if client::request(&paths, &Request::Status).is_err() {
-        if let Err(e) = client::spawn_and_wait(&client::llama_binary(), &paths, DAEMON_START_WAIT)
-        {
+        if let Err(e) = client::spawn_and_wait(&client::llama_binary(), &paths, DAEMON_START_WAIT) {
             let said = last_line(&paths.log)
                 .map(|line| format!(" (its log ends: {line})"))
                 .unwrap_or_default();
@@ -89,11 +88,7 @@ pub(super) fn daemon(config: &Config) -> Outcome {
         Ok(Response::Status { pid, version, .. }) if version == env!("CARGO_PKG_VERSION") => {
             Outcome::Ok(format!(
                 "{} pid {pid} on {}",
-                if started {
-                    "started,"
-                } else {
-                    "running,"
-                },
+                if started { "started," } else { "running," },
                 paths.socket_display()
             ))
         }

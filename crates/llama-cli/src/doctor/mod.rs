@@ -212,7 +212,11 @@ impl Findings for Report<'_> {
             Outcome::Problem { what, fix } => ("problem", what, Some(fix)),
         };
         if !self.json {
-            let label = if status == "problem" { "PROBLEM" } else { status };
+            let label = if status == "problem" {
+                "PROBLEM"
+            } else {
+                status
+            };
             writeln!(self.out, "{label:<8} {name}: {detail}")?;
             if let Some(fix) = &fix {
                 writeln!(self.out, "         fix: {fix}")?;

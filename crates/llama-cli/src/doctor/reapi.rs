@@ -36,7 +36,10 @@ pub(super) async fn diagnose(
                     ),
                 ),
             )?;
-            return report.check("the rest", Outcome::Skipped("no usable server settings".into()));
+            return report.check(
+                "the rest",
+                Outcome::Skipped("no usable server settings".into()),
+            );
         }
     };
     let endpoint = settings.endpoint.clone();
@@ -44,11 +47,21 @@ pub(super) async fn diagnose(
     // The round trip's results go to a scratch store: doctor leaves the user's alone.
     let scratch = match tempfile::tempdir() {
         Ok(dir) => dir,
-        Err(e) => return report.check("server", Outcome::problem(format!("a scratch directory: {e}"), "check TMPDIR")),
+        Err(e) => {
+            return report.check(
+                "server",
+                Outcome::problem(format!("a scratch directory: {e}"), "check TMPDIR"),
+            );
+        }
     };
     let store = match Store::open(scratch.path(), 1 << 30) {
         Ok(store) => store,
-        Err(e) => return report.check("server", Outcome::problem(format!("a scratch store: {e}"), "check TMPDIR")),
+        Err(e) => {
+            return report.check(
+                "server",
+                Outcome::problem(format!("a scratch store: {e}"), "check TMPDIR"),
+            );
+        }
     };
     let executor = ReapiExecutor::new(store.clone(), settings);
     let server = format!("server {endpoint}");
@@ -102,7 +115,9 @@ async fn round_trip(executor: &ReapiExecutor, store: &Store, function: &str) -> 
     };
     let action = match spec.prepare(tree.build()) {
         Ok(action) => action,
-        Err(e) => return Outcome::problem(format!("building the action: {e}"), "report this as a bug"),
+        Err(e) => {
+            return Outcome::problem(format!("building the action: {e}"), "report this as a bug");
+        }
     };
     let outcome = match tokio::time::timeout(ROUND_TRIP_TIMEOUT, executor.execute(&action)).await {
         Ok(Ok(outcome)) => outcome,
@@ -119,7 +134,10 @@ async fn round_trip(executor: &ReapiExecutor, store: &Store, function: &str) -> 
     };
     if outcome.termination != Termination::Exited(0) {
         return Outcome::problem(
-            format!("`/bin/sh -c 'cat in.txt > out.txt'` {}", outcome.termination),
+            format!(
+                "`/bin/sh -c 'cat in.txt > out.txt'` {}",
+                outcome.termination
+            ),
             "the workers need /bin/sh; give the function an image that has it (reapi_platform)",
         );
     }

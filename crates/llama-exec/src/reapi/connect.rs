@@ -34,9 +34,6 @@ pub struct ServerInfo {
     pub api_version: String,
     /// Whether it executes actions (llama needs it to).
     pub exec_enabled: bool,
-    /// Whether clients may write its action cache (llama never does: results are recorded
-    /// by the server after it executes them).
-    pub action_cache_writable: bool,
     /// The largest batch request llama sends it, in bytes.
     pub batch_limit: u64,
 }
@@ -300,6 +297,15 @@ impl ReapiExecutor {
                 },
             )
             .await?;
+        conn.info = self.check_capabilities(caps)?;
+        conn.batch_limit = conn.info.batch_limit;
+        Ok(conn)
+    }
+
+    /// What the server said about itself, refused when llama cannot use it: no SHA-256, or
+    /// execution disabled.
+    fn check_capabilities(&self, caps: reapi::ServerCapabilities) -> Result<ServerInfo, ExecError> {
+        let endpoint = self.endpoint().trim();
         let cache = caps.cache_capabilities.unwrap_or_default();
         if !cache.digest_functions.is_empty() && !cache.digest_functions.contains(&SHA256) {
             return Err(self.err(format!(
@@ -308,33 +314,29 @@ impl ReapiExecutor {
                 self.config.instance, cache.digest_functions
             )));
         }
-        if let Ok(limit) = u64::try_from(cache.max_batch_total_size_bytes)
-            && limit > 0
-        {
-            conn.batch_limit = limit.min(MAX_BATCH_BYTES);
-        }
-        if caps
+        // A server that does not say is taken at its word when it executes.
+        let exec_enabled = caps
             .execution_capabilities
             .as_ref()
-            .is_some_and(|e| !e.exec_enabled)
-        {
+            .is_none_or(|e| e.exec_enabled);
+        if !exec_enabled {
             return Err(self.err(format!(
                 "the server at {endpoint} (instance {:?}) has remote execution disabled; \
                  point LLAMA_REAPI_ENDPOINT / LLAMA_REAPI_INSTANCE at one that executes",
                 self.config.instance
             )));
         }
-        conn.info = ServerInfo {
+        let batch_limit = match u64::try_from(cache.max_batch_total_size_bytes) {
+            Ok(limit) if limit > 0 => limit.min(MAX_BATCH_BYTES),
+            _ => MAX_BATCH_BYTES,
+        };
+        Ok(ServerInfo {
             api_version: caps
                 .high_api_version
                 .map(|v| format!("{}.{}", v.major, v.minor))
                 .unwrap_or_default(),
-            exec_enabled: caps.execution_capabilities.is_some_and(|e| e.exec_enabled),
-            action_cache_writable: cache
-                .action_cache_update_capabilities
-                .is_some_and(|u| u.update_enabled),
-            batch_limit: conn.batch_limit,
-        };
-        Ok(conn)
+            exec_enabled,
+            batch_limit,
+        })
     }
 }
