@@ -362,7 +362,10 @@ impl Outcome {
 
     /// The outcome whose counter is named `name`.
     pub fn from_name(name: &str) -> Option<Outcome> {
-        COUNTERS.iter().find(|(_, n, _)| *n == name).map(|(o, _, _)| *o)
+        COUNTERS
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map(|(o, _, _)| *o)
     }
 
     /// What it means, as `llama stats` and `LLAMACC_VERBOSE` say it.

@@ -62,9 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Config(args) => config_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Stats(args) => stats_cmd::run(&config, &args, &mut std::io::stdout().lock()),
-        Command::Explain(args) => {
-            explain_cmd::run(&config, &args, &mut std::io::stdout().lock())
-        }
+        Command::Explain(args) => explain_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Daemon(args) => match args.action {
             cli::DaemonAction::Start => daemon::start(&config),
             cli::DaemonAction::Stop => daemon::stop(&config),

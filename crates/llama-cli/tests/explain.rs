@@ -11,7 +11,15 @@ use llama_testkit::{World, stderr, stdout};
 
 const HEADER: &str = "#define ANSWER 42\nint helper(int);\n";
 const SOURCE: &str = "#include \"answer.h\"\nint main(void) { return helper(ANSWER); }\n";
-const ARGS: &[&str] = &["-O2", "-Ifirst", "-Iinclude", "-c", "src/main.c", "-o", "main.o"];
+const ARGS: &[&str] = &[
+    "-O2",
+    "-Ifirst",
+    "-Iinclude",
+    "-c",
+    "src/main.c",
+    "-o",
+    "main.o",
+];
 
 fn project(w: &World) {
     w.write("src/main.c", SOURCE.as_bytes());
@@ -112,7 +120,10 @@ fn a_compiler_upgrade_names_the_file_and_both_digests() {
         text.contains(&format!("the compiler changed: {}/bin/cc", work(&w))),
         "{text}"
     );
-    assert!(text.contains(&sha256(old)) && text.contains(&sha256(new)), "{text}");
+    assert!(
+        text.contains(&sha256(old)) && text.contains(&sha256(new)),
+        "{text}"
+    );
 }
 
 #[test]
@@ -137,8 +148,16 @@ fn a_variable_of_the_key_is_named_and_no_other_is_recorded() {
     let w = crate::world();
     project(&w);
     // TZ reaches the daemon (the compiler needs it) but is not part of the key.
-    compile(&w, &[("SOURCE_DATE_EPOCH", "1"), ("TZ", "Secret/Zone")], ARGS);
-    compile(&w, &[("SOURCE_DATE_EPOCH", "2"), ("TZ", "Secret/Zone")], ARGS);
+    compile(
+        &w,
+        &[("SOURCE_DATE_EPOCH", "1"), ("TZ", "Secret/Zone")],
+        ARGS,
+    );
+    compile(
+        &w,
+        &[("SOURCE_DATE_EPOCH", "2"), ("TZ", "Secret/Zone")],
+        ARGS,
+    );
     let diffs = differences(&w, "main.o");
     assert_eq!(
         diffs,
@@ -239,7 +258,9 @@ fn another_working_directory_is_named() {
     );
     let text = explain(&w, &["main.o"]);
     assert!(
-        text.contains(&format!("the working directory changed: {root} → {root}/sub")),
+        text.contains(&format!(
+            "the working directory changed: {root} → {root}/sub"
+        )),
         "{text}"
     );
 }
@@ -263,13 +284,29 @@ fn a_directory_names_its_last_compile_and_an_unknown_output_fails() {
     project(&w);
     fs::create_dir_all(w.path("obj")).expect("mkdir obj");
     compile(&w, &[], &["-Iinclude", "-c", "src/main.c", "-o", "obj/a.o"]);
-    compile(&w, &[], &["-Iinclude", "-O1", "-c", "src/main.c", "-o", "obj/b.o"]);
+    compile(
+        &w,
+        &[],
+        &["-Iinclude", "-O1", "-c", "src/main.c", "-o", "obj/b.o"],
+    );
     let x = explain_json(&w, "obj");
     assert_eq!(x["output"], format!("{}/obj/b.o", work(&w)));
     // A link is explained by its output too.
-    compile(&w, &[], &["-o", "prog", "obj/a.o", "-Wl,--unresolved-symbols=ignore-all"]);
+    compile(
+        &w,
+        &[],
+        &[
+            "-o",
+            "prog",
+            "obj/a.o",
+            "-Wl,--unresolved-symbols=ignore-all",
+        ],
+    );
     let text = explain(&w, &["prog"]);
-    assert!(text.contains("llamacc ran the compiler directly (link)"), "{text}");
+    assert!(
+        text.contains("llamacc ran the compiler directly (link)"),
+        "{text}"
+    );
     let out = w.run(&["explain", "obj/none.o"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("no compile of obj/none.o is recorded"));
@@ -292,7 +329,8 @@ fn llamacc_debug_writes_each_explanation_to_the_log() {
     assert!(miss < hit, "{text}");
     // The log says what `llama explain` says.
     assert!(
-        text.trim_end().ends_with(explain(&w, &["main.o"]).trim_end()),
+        text.trim_end()
+            .ends_with(explain(&w, &["main.o"]).trim_end()),
         "{text}"
     );
     let meta = fs::metadata(&log).expect("stat");

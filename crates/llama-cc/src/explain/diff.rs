@@ -363,7 +363,10 @@ fn compiler(was: &CompilerKey, now: &CompilerKey, out: &mut Vec<Difference>) {
     } else if was.path == now.path {
         // The same program at the same version, rebuilt or patched: say which file.
         let files = |k: &CompilerKey| -> Vec<(String, Option<String>)> {
-            k.files.iter().map(|(p, d)| (p.clone(), Some(hex(d)))).collect()
+            k.files
+                .iter()
+                .map(|(p, d)| (p.clone(), Some(hex(d))))
+                .collect()
         };
         for (path, was_digest, now_digest) in changed_files(&files(was), &files(now)) {
             out.push(Difference::CompilerFile {
@@ -450,10 +453,14 @@ fn arguments(was: &[String], now: &[String], out: &mut Vec<Difference>) {
                         now: b[j].clone(),
                     });
                 }
-                out.extend(removed[paired..].iter().map(|&i| Difference::ArgumentRemoved {
-                    index: head + i + 1,
-                    was: a[i].clone(),
-                }));
+                out.extend(
+                    removed[paired..]
+                        .iter()
+                        .map(|&i| Difference::ArgumentRemoved {
+                            index: head + i + 1,
+                            was: a[i].clone(),
+                        }),
+                );
                 out.extend(added[paired..].iter().map(|&j| Difference::ArgumentAdded {
                     index: head + j + 1,
                     now: b[j].clone(),
@@ -505,7 +512,9 @@ fn positional_script(n: usize, m: usize) -> Vec<Step> {
 
 fn environment(was: &[(String, String)], now: &[(String, String)], out: &mut Vec<Difference>) {
     let side = |e: &[(String, String)]| -> Vec<(String, Option<String>)> {
-        e.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()
+        e.iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect()
     };
     let mut changed = changed_files(&side(was), &side(now));
     changed.sort_by(|x, y| x.0.cmp(&y.0));
@@ -516,7 +525,13 @@ fn environment(was: &[(String, String)], now: &[(String, String)], out: &mut Vec
     );
 }
 
-fn directory(a: &KeyRecord, ka: &KeyParts, b: &KeyRecord, kb: &KeyParts, out: &mut Vec<Difference>) {
+fn directory(
+    a: &KeyRecord,
+    ka: &KeyParts,
+    b: &KeyRecord,
+    kb: &KeyParts,
+    out: &mut Vec<Difference>,
+) {
     if a.cwd != b.cwd {
         out.push(Difference::Directory {
             was: a.cwd.clone(),
@@ -565,11 +580,8 @@ fn inputs(was: &[(String, [u8; 32])], now: &[(String, [u8; 32])], out: &mut Vec<
 
 /// The headers of two manifest entries, leaving out the files the key names itself.
 fn headers(was: &Entry, now: &Entry, keyed: &HashSet<&str>, out: &mut Vec<Difference>) {
-    let old: HashMap<&str, &[u8; 32]> = was
-        .inputs
-        .iter()
-        .map(|(p, h, _)| (p.as_str(), h))
-        .collect();
+    let old: HashMap<&str, &[u8; 32]> =
+        was.inputs.iter().map(|(p, h, _)| (p.as_str(), h)).collect();
     let current: HashSet<&str> = now.inputs.iter().map(|(p, _, _)| p.as_str()).collect();
     let mut new = Vec::new();
     for (path, hash, _) in &now.inputs {

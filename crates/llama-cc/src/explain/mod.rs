@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use llama_core::{Digest, RecordKind, Store, StoreError};
 
 use crate::manifest::Entry;
+use crate::stats::Outcome;
 
 mod diff;
 mod render;
@@ -175,15 +176,26 @@ impl KeyLog {
     }
 
     /// Puts `record` first in its output's history, dropping the oldest past
-    /// [`RECORDS_PER_OUTPUT`], and returns the history as written.
+    /// [`RECORDS_PER_OUTPUT`], and returns the history with it first.
+    ///
+    /// A hit that repeats the output's last record (the same key, headers and outcome: a
+    /// rebuild that changed nothing) is not written: rewriting the file would cost every
+    /// such hit a file creation and a rename, and tell `llama explain` nothing new. The
+    /// last record then keeps the time of the first of those hits.
     pub fn push(&self, record: KeyRecord) -> Result<Vec<KeyRecord>, StoreError> {
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let key = history_key(&record.output);
         let mut history = self.history_by_key(&key)?;
+        let repeated = record.outcome == Outcome::Hit.name()
+            && history
+                .first()
+                .is_some_and(|last| same_but_time(last, &record));
         history.insert(0, record);
         history.truncate(RECORDS_PER_OUTPUT);
-        self.store
-            .put_record(RecordKind::Explain, &key, &encode_history(&history))?;
+        if !repeated {
+            self.store
+                .put_record(RecordKind::Explain, &key, &encode_history(&history))?;
+        }
         Ok(history)
     }
 
@@ -242,6 +254,14 @@ impl KeyLog {
         let (current, earlier) = loaded.split_first()?;
         Some(explain(current, earlier))
     }
+}
+
+/// Whether two records differ in nothing but when they were made.
+fn same_but_time(a: &KeyRecord, b: &KeyRecord) -> bool {
+    KeyRecord {
+        time_ms: b.time_ms,
+        ..a.clone()
+    } == *b
 }
 
 /// A history as stored: each record encoded on its own, so one that does not decode (damaged,
@@ -331,6 +351,25 @@ mod tests {
         assert_eq!(decoded[1].time_ms, 6);
         assert!(decode_history(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01").is_empty());
         assert!(decode_history(&vec![0; MAX_HISTORY_BYTES + 1]).is_empty());
+    }
+
+    #[test]
+    fn a_hit_that_repeats_the_last_record_is_not_written_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = KeyLog::new(Store::open(dir.path(), 1 << 30).expect("store"));
+        let output = Path::new("/w/main.o");
+        log.push(record(1, &["-c", "main.c"])).expect("push");
+        let mut hit = record(2, &["-c", "main.c"]);
+        hit.outcome = "hits".into();
+        log.push(hit.clone()).expect("push");
+        hit.time_ms = 3;
+        let returned = log.push(hit.clone()).expect("push");
+        assert_eq!(
+            returned[0], hit,
+            "the history returned has the repeat first"
+        );
+        let stored = log.history(output).expect("history");
+        assert_eq!(stored.iter().map(|r| r.time_ms).collect::<Vec<_>>(), [2, 1]);
     }
 
     #[test]

@@ -145,8 +145,12 @@ fn driver(cxx: bool) -> &'static str {
 impl Difference {
     /// A headline, and the lines under it (digests, which are long).
     fn words(&self) -> (String, Vec<String>) {
-        let was_now =
-            |was: Option<&String>, now: Option<&String>| vec![format!("was {}", digest(was)), format!("now {}", digest(now))];
+        let was_now = |was: Option<&String>, now: Option<&String>| {
+            vec![
+                format!("was {}", digest(was)),
+                format!("now {}", digest(now)),
+            ]
+        };
         match self {
             Difference::CompilerPath { was, now } => (
                 format!("the compiler is another program: {was} before, {now} now"),
@@ -227,10 +231,7 @@ impl Difference {
             Difference::ShadowingHeader {
                 path,
                 shadows: Some(old),
-            } => (
-                format!("a new header {path} now shadows {old}"),
-                vec![],
-            ),
+            } => (format!("a new header {path} now shadows {old}"), vec![]),
             Difference::ShadowingHeader {
                 path,
                 shadows: None,
@@ -238,9 +239,10 @@ impl Difference {
                 format!("a new header {path}, absent before, is now read"),
                 vec![],
             ),
-            Difference::HeaderAdded { path } => {
-                (format!("header {path} is read now, and was not before"), vec![])
-            }
+            Difference::HeaderAdded { path } => (
+                format!("header {path} is read now, and was not before"),
+                vec![],
+            ),
             Difference::HeaderDropped { path } => {
                 (format!("header {path} is no longer read"), vec![])
             }

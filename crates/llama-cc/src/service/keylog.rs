@@ -141,7 +141,12 @@ impl CompileService {
 }
 
 /// Stores the header list and the record, then explains the record into `debug_log`.
-fn write(keys: &Arc<KeyLog>, mut record: KeyRecord, entry: Option<Entry>, debug_log: Option<PathBuf>) {
+fn write(
+    keys: &Arc<KeyLog>,
+    mut record: KeyRecord,
+    entry: Option<Entry>,
+    debug_log: Option<PathBuf>,
+) {
     if let (Some(key), Some(entry)) = (record.key.as_mut(), entry.as_ref()) {
         match keys.put_headers(entry) {
             Ok(digest) => key.headers = Some(digest),

@@ -265,9 +265,7 @@ impl CompileService {
             Ok(mut done) => {
                 let told = Told {
                     outcome: done.outcome,
-                    reason: done
-                        .reason
-                        .map(|r| with_detail(r, done.detail.as_deref())),
+                    reason: done.reason.map(|r| with_detail(r, done.detail.as_deref())),
                     exit_code: Some(done.exit_code),
                     entry: done.entry.take(),
                 };
