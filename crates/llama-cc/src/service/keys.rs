@@ -18,11 +18,23 @@ impl CompileService {
     /// has nothing to explain but that it was one, is recorded off its path, and not at all
     /// when it repeats the object's last record (the usual rebuild after `make clean`).
     pub(super) async fn remember_key(&self, job: &Job<'_>, done: &Done) {
-        let record = self.key_record(job, done);
+        let entry = self
+            .manifest(&job.prekey)
+            .ok()
+            .and_then(|m| m.entries.first().cloned());
+        let output = explain::normalize(&job.req.cwd.join(&job.c.output));
         let debug = job.settings.debug;
-        if !debug && !self.remembered.is_new(&record) {
+        // The pre-key (compiler, arguments, directory, environment, source), the headers'
+        // action and the outcome say everything a record would: a repeat is known before
+        // the record, with its hundreds of header digests, is built.
+        let mut h = llama_core::Hasher::default();
+        h.update(job.prekey.hash_bytes());
+        h.update(&entry.as_ref().map_or([0; 32], |e| e.action.0));
+        h.update(done.outcome.description().as_bytes());
+        if !self.remembered.is_new(&output, h.finish()) && !debug {
             return;
         }
+        let record = self.key_record(job, done, entry, output);
         let hit = record.hit;
         let llama_dir = self.store.root().to_path_buf();
         let saved = tokio::task::spawn_blocking(move || {
@@ -47,11 +59,13 @@ impl CompileService {
 
     /// The key's parts: the job's, and the headers of the manifest entry the compile used
     /// or made (the newest).
-    fn key_record(&self, job: &Job<'_>, done: &Done) -> KeyRecord {
-        let entry = self
-            .manifest(&job.prekey)
-            .ok()
-            .and_then(|m| m.entries.first().cloned());
+    fn key_record(
+        &self,
+        job: &Job<'_>,
+        done: &Done,
+        entry: Option<crate::manifest::Entry>,
+        output: std::path::PathBuf,
+    ) -> KeyRecord {
         let (inputs, absent) = entry
             .map(|e| {
                 let inputs = e
@@ -68,7 +82,7 @@ impl CompileService {
             })
             .unwrap_or_default();
         KeyRecord {
-            output: explain::normalize(&job.req.cwd.join(&job.c.output)),
+            output,
             source: job.c.source.clone(),
             cwd: job.req.cwd.clone(),
             compiler: job.driver.clone(),
@@ -111,15 +125,12 @@ pub(super) struct Remembered {
 const REMEMBERED: usize = 100_000;
 
 impl Remembered {
-    /// Whether `record` differs from its object's last one (its time aside), remembering it.
-    fn is_new(&self, record: &KeyRecord) -> bool {
-        let mut timeless = record.clone();
-        timeless.at = 0;
-        let fingerprint = Digest::of_bytes(&serde_json::to_vec(&timeless).unwrap_or_default());
+    /// Whether `fingerprint` differs from `output`'s last one, remembering it.
+    fn is_new(&self, output: &std::path::Path, fingerprint: Digest) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.len() >= REMEMBERED {
             last.clear();
         }
-        last.insert(record.output.clone(), fingerprint) != Some(fingerprint)
+        last.insert(output.to_path_buf(), fingerprint) != Some(fingerprint)
     }
 }
