@@ -120,6 +120,27 @@ pub fn save(llama_dir: &Path, record: &KeyRecord) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes the records of objects not compiled for `age` (all of them for zero), as the
+/// cache's own entries are evicted; returns how many went. Without it the directory keeps
+/// a small file per object ever compiled.
+pub fn prune(llama_dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir(llama_dir)) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    entries
+        .flatten()
+        .filter(|e| {
+            e.metadata().is_ok_and(|m| {
+                m.is_file()
+                    && m.modified()
+                        .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= age)
+            })
+        })
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// The differences between the previous compile's key and this one's, in plain words;
 /// empty when the keys are the same.
 pub fn differences(before: &KeyRecord, now: &KeyRecord) -> Vec<String> {

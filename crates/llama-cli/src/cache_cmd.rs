@@ -31,6 +31,7 @@ pub fn run(config: &Config, args: &CacheArgs, out: &mut dyn Write) -> anyhow::Re
             }
             let store = open(config)?.with_eviction_grace(Duration::ZERO);
             let (entries, bytes) = store.evict_older_than(Duration::ZERO)?;
+            llama_cc::explain::prune(&config.dir(), Duration::ZERO);
             writeln!(
                 out,
                 "llama cache: removed {entries} entries ({})",
@@ -45,6 +46,7 @@ pub fn run(config: &Config, args: &CacheArgs, out: &mut dyn Write) -> anyhow::Re
                 )
             })?;
             let (entries, bytes) = open(config)?.evict_older_than(age)?;
+            llama_cc::explain::prune(&config.dir(), age);
             writeln!(
                 out,
                 "llama cache: removed {entries} entries not used for {} ({})",

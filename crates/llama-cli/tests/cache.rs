@@ -93,6 +93,11 @@ fn show_counts_what_compiles_left_and_clear_empties_it() {
     let out = w.run(&["cache", "clear"]);
     ok(&out);
     assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
+    assert_eq!(
+        fs::read_dir(w.store().join("explain")).map_or(0, |d| d.count()),
+        0,
+        "llama explain's records go with the cache"
+    );
     let cleared = cache_json(&w);
     assert_eq!(
         (
