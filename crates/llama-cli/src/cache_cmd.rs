@@ -5,9 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use llama_cc::StatsSnapshot;
-use llama_cc::client::{self, DaemonPaths};
-use llama_cc::protocol::{Request, Response};
+use llama_cc::client::DaemonPaths;
 use llama_core::{Config, Source, Store, keys};
 use serde_json::json;
 
@@ -67,10 +65,7 @@ fn size(bytes: u64) -> String {
 /// The hits and misses llamacc counted, from the daemon or its saved counters.
 fn hit_rate(config: &Config) -> (u64, u64) {
     let paths = DaemonPaths::new(&config.dir());
-    let snapshot: StatsSnapshot = match client::request(&paths, &Request::Stats) {
-        Ok(Response::Stats(json)) => serde_json::from_str(&json).unwrap_or_default(),
-        _ => daemon::load_stats(&paths.stats),
-    };
+    let snapshot = crate::stats_cmd::snapshot(&paths).unwrap_or_default();
     let count = |k: &str| snapshot.counters.get(k).copied().unwrap_or(0);
     (count("hits"), count("misses") + count("remote"))
 }

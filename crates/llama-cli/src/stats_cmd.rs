@@ -23,10 +23,7 @@ pub fn run(config: &Config, args: &StatsArgs, out: &mut dyn Write) -> anyhow::Re
         writeln!(out, "llama stats: counters zeroed")?;
         return Ok(0);
     }
-    let snapshot: StatsSnapshot = match client::request(&paths, &Request::Stats) {
-        Ok(Response::Stats(json)) => serde_json::from_str(&json)?,
-        _ => daemon::load_stats(&paths.stats),
-    };
+    let snapshot = snapshot(&paths)?;
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &snapshot)?;
         writeln!(out)?;
@@ -34,4 +31,12 @@ pub fn run(config: &Config, args: &StatsArgs, out: &mut dyn Write) -> anyhow::Re
         write!(out, "{}", snapshot.report())?;
     }
     Ok(0)
+}
+
+/// The counters: the running daemon's, else those the last one saved.
+pub fn snapshot(paths: &DaemonPaths) -> anyhow::Result<StatsSnapshot> {
+    Ok(match client::request(paths, &Request::Stats) {
+        Ok(Response::Stats(json)) => serde_json::from_str(&json)?,
+        _ => daemon::load_stats(&paths.stats),
+    })
 }
