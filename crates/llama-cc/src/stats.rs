@@ -265,8 +265,8 @@ pub struct StatsSnapshot {
     /// Compiler time the hits did not spend, in seconds.
     pub time_saved_secs: f64,
     /// What the remote backend consumed and cost (`invocations`, `gb_seconds`,
-    /// `s3_requests`, `bytes_up`, `bytes_down`, `remote_cache_hits`, `dollars`); empty on
-    /// this machine's backend.
+    /// `s3_requests`, `bytes_up`, `bytes_down`, `remote_cache_hits`, `calls`, and `dollars`
+    /// only on a backend with list prices, Lambda); empty on this machine's backend.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cost: BTreeMap<String, f64>,
     /// How remote compiles' inputs were listed: [`scan::WALKED`] by the include scanner,

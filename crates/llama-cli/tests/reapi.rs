@@ -170,6 +170,9 @@ fn llamacc_compiles_on_buildgrid_with_objects_identical_to_gccs() {
     assert_eq!(s["scanner"]["walked"], 7, "{s:#}");
     assert_eq!(s["scanner"]["directive"], 1, "{s:#}");
     assert_eq!(executions(&server), 8, "{}", server.log());
+    // A REAPI cluster bills nothing llama can know: no dollar figure, not Lambda's price.
+    assert_eq!(s["cost"]["invocations"], 8.0, "{s:#}");
+    assert!(s["cost"].get("dollars").is_none(), "{s:#}");
     // The compiler itself (cc1, tens of MB) went up with ByteStream Write: no batch carries
     // a blob over 4 MiB.
     let biggest = llama_testkit::files_under(&server.cas_dir())

@@ -44,6 +44,10 @@ pub struct Usage {
     pub bytes_down: u64,
     /// Calls this client made to a REAPI server (round trips; retries count).
     pub calls: u64,
+    /// Whether the executor bills at the list prices above (Lambda and S3). A REAPI cluster
+    /// bills nothing per request that llama can know, so it has no dollar figure at all
+    /// rather than one priced at Lambda's rates.
+    pub priced: bool,
 }
 
 impl Usage {
@@ -52,12 +56,15 @@ impl Usage {
         self.s3_puts + self.s3_gets + self.s3_heads + self.s3_lists
     }
 
-    /// The cost in dollars at the list prices above.
-    pub fn dollars(&self) -> f64 {
-        self.gb_seconds * LAMBDA_USD_PER_GB_SECOND
-            + self.invocations as f64 * LAMBDA_USD_PER_REQUEST
-            + (self.s3_puts + self.s3_lists) as f64 * S3_USD_PER_PUT
-            + (self.s3_gets + self.s3_heads) as f64 * S3_USD_PER_GET
+    /// The cost in dollars at the list prices above; `None` for an executor that is not
+    /// [`priced`](Usage::priced).
+    pub fn dollars(&self) -> Option<f64> {
+        self.priced.then(|| {
+            self.gb_seconds * LAMBDA_USD_PER_GB_SECOND
+                + self.invocations as f64 * LAMBDA_USD_PER_REQUEST
+                + (self.s3_puts + self.s3_lists) as f64 * S3_USD_PER_PUT
+                + (self.s3_gets + self.s3_heads) as f64 * S3_USD_PER_GET
+        })
     }
 
     /// GB-seconds of one invocation of a function of `memory_mb` billed for `billed_ms`.
@@ -104,7 +111,10 @@ impl fmt::Display for Usage {
         if self.remote_cache_hits > 0 {
             write!(f, ", {} from the S3 action cache", self.remote_cache_hits)?;
         }
-        write!(f, ", ${:.4}", self.dollars())
+        match self.dollars() {
+            Some(dollars) => write!(f, ", ${dollars:.4}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -121,15 +131,30 @@ mod tests {
             s3_puts: 1000,
             s3_gets: 500,
             s3_heads: 500,
+            priced: true,
             ..Default::default()
         };
         // $0.20 requests + $0.0166667 compute + $0.005 PUTs + $0.0004 GET/HEAD.
-        assert!((u.dollars() - 0.2220667).abs() < 1e-6, "{}", u.dollars());
+        let dollars = u.dollars().unwrap_or_default();
+        assert!((dollars - 0.2220667).abs() < 1e-6, "{dollars}");
         assert_eq!(
             u.to_string(),
             "lambda: 1000000 invocations, 1000.0 GB-s, 2000 S3 requests, $0.2221"
         );
         assert_eq!(Usage::gb_seconds_of(1024, 1000), 1.0);
         assert_eq!(Usage::gb_seconds_of(1769, 0), 0.0);
+    }
+
+    #[test]
+    fn a_reapi_cluster_has_no_price() {
+        // 34 compiles over a REAPI server once showed "$0.0000068": Lambda's request price.
+        let u = Usage {
+            executor: "reapi",
+            invocations: 34,
+            calls: 120,
+            ..Default::default()
+        };
+        assert_eq!(u.dollars(), None);
+        assert!(!u.to_string().contains('$'), "{u}");
     }
 }

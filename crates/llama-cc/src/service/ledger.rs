@@ -72,7 +72,7 @@ fn remote_usage(remote: Option<&Engine>) -> Vec<(&'static str, f64)> {
     let Some(u) = remote.and_then(Engine::usage) else {
         return Vec::new();
     };
-    vec![
+    let mut usage = vec![
         (cost::INVOCATIONS, u.invocations as f64),
         (cost::REMOTE_CACHE_HITS, u.remote_cache_hits as f64),
         (cost::GB_SECONDS, u.gb_seconds),
@@ -80,6 +80,9 @@ fn remote_usage(remote: Option<&Engine>) -> Vec<(&'static str, f64)> {
         (cost::BYTES_UP, u.bytes_up as f64),
         (cost::BYTES_DOWN, u.bytes_down as f64),
         (cost::CALLS, u.calls as f64),
-        (cost::DOLLARS, u.dollars()),
-    ]
+    ];
+    // A backend with no known price (a REAPI cluster) has no `dollars` entry at all: a
+    // script reading `llama stats --json` must not take a made-up figure for a bill.
+    usage.extend(u.dollars().map(|d| (cost::DOLLARS, d)));
+    usage
 }

@@ -518,6 +518,7 @@ impl Executor for LambdaExecutor {
             bytes_up: s3.bytes_up,
             bytes_down: s3.bytes_down,
             calls: 0,
+            priced: true,
         })
     }
 }
