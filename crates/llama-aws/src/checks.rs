@@ -3,13 +3,14 @@
 //!
 //! The checks run in the order a set-up builds the pieces (region, credentials, stack,
 //! config, bucket, repository, functions), and a check whose prerequisite failed is skipped
-//! with the reason rather than reported as a second, confusing failure. The caller adds its
-//! own checks to the same [`Report`] (llama-cli: which compiler llamacc ships) and ends it
-//! with [`Report::finish`].
+//! with the reason rather than reported as a second, confusing failure. Each outcome goes to
+//! the caller's [`Findings`] as it is known; the caller (llama-cli) checks the backend
+//! setting, the store, the daemon and the compiler itself, and prints the summary.
 
-use std::io::{self, Write};
+use std::io;
 
-use llama_core::{Backend, Config, keys};
+use llama_core::doctor::{Findings, Outcome};
+use llama_core::{Config, keys};
 
 use crate::aws_setup::{self, error_code, sdk_error};
 use crate::function::{self, DESCRIPTION_PREFIX};
@@ -23,72 +24,6 @@ pub struct DoctorOptions {
     pub functions: Vec<String>,
 }
 
-/// The outcome of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// In order; the detail says what was found.
-    Ok(String),
-    /// Wrong or missing; `fix` is the command (or step) that puts it right.
-    Problem {
-        /// What is wrong.
-        what: String,
-        /// The command (or step) that puts it right.
-        fix: String,
-    },
-    /// Not checked, because something it needs is missing.
-    Skipped(String),
-}
-
-impl Outcome {
-    fn problem(what: impl Into<String>, fix: impl Into<String>) -> Outcome {
-        Outcome::Problem {
-            what: what.into(),
-            fix: fix.into(),
-        }
-    }
-}
-
-/// The checks' lines as they come, and the count of problems.
-pub struct Report<'a> {
-    out: &'a mut dyn Write,
-    problems: usize,
-}
-
-impl<'a> Report<'a> {
-    /// A report written to `out`.
-    pub fn new(out: &'a mut dyn Write) -> Report<'a> {
-        Report { out, problems: 0 }
-    }
-
-    /// Writes the line (two for a problem: what, then the fix) of the check `name`.
-    pub fn check(&mut self, name: &str, outcome: Outcome) -> io::Result<()> {
-        match outcome {
-            Outcome::Ok(detail) => writeln!(self.out, "ok       {name}: {detail}"),
-            Outcome::Skipped(why) => writeln!(self.out, "skipped  {name}: {why}"),
-            Outcome::Problem { what, fix } => {
-                self.problems += 1;
-                writeln!(self.out, "PROBLEM  {name}: {what}")?;
-                writeln!(self.out, "         fix: {fix}")
-            }
-        }
-    }
-
-    /// Writes the summary line; returns the number of problems found.
-    pub fn finish(self) -> io::Result<usize> {
-        if self.problems == 0 {
-            writeln!(self.out, "everything is in order")?;
-        } else {
-            writeln!(
-                self.out,
-                "{} problem{} found",
-                self.problems,
-                if self.problems == 1 { "" } else { "s" }
-            )?;
-        }
-        Ok(self.problems)
-    }
-}
-
 /// How far [`diagnose`] got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checked {
@@ -99,9 +34,9 @@ pub enum Checked {
     Stopped,
 }
 
-/// Checks the backend setting, the region, the credentials, the stack and the config against
-/// it, the bucket, the image repository and each of `options.functions`, writing each
-/// outcome to `report`. Problems are outcomes, not errors: the error is only a failed write.
+/// Checks the region, the credentials, the stack and the config against it, the bucket, the
+/// image repository and each of `options.functions`, giving each outcome to `report`.
+/// Problems are outcomes, not errors: the error is only a failed write.
 ///
 /// # Cancel safety
 ///
@@ -109,29 +44,8 @@ pub enum Checked {
 pub async fn diagnose(
     config: &Config,
     options: &DoctorOptions,
-    report: &mut Report<'_>,
+    report: &mut dyn Findings,
 ) -> io::Result<Checked> {
-    report.check(
-        "backend",
-        if config.backend() == Backend::Lambda {
-            Outcome::Ok("lambda".into())
-        } else {
-            Outcome::Problem {
-                what: format!(
-                    "{} (from {}): commands and compiles run {}, not on Lambda",
-                    config.backend().name(),
-                    config.source(&keys::BACKEND),
-                    if config.backend() == Backend::Local {
-                        "on this machine"
-                    } else {
-                        "on the REAPI server"
-                    },
-                ),
-                fix: "llama bootstrap (it sets backend = lambda), or LLAMA_BACKEND=lambda".into(),
-            }
-        },
-    )?;
-
     let sdk = match aws_setup::sdk_config(config).await {
         Ok(sdk) => {
             let region = aws_setup::region_of(&sdk);

@@ -83,7 +83,7 @@ pub enum Command {
     /// Create or update a Lambda function that runs llama's actions.
     #[command(name = "update-function", after_help = UPDATE_FUNCTION_HELP)]
     UpdateFunction(UpdateFunctionArgs),
-    /// Check the lambda backend's set-up and say how to fix what is wrong.
+    /// Check the backend's set-up, the store and the daemon, and say how to fix what is wrong.
     #[command(after_help = DOCTOR_HELP)]
     Doctor(DoctorArgs),
 }
@@ -126,10 +126,18 @@ Examples:
 Exit status: 0 when the function is active at the new image and settings, 125 otherwise.";
 
 const DOCTOR_HELP: &str = "\
-Checks, in order: the region, the AWS credentials, the CloudFormation stack and whether it
-is current, the config's settings against the stack, the bucket, llamacc's function
-(LLAMACC_FUNCTION, default gcc) and any named with -f, the llama-runtime version inside it, and which compiler llamacc
-would run remotely. Each problem is printed with the command that fixes it.
+Checks the configured backend (or --backend's), then what llamacc needs on every backend:
+  local   nothing more
+  reapi   the settings; the server answers GetCapabilities for the instance, speaks
+          SHA-256 and executes; one small action per function (llamacc's, LLAMACC_FUNCTION,
+          default gcc, and each -f) is uploaded, executed and its output downloaded
+  lambda  the region, the AWS credentials, the CloudFormation stack and whether it is
+          current, the config against the stack, the bucket, the image repository, and each
+          function (exists, active, this version of llama-runtime)
+  all     the store (writable, its size against cache_size), the daemon (answers, in this
+          version; started if it was not running), and the compilers llamacc stands in for
+Each problem is printed with the command or setting that fixes it; --json prints one object
+{backend, problems, checks: [{name, status: ok|problem|skipped, detail, fix}]}.
 
 Exit status: 0 when everything is in order, 1 when a problem was found, 125 when llama
 itself failed.";
@@ -202,6 +210,33 @@ pub struct DoctorArgs {
     /// Also check this function (besides llamacc's, LLAMACC_FUNCTION); repeatable.
     #[arg(short = 'f', long = "function", value_name = "NAME")]
     pub functions: Vec<String>,
+    /// Check this backend rather than the configured one (e.g. before switching to it).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
+    /// Print the checks as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A backend, as `--backend` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// This machine.
+    Local,
+    /// AWS Lambda.
+    Lambda,
+    /// A Remote Execution API server.
+    Reapi,
+}
+
+impl From<BackendArg> for llama_core::Backend {
+    fn from(backend: BackendArg) -> Self {
+        match backend {
+            BackendArg::Local => llama_core::Backend::Local,
+            BackendArg::Lambda => llama_core::Backend::Lambda,
+            BackendArg::Reapi => llama_core::Backend::Reapi,
+        }
+    }
 }
 
 /// `llama daemon`: a subcommand, or the original llama's flags.
@@ -747,7 +782,15 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
             valued("runtime"),
         ],
     ),
-    ("doctor", &[valued("f"), valued("function")]),
+    (
+        "doctor",
+        &[
+            valued("f"),
+            valued("function"),
+            valued("backend"),
+            flag("json"),
+        ],
+    ),
 ];
 
 /// Rewrites Go-style arguments into clap's: `-stdin` → `--stdin`, `--f x` → `-f x`, and

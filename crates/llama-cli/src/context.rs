@@ -162,7 +162,7 @@ fn hash_cache_path(dir: &std::path::Path) -> PathBuf {
 /// The reapi backend's settings; a missing endpoint is what a first-time user meets, so the
 /// message says how to set it.
 #[cfg(feature = "reapi")]
-fn reapi_config(config: &Config) -> anyhow::Result<ReapiConfig> {
+pub(crate) fn reapi_config(config: &Config) -> anyhow::Result<ReapiConfig> {
     let endpoint = config.reapi_endpoint();
     if endpoint.is_empty() {
         bail!(

@@ -1,8 +1,8 @@
 //! The `llama` command: clap definitions and thin commands. (`llamacc` is a separate thin
 //! binary, `src/bin/llamacc.rs`, that uses only `llama_cc::client` and never this library.)
 //! Exit statuses are decided in [`llama_main`] and nowhere else. The lambda set-up commands
-//! (`bootstrap`, `update-function`, `doctor`; feature `lambda`) only fill llama-aws's options
-//! from their flags and call it.
+//! (`bootstrap`, `update-function`; feature `lambda`) only fill llama-aws's options from
+//! their flags and call it; `doctor` checks every backend, the lambda one through llama-aws.
 
 #[cfg(feature = "lambda")]
 pub mod bootstrap;
@@ -11,7 +11,6 @@ pub mod cli;
 pub mod config_cmd;
 pub mod context;
 pub mod daemon;
-#[cfg(feature = "lambda")]
 pub mod doctor;
 pub mod explain_cmd;
 pub mod invoke;
@@ -124,12 +123,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::UpdateFunction(args) => {
             update_function::run(&config, &args, &mut std::io::stdout().lock())
         }
-        #[cfg(feature = "lambda")]
-        Command::Doctor(args) => doctor::run(&config, &args, &mut std::io::stdout().lock()),
+        Command::Doctor(args) => doctor::run(config, &args, &mut std::io::stdout().lock()),
         #[cfg(not(feature = "lambda"))]
-        Command::Bootstrap(_) | Command::UpdateFunction(_) | Command::Doctor(_) => {
+        Command::Bootstrap(_) | Command::UpdateFunction(_) => {
             anyhow::bail!(
-                "this llama was built without the lambda backend, which bootstrap, update-function and doctor set up and check: reinstall with it (cargo install --locked --path crates/llama-cli --features lambda)"
+                "this llama was built without the lambda backend, which bootstrap and update-function set up: reinstall with it (cargo install --locked --path crates/llama-cli --features lambda)"
             )
         }
         Command::Invoke(args) => {

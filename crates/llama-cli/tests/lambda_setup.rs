@@ -211,8 +211,9 @@ fn bootstrap_creates_the_stack_then_changes_nothing_then_applies_a_new_template(
 fn doctor_names_each_missing_piece_and_its_fix() {
     let account = Account::new();
 
-    // Nothing set up: no backend, no stack, no function.
-    let out = account.run(&["doctor"]);
+    // Nothing set up: no backend, no stack, no function. The configured backend is this
+    // machine's, so the lambda one is asked for by name.
+    let out = account.run(&["doctor", "--backend", "lambda"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
     for line in [
@@ -274,7 +275,7 @@ fn doctor_names_each_missing_piece_and_its_fix() {
 fn doctor_without_credentials_says_how_to_give_them() {
     let account = Account::new();
     let out = account
-        .llama(&["doctor"])
+        .llama(&["doctor", "--backend", "lambda"])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .output()

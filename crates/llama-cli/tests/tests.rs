@@ -4,6 +4,7 @@
 
 mod cache;
 mod docs;
+mod doctor;
 mod explain;
 mod harness_smoke;
 mod invoke;

@@ -20,6 +20,7 @@
 //! * [`Config`]: settings from `config.toml` and `LLAMA_*` variables, with their sources; each
 //!   setting is a typed constant of [`keys`], read with [`Config::get`].
 //! * [`platform`]: every `llama-*` platform property llama puts in an action.
+//! * [`doctor`]: the outcome of one of `llama doctor`'s checks, whichever crate checks.
 //!
 //! # Example
 //!
@@ -45,6 +46,7 @@
 mod action;
 mod config;
 mod digest;
+pub mod doctor;
 mod hashcache;
 pub mod platform;
 mod result;

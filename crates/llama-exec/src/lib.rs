@@ -84,4 +84,6 @@ pub use crate::{
 };
 
 #[cfg(feature = "reapi")]
-pub use crate::reapi::{BYTESTREAM_CHUNK, ReapiConfig, ReapiExecutor, RemoteAction, remote_action};
+pub use crate::reapi::{
+    BYTESTREAM_CHUNK, ReapiConfig, ReapiExecutor, RemoteAction, ServerInfo, remote_action,
+};

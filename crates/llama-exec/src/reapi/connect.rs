@@ -23,6 +23,41 @@ pub(super) struct Conn {
     )>,
     /// The largest batch request to send.
     pub(super) batch_limit: u64,
+    /// What the server said about itself.
+    pub(super) info: ServerInfo,
+}
+
+/// What a REAPI server says about itself (`GetCapabilities`), as `llama doctor` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The newest API version it speaks, e.g. `2.3` (empty when it does not say).
+    pub api_version: String,
+    /// Whether it executes actions (llama needs it to).
+    pub exec_enabled: bool,
+    /// Whether clients may write its action cache (llama never does: results are recorded
+    /// by the server after it executes them).
+    pub action_cache_writable: bool,
+    /// The largest batch request llama sends it, in bytes.
+    pub batch_limit: u64,
+}
+
+impl std::fmt::Display for ServerInfo {
+    /// `REAPI 2.3, executes, SHA-256, batches up to 4.0 MiB`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.api_version.is_empty() {
+            write!(f, "REAPI {}, ", self.api_version)?;
+        }
+        write!(
+            f,
+            "{}, SHA-256, batches up to {}",
+            if self.exec_enabled {
+                "executes"
+            } else {
+                "execution disabled"
+            },
+            bytesize::ByteSize(self.batch_limit).display().iec()
+        )
+    }
 }
 
 impl ReapiExecutor {
@@ -239,6 +274,7 @@ impl ReapiExecutor {
             channel,
             headers,
             batch_limit: MAX_BATCH_BYTES,
+            info: ServerInfo::default(),
         };
         // A server that was never reached is given less time than one that drops mid-build:
         // it is more likely a wrong endpoint than a restart.
@@ -288,6 +324,17 @@ impl ReapiExecutor {
                 self.config.instance
             )));
         }
+        conn.info = ServerInfo {
+            api_version: caps
+                .high_api_version
+                .map(|v| format!("{}.{}", v.major, v.minor))
+                .unwrap_or_default(),
+            exec_enabled: caps.execution_capabilities.is_some_and(|e| e.exec_enabled),
+            action_cache_writable: cache
+                .action_cache_update_capabilities
+                .is_some_and(|u| u.update_enabled),
+            batch_limit: conn.batch_limit,
+        };
         Ok(conn)
     }
 }

@@ -32,6 +32,7 @@ use tonic::{Code, Status};
 
 use self::cas::Uploading;
 use self::connect::Conn;
+pub use self::connect::ServerInfo;
 use self::execute::Execution;
 use crate::executor::{ExecError, ExecOutcome, Executor, Termination};
 use crate::usage::Usage;
@@ -236,6 +237,18 @@ impl ReapiExecutor {
 
     fn endpoint(&self) -> &str {
         &self.config.endpoint
+    }
+
+    /// Connects (once; later calls reuse the connection) and returns what the server said
+    /// about itself: `llama doctor`'s check that the server answers, speaks SHA-256 and
+    /// executes, before it sends an action. The error says what failed and what to set.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future leaves no connection made, and the next call tries
+    /// again.
+    pub async fn server_info(&self) -> Result<ServerInfo, ExecError> {
+        Ok(self.conn().await?.info.clone())
     }
 
     fn err(&self, message: impl Into<String>) -> ExecError {
