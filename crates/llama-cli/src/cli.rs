@@ -687,8 +687,11 @@ pub struct XargsArgs {
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Print shell assignments (llama_KEY='value'), as the original did.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub shell: bool,
+    /// Print the settings as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A flag of the original's Go `flag` syntax: single-dash long names.
@@ -752,7 +755,7 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
             flag("no-cache"),
         ],
     ),
-    ("config", &[flag("shell")]),
+    ("config", &[flag("shell"), flag("json")]),
     (
         "daemon",
         &[

@@ -411,4 +411,28 @@ fn config_shows_values_and_their_sources() {
         "{}",
         stdout(&shell)
     );
+
+    // The same, for scripts: each setting's value, source and variable.
+    let out = w
+        .llama(&["config", "--json"])
+        .env("LLAMA_CACHE_SIZE", "2GiB")
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("config --json");
+    let settings = &json["settings"];
+    assert_eq!(settings["jobs"]["value"], "3", "{json:#}");
+    assert_eq!(settings["jobs"]["source"], "file", "{json:#}");
+    assert!(
+        settings["jobs"]["from"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("config/llama/config.toml")),
+        "{json:#}"
+    );
+    assert_eq!(settings["cache_size"]["value"], "2GiB", "{json:#}");
+    assert_eq!(settings["cache_size"]["source"], "env", "{json:#}");
+    assert_eq!(settings["cache_size"]["from"], "LLAMA_CACHE_SIZE", "{json:#}");
+    assert_eq!(settings["backend"]["source"], "default", "{json:#}");
+    assert_eq!(settings["backend"]["env"], "LLAMA_BACKEND", "{json:#}");
+    assert_eq!(json["file_present"], true, "{json:#}");
 }
