@@ -15,9 +15,10 @@ read and write.
   or compile in place and record what the compiler's depfile says it read.
   A miss compiles on a remote executor when one is set ([`CompileService::with_remote`]),
   else in place; either way its result is recorded through the `llama_exec::Engine`.
-* [`Settings`]: the `LLAMACC_*` variables. [`Stats`]: a counter for every outcome, with
-  the reasons named by enums ([`LocalReason`], [`CannotCache`], [`NotRemote`],
-  [`TrustReason`]) so the keys of `llama stats` are a fixed set.
+* [`Settings`]: the `LLAMACC_*` variables ([`variables`] lists them for help and docs).
+  [`Stats`]: a counter for every outcome, with the reasons named by enums ([`LocalReason`],
+  [`CannotCache`], [`NotRemote`], [`TrustReason`]) so the keys of `llama stats` are a fixed
+  set.
 * [`launcher`]: which compiler a `llamacc` process stands in for: the settings', the
   first argument's (`llamacc gcc -c x.c`, CMake's launcher), or the real one behind a link
   named `gcc` (masquerade).
@@ -96,7 +97,7 @@ pub use crate::{
     manifest::{Entry, Manifest},
     protocol::{CompileReply, CompileRequest},
     service::{CompileService, resolve_compiler},
-    settings::{Settings, truthy},
+    settings::{BOOLEANS, Settings, VarHelp, truthy, variables, variables_markdown},
     stats::{
         CannotCache, ERROR_REASON, NotRemote, Outcome, Stats, StatsSnapshot, TrustReason, cost,
     },

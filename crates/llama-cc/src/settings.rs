@@ -2,9 +2,15 @@
 
 use std::ffi::OsString;
 
-/// One `LLAMACC_*` variable: its name after the prefix and what it means here.
+/// One `LLAMACC_*` variable: its name after the prefix, what it means here, and how it
+/// sets [`Settings`]. `llama help llamacc` and docs/llamacc.md are written from this table,
+/// so what they list is what llamacc reads.
 struct Var {
     name: &'static str,
+    /// Its default, as shown (empty: none).
+    default: &'static str,
+    /// One line: what it does.
+    about: &'static str,
     apply: fn(&mut Settings, &str),
 }
 
@@ -13,14 +19,20 @@ struct Var {
 const VARS: &[Var] = &[
     Var {
         name: "BUILD_ID",
+        default: "",
+        about: "the build its compiles are traced under (llama trace); without it, a run of compiles with no gap over 5 s is one build",
         apply: |s, v| s.build_id = Some(v.to_string()),
     },
     Var {
         name: "DEBUG",
+        default: "off",
+        about: "append to $LLAMA_DIR/debug.log, as each compile finishes, whether it hit and, if not, what changed in its key (as llama explain says it)",
         apply: |s, v| s.debug = truthy(v),
     },
     Var {
         name: "FILTER_WARNINGS",
+        default: "",
+        about: "comma-separated warnings whose -W flags (-Wfoo, -Werror=foo) are dropped from every compile, e.g. missing-include-dirs",
         apply: |s, v| {
             s.filter_warnings = v
                 .split(',')
@@ -32,45 +44,108 @@ const VARS: &[Var] = &[
     },
     Var {
         name: "FULL_PREPROCESS",
+        default: "off",
+        about: "as LLAMACC_LOCAL_PREPROCESS (which it implies) with the full preprocessor (-E): macros expand here too; not with debug information, whose columns would move",
         apply: |s, v| s.full_preprocess = truthy(v),
     },
     Var {
         name: "FUNCTION",
+        default: "gcc",
+        about: "remote backends: the function remote compiles run on (a Lambda function; on the reapi backend, the reapi_platform entry whose properties they get)",
         apply: |s, v| s.function = v.to_string(),
     },
     Var {
         name: "INCLUDE_SCANNER",
+        default: "on",
+        about: "remote backends: list a compile's headers with llama's include scanner, asking the compiler's -M only where it cannot decide (off: -M for every compile)",
         apply: |s, v| s.include_scanner = truthy(v),
     },
     Var {
         name: "LOCAL",
+        default: "off",
+        about: "run the real compiler directly, without the cache (for CC=llamacc ./configure)",
         apply: |s, v| s.local = truthy(v),
     },
     Var {
         name: "LOCAL_CC",
+        default: "cc",
+        about: "the real C compiler llamacc stands in for, e.g. gcc-12 or clang",
         apply: |s, v| s.local_cc = v.to_string(),
     },
     Var {
         name: "LOCAL_CXX",
+        default: "c++",
+        about: "the real C++ compiler llamac++ stands in for, e.g. g++-12 or clang++",
         apply: |s, v| s.local_cxx = v.to_string(),
     },
     Var {
         name: "LOCAL_FALLBACK",
+        default: "on",
+        about: "remote backends: compile here when the backend fails (off: such a compile fails)",
         apply: |s, v| s.local_fallback = truthy(v),
     },
     Var {
         name: "LOCAL_PREPROCESS",
+        default: "off",
+        about: "remote backends: preprocess each source here (directives only) and send the text instead of its headers, where the object stays byte-identical",
         apply: |s, v| s.local_preprocess = truthy(v),
     },
     Var {
         name: "REMOTE_ASSEMBLE",
+        default: "off",
+        about: "accepted, no effect: .s and .S files are always handled like C",
         apply: |s, v| s.remote_assemble = truthy(v),
     },
     Var {
         name: "VERBOSE",
+        default: "off",
+        about: "say on stderr what happened to each compile, and how long it took",
         apply: |s, v| s.verbose = truthy(v),
     },
 ];
+
+/// One `LLAMACC_*` variable as `llama help llamacc` and docs/llamacc.md list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarHelp {
+    /// The whole name, `LLAMACC_...`.
+    pub name: String,
+    /// Its default, as shown (empty: none).
+    pub default: &'static str,
+    /// One line: what it does.
+    pub about: &'static str,
+}
+
+/// Every `LLAMACC_*` variable llamacc reads, in name order.
+pub fn variables() -> Vec<VarHelp> {
+    VARS.iter()
+        .map(|v| VarHelp {
+            name: format!("LLAMACC_{}", v.name),
+            default: v.default,
+            about: v.about,
+        })
+        .collect()
+}
+
+/// How booleans read, said once for [`variables`]' readers.
+pub const BOOLEANS: &str = "Booleans are on for 1, true, yes or on (any case) and off for anything else, empty, 0, false and no included (the original took any non-empty value, false too, as on). An unknown LLAMACC_* variable is reported once.";
+
+/// The variables as a markdown table (docs/llamacc.md holds exactly this).
+pub fn variables_markdown() -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for v in variables() {
+        let default = if v.default.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`", v.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | {default} | {} |\n",
+            v.name,
+            v.about.replace('|', "\\|")
+        ));
+    }
+    out
+}
 
 /// llamacc's settings for one compile, from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +171,8 @@ pub struct Settings {
     pub local_preprocess: bool,
     /// `LLAMACC_FULL_PREPROCESS`: as `local_preprocess`, with macros expanded here too.
     pub full_preprocess: bool,
-    /// `LLAMACC_BUILD_ID`: a label for the build in traces.
+    /// `LLAMACC_BUILD_ID`: accepted and kept, not yet used (it will label the build in
+    /// traces).
     pub build_id: Option<String>,
     /// `LLAMACC_FILTER_WARNINGS`: warnings whose `-W` flags are dropped from every compile.
     pub filter_warnings: Vec<String>,
@@ -230,5 +306,20 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         assert!(VARS.windows(2).all(|w| w[0].name < w[1].name));
+    }
+
+    #[test]
+    fn every_variable_says_what_it_does_on_one_line() {
+        for v in VARS {
+            assert!(
+                !v.about.is_empty() && !v.about.contains('\n'),
+                "LLAMACC_{}",
+                v.name
+            );
+        }
+        assert!(
+            variables_markdown()
+                .contains("| `LLAMACC_BUILD_ID` |  | accepted, not yet used (traces) |")
+        );
     }
 }

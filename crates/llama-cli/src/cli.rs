@@ -16,7 +16,10 @@ Exit status:
   124                         the command ran past action_timeout and was killed
   125                         llama itself failed (bad arguments, missing input, unusable store)
 
-Flags may be spelled with one dash or two (-stdin or --stdin), as the original llama accepted.";
+Flags may be spelled with one dash or two (-stdin or --stdin), as the original llama accepted.
+
+More help: `llama help SUBCOMMAND`, `llama help llamacc` (the LLAMACC_* variables, since
+`llamacc --help` is the compiler's), `llama help settings`; `llama man`.";
 
 /// Outsource UNIX commands to far more parallelism than one machine has.
 ///
@@ -25,7 +28,13 @@ Flags may be spelled with one dash or two (-stdin or --stdin), as the original l
 /// drop-in gcc or clang: `make -j CC=llamacc CXX=llamacxx`, or a launcher in front of one:
 /// `CC="llamacc gcc"`, CMake's CMAKE_C_COMPILER_LAUNCHER=llamacc.
 #[derive(Debug, Parser)]
-#[command(name = "llama", version, after_help = EXIT_STATUS_HELP)]
+#[command(
+    name = "llama",
+    version,
+    after_help = EXIT_STATUS_HELP,
+    // Ours knows topics besides subcommands: `llama help llamacc`.
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// AWS region for the lambda backend (overrides `region`).
     #[arg(long, global = true, value_name = "REGION")]
@@ -86,6 +95,36 @@ pub enum Command {
     /// Check the backend's set-up, the store and the daemon, and say how to fix what is wrong.
     #[command(after_help = DOCTOR_HELP)]
     Doctor(DoctorArgs),
+    /// Print this help, a subcommand's, or a topic's: llamacc (its LLAMACC_* variables), settings.
+    Help(HelpArgs),
+    /// Print the completion script for a shell (e.g. `llama completions bash > /etc/bash_completion.d/llama`).
+    Completions(CompletionsArgs),
+    /// Print the manual page of llama, or of one subcommand (`llama man > llama.1`).
+    Man(ManArgs),
+}
+
+/// `llama help`.
+#[derive(Debug, Args)]
+pub struct HelpArgs {
+    /// A subcommand (`daemon start`), or a topic: llamacc, settings.
+    #[arg(value_name = "SUBCOMMAND|TOPIC")]
+    pub topic: Vec<String>,
+}
+
+/// `llama completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete llama's subcommands and flags in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `llama man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (default: llama's own, with the environment).
+    #[arg(value_name = "SUBCOMMAND")]
+    pub subcommand: Option<String>,
 }
 
 const BOOTSTRAP_HELP: &str = "\

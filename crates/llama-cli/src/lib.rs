@@ -13,6 +13,7 @@ pub mod context;
 pub mod daemon;
 pub mod doctor;
 pub mod explain_cmd;
+pub mod help;
 pub mod invoke;
 pub mod replay;
 pub mod stats_cmd;
@@ -109,8 +110,18 @@ fn run_daemon(mut config: llama_core::Config, args: &cli::DaemonArgs) -> anyhow:
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    // Help needs no configuration: it must work when the configuration does not.
+    match &cli.command {
+        Command::Help(args) => return help::run(args, &mut std::io::stdout().lock()),
+        Command::Completions(args) => {
+            return help::completions(args, &mut std::io::stdout().lock());
+        }
+        Command::Man(args) => return help::man(args, &mut std::io::stdout().lock()),
+        _ => {}
+    }
     let config = context::load_config(&cli)?;
     match cli.command {
+        Command::Help(_) | Command::Completions(_) | Command::Man(_) => Ok(0),
         Command::Config(args) => config_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Stats(args) => stats_cmd::run(&config, &args, &mut std::io::stdout().lock()),
         Command::Daemon(args) => run_daemon(config, &args),

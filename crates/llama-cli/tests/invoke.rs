@@ -431,7 +431,10 @@ fn config_shows_values_and_their_sources() {
     );
     assert_eq!(settings["cache_size"]["value"], "2GiB", "{json:#}");
     assert_eq!(settings["cache_size"]["source"], "env", "{json:#}");
-    assert_eq!(settings["cache_size"]["from"], "LLAMA_CACHE_SIZE", "{json:#}");
+    assert_eq!(
+        settings["cache_size"]["from"], "LLAMA_CACHE_SIZE",
+        "{json:#}"
+    );
     assert_eq!(settings["backend"]["source"], "default", "{json:#}");
     assert_eq!(settings["backend"]["env"], "LLAMA_BACKEND", "{json:#}");
     assert_eq!(json["file_present"], true, "{json:#}");

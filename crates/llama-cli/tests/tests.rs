@@ -7,6 +7,7 @@ mod docs;
 mod doctor;
 mod explain;
 mod harness_smoke;
+mod help;
 mod invoke;
 mod lambda;
 mod lambda_cc;

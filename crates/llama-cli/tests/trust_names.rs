@@ -144,7 +144,11 @@ fn r12_config_never_prints_the_reapi_bearer_token() {
         format!("reapi_headers = \"authorization: Bearer {token}; x-api-key: k-{token}\"\n"),
     )
     .expect("write config");
-    for args in [&["config"][..], &["config", "-shell"], &["config", "--json"]] {
+    for args in [
+        &["config"][..],
+        &["config", "-shell"],
+        &["config", "--json"],
+    ] {
         let out = w.run(args);
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);

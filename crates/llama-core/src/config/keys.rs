@@ -24,6 +24,8 @@ pub struct Key<T> {
     name: &'static str,
     env: &'static str,
     default: fn() -> String,
+    /// The default as documentation says it, when `default` depends on the machine.
+    shown_default: Option<&'static str>,
     parse: fn(&str) -> Result<T, String>,
     help: &'static str,
 }
@@ -61,6 +63,8 @@ pub(crate) trait AnyKey: Sync {
     fn env(&self) -> &'static str;
     fn help(&self) -> &'static str;
     fn default_text(&self) -> String;
+    /// The default as documentation says it (`number of cores` rather than this machine's).
+    fn shown_default(&self) -> String;
     /// `Ok` when `text` is a valid value, else what is expected.
     fn check(&self, text: &str) -> Result<(), String>;
 }
@@ -78,9 +82,24 @@ impl<T> AnyKey for Key<T> {
     fn default_text(&self) -> String {
         (self.default)()
     }
+    fn shown_default(&self) -> String {
+        self.shown_default
+            .map(str::to_string)
+            .unwrap_or_else(|| (self.default)())
+    }
     fn check(&self, text: &str) -> Result<(), String> {
         (self.parse)(text).map(drop)
     }
+}
+
+/// A key's `shown_default`: none unless given.
+macro_rules! shown {
+    () => {
+        None
+    };
+    ($shown:literal) => {
+        Some($shown)
+    };
 }
 
 /// Defines each key as a public constant and lists them all, in order, in [`ALL`]: one
@@ -90,6 +109,7 @@ macro_rules! keys {
         name: $name:literal,
         env: $env:literal,
         default: $default:expr,
+        $(shown_default: $shown:literal,)?
         parse: $parse:expr,
         help: $help:literal $(,)?
     })*) => {
@@ -99,6 +119,7 @@ macro_rules! keys {
                 name: $name,
                 env: $env,
                 default: $default,
+                shown_default: shown!($($shown)?),
                 parse: $parse,
                 help: $help,
             };
@@ -106,6 +127,52 @@ macro_rules! keys {
         /// Every setting, in the order `llama config` prints them.
         pub(crate) const ALL: &[&dyn AnyKey] = &[$(&$id),*];
     };
+}
+
+/// One setting as help and documentation list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHelp {
+    /// The name in the config file.
+    pub name: &'static str,
+    /// The `LLAMA_*` variable that sets it.
+    pub env: &'static str,
+    /// The default as documentation says it (empty: none).
+    pub default: String,
+    /// What it is for.
+    pub help: &'static str,
+}
+
+/// Every setting, in table order, as `llama help settings`, `llama man` and
+/// docs/settings.md list them.
+pub fn table() -> Vec<KeyHelp> {
+    ALL.iter()
+        .map(|key| KeyHelp {
+            name: key.name(),
+            env: key.env(),
+            default: key.shown_default(),
+            help: key.help(),
+        })
+        .collect()
+}
+
+/// Every setting as a markdown table (setting, variable, default, meaning), in table order:
+/// docs/settings.md holds exactly this, and a test keeps it so.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| setting | variable | default | meaning |\n|---|---|---|---|\n");
+    for key in table() {
+        let default = if key.default.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`", key.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {default} | {} |\n",
+            key.name,
+            key.env,
+            key.help.replace('|', "\\|")
+        ));
+    }
+    out
 }
 
 /// A setting whose text is its value, as given.
@@ -136,13 +203,14 @@ keys! {
         env: "LLAMA_BACKEND",
         default: || "local".into(),
         parse: parse_backend,
-        help: "where actions run: local, lambda or reapi",
+        help: "where actions run: `local` (this machine), `lambda` (AWS Lambda) or `reapi` (a Remote Execution API cluster)",
     }
     /// The local store's directory.
     DIR: PathBuf = {
         name: "dir",
         env: "LLAMA_DIR",
         default: super::file::default_dir,
+        shown_default: "$XDG_CACHE_HOME/llama, else ~/.cache/llama",
         parse: |v| {
             if v.is_empty() {
                 Err("a directory path".into())
@@ -150,7 +218,7 @@ keys! {
                 Ok(PathBuf::from(v))
             }
         },
-        help: "the local store (CAS, action cache, hash cache)",
+        help: "the local store (blobs, action cache, hash cache) and the llamacc daemon's socket, log and counters",
     }
     /// The local store's size bound in bytes.
     CACHE_SIZE: u64 = {
@@ -158,7 +226,7 @@ keys! {
         env: "LLAMA_CACHE_SIZE",
         default: || "10GiB".into(),
         parse: parse_size,
-        help: "bound on the local store; least recently used entries go first",
+        help: "bound on the local store; least recently used entries are evicted first",
     }
     /// The most files, directories and symlinks one action's result may expand to.
     MAX_OUTPUT_NODES: u64 = {
@@ -166,7 +234,7 @@ keys! {
         env: "LLAMA_MAX_OUTPUT_NODES",
         default: || "1000000".into(),
         parse: parse_count,
-        help: "most files, directories and symlinks one result may expand to (results from caches and servers are refused past it)",
+        help: "most files, directories and symlinks one result may expand to; a result from a cache or a server past it is refused, naming this setting",
     }
     /// The most bytes one action's result may expand to.
     MAX_OUTPUT_BYTES: u64 = {
@@ -174,7 +242,7 @@ keys! {
         env: "LLAMA_MAX_OUTPUT_BYTES",
         default: || "16GiB".into(),
         parse: parse_size,
-        help: "most bytes one result may expand to (results from caches and servers are refused past it)",
+        help: "most bytes one result may expand to, refused past it likewise",
     }
     /// Concurrency of the local executor.
     JOBS: usize = {
@@ -186,8 +254,9 @@ keys! {
                 .unwrap_or(1)
                 .to_string()
         },
+        shown_default: "number of cores",
         parse: parse_jobs,
-        help: "actions the local executor runs at once",
+        help: "actions the local executor (and compiles the daemon) runs at once; `llama xargs -j` overrides it",
     }
     /// Deadline of one action.
     ACTION_TIMEOUT: Duration = {
@@ -195,7 +264,7 @@ keys! {
         env: "LLAMA_ACTION_TIMEOUT",
         default: || "15m".into(),
         parse: parse_duration,
-        help: "deadline of one action (e.g. 90s, 15m, 1h)",
+        help: "deadline of one action, and of one compile (e.g. 90s, 15m, 1h)",
     }
     /// How long the daemon waits without work before exiting.
     DAEMON_IDLE_TIMEOUT: Duration = {
@@ -211,7 +280,7 @@ keys! {
         env: "LLAMA_OBJECT_STORE",
         default: String::new,
         parse: any_text,
-        help: "s3://BUCKET/PREFIX for the lambda backend",
+        help: "`s3://BUCKET/PREFIX` for the lambda backend (written by `llama bootstrap`; flag `-store`)",
     }
     /// The AWS region, or empty for the SDK's default.
     REGION: String = {
@@ -219,7 +288,7 @@ keys! {
         env: "LLAMA_REGION",
         default: String::new,
         parse: any_text,
-        help: "AWS region for the lambda backend (else the AWS SDK's default)",
+        help: "AWS region for the lambda backend, else the AWS SDK's default (written by `llama bootstrap`; flag `-region`)",
     }
     /// The Lambda function of actions that name none.
     FUNCTION: String = {
@@ -233,7 +302,7 @@ keys! {
                 Ok(v.to_string())
             }
         },
-        help: "Lambda function for actions that name none (invoke and xargs name theirs)",
+        help: "Lambda function of actions that name none (`invoke` and `xargs` name theirs; llamacc's is `LLAMACC_FUNCTION`)",
     }
     /// The CloudFormation stack of `llama bootstrap`.
     STACK: String = {
@@ -253,7 +322,7 @@ keys! {
                 )
             }
         },
-        help: "the CloudFormation stack `llama bootstrap` creates and `llama doctor` checks",
+        help: "the CloudFormation stack `llama bootstrap` makes and `llama doctor` checks",
     }
     /// `REGISTRY/REPOSITORY` for function images, or empty.
     IMAGE_REPOSITORY: String = {
@@ -265,7 +334,7 @@ keys! {
             v.is_empty() || (v.contains('/') && !v.contains("://") && !v.contains('@')),
             "REGISTRY/REPOSITORY, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/llama",
         ),
-        help: "where `llama update-function` pushes function images (written by `llama bootstrap`)",
+        help: "`REGISTRY/REPOSITORY` `llama update-function` pushes function images to (written by `llama bootstrap`)",
     }
     /// `HOST[:PORT]` of a Docker Hub mirror, or empty.
     REGISTRY_MIRROR: String = {
@@ -277,7 +346,7 @@ keys! {
             v.is_empty() || !(v.contains('/') || v.contains(char::is_whitespace)),
             "HOST[:PORT] of a registry mirroring Docker Hub, e.g. mirror.gcr.io",
         ),
-        help: "a mirror `llama update-function --base` pulls Docker Hub images from (HOST[:PORT])",
+        help: "`HOST[:PORT]` of a Docker Hub mirror `llama update-function --base` pulls images through",
     }
     /// The IAM role ARN functions run as, or empty.
     EXECUTION_ROLE: String = {
@@ -289,7 +358,7 @@ keys! {
             v.is_empty() || v.starts_with("arn:"),
             "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
         ),
-        help: "the IAM role Lambda functions run as (written by `llama bootstrap`)",
+        help: "the IAM role ARN Lambda functions run as (written by `llama bootstrap`)",
     }
     /// Invocations the lambda backend has in flight at once (see
     /// [`Config::remote_jobs`](super::Config::remote_jobs) for when `jobs` stands in).
@@ -297,8 +366,9 @@ keys! {
         name: "remote_jobs",
         env: "LLAMA_REMOTE_JOBS",
         default: || "64".into(),
+        shown_default: "64 (or jobs, when that is set)",
         parse: parse_jobs,
-        help: "invocations the lambda backend has in flight at once",
+        help: "invocations the lambda backend (executions the reapi backend) has in flight at once; `llama xargs`'s default `-j` on them",
     }
     /// S3 requests the lambda backend has in flight at once (uploads, downloads, checks).
     S3_CONCURRENCY: usize = {
@@ -321,7 +391,7 @@ keys! {
                 "grpc://HOST:PORT or grpcs://HOST:PORT",
             )
         },
-        help: "the Remote Execution API server of the reapi backend (grpc://HOST:PORT, grpcs:// for TLS)",
+        help: "the Remote Execution API server of the reapi backend: `grpc://HOST:PORT`, or `grpcs://HOST:PORT` for TLS (the system's roots plus `reapi_ca`)",
     }
     /// The REAPI instance name.
     REAPI_INSTANCE: String = {
@@ -329,7 +399,7 @@ keys! {
         env: "LLAMA_REAPI_INSTANCE",
         default: String::new,
         parse: |v| Ok(v.trim().to_string()),
-        help: "the REAPI instance name (empty for the server's default instance)",
+        help: "the REAPI instance name (empty: the server's default instance)",
     }
     /// REAPI platform properties per FUNCTION (`*`: functions not listed).
     REAPI_PLATFORM: Vec<FunctionPlatform> = {
@@ -337,7 +407,7 @@ keys! {
         env: "LLAMA_REAPI_PLATFORM",
         default: String::new,
         parse: parse_platforms,
-        help: "REAPI platform properties per FUNCTION, \"FUNCTION: key=value, key2=value2; *: key=value\" (* for functions not listed)",
+        help: "REAPI platform properties per FUNCTION, e.g. `gcc: container-image=docker://gcc:14, OSFamily=linux; *: OSFamily=linux` (`*`: functions not listed)",
     }
     /// Headers sent with every REAPI call; names lowercased.
     REAPI_HEADERS: Vec<(String, String)> = {
@@ -345,7 +415,7 @@ keys! {
         env: "LLAMA_REAPI_HEADERS",
         default: String::new,
         parse: parse_headers,
-        help: "headers sent with every REAPI call, \"name: value; name2: value2\" (e.g. authorization: Bearer TOKEN)",
+        help: "headers sent with every REAPI call, e.g. `authorization: Bearer TOKEN; x-buildbuddy-api-key: KEY` (values are masked in `llama config`)",
     }
     /// Extra CA certificates for a grpcs:// REAPI server (the file is checked when read).
     REAPI_CA: Option<PathBuf> = {
@@ -361,7 +431,7 @@ keys! {
         env: "LLAMA_REAPI_CLIENT_CERT",
         default: String::new,
         parse: pem_path,
-        help: "PEM file of the client certificate (chain) llama presents to a grpcs:// REAPI server that wants mTLS",
+        help: "PEM file of the client certificate (chain) llama presents to a grpcs:// REAPI server that requires one (mTLS); with `reapi_client_key`",
     }
     /// The private key of [`REAPI_CLIENT_CERT`].
     REAPI_CLIENT_KEY: Option<PathBuf> = {
@@ -369,7 +439,7 @@ keys! {
         env: "LLAMA_REAPI_CLIENT_KEY",
         default: String::new,
         parse: pem_path,
-        help: "PEM file of the private key of reapi_client_cert",
+        help: "PEM file of the private key of `reapi_client_cert` (PKCS#8, PKCS#1 or SEC1)",
     }
     /// Ask the REAPI server's action cache before executing.
     REAPI_CACHE_READ: bool = {
@@ -377,7 +447,7 @@ keys! {
         env: "LLAMA_REAPI_CACHE_READ",
         default: || "true".into(),
         parse: parse_bool,
-        help: "look results up in the REAPI server's action cache before executing (1/true/yes/on or 0/false/no/off)",
+        help: "look each action up in the REAPI server's action cache before executing it (off: `skip_cache_lookup`)",
     }
     /// Let the REAPI server cache llama's results.
     REAPI_CACHE_WRITE: bool = {
