@@ -75,7 +75,7 @@ const VARS: &[Var] = &[
     Var {
         name: "LOCAL_CXX",
         default: "c++",
-        about: "the real C++ compiler llamac++ stands in for, e.g. g++-12 or clang++",
+        about: "the real C++ compiler llamacxx stands in for, e.g. g++-12 or clang++",
         apply: |s, v| s.local_cxx = v.to_string(),
     },
     Var {

@@ -102,7 +102,7 @@ fn built() -> clap::Command {
 /// `llama help llamacc`.
 fn llamacc_topic() -> String {
     let mut out = String::from(
-        "llamacc and llamac++ stand in for the C and C++ compiler: make CC=llamacc CXX=llamac++.\n\
+        "llamacc and llamacxx stand in for the C and C++ compiler: make CC=llamacc CXX=llamacxx.\n\
          `llamacc --help` is the compiler's own help. llamacc reads these variables:\n\n",
     );
     for var in llama_cc::variables() {
@@ -133,11 +133,8 @@ fn settings_topic() -> String {
         let default = if key.default.is_empty() {
             String::new()
         } else {
-            format!(" (default: {})", key.default)
+            format!(", default: {}", key.default)
         };
-        let default = default
-            .replace(" (default: ", ", default: ")
-            .replace(')', "");
         out.push_str(&format!("  {}  ({}{default})\n", key.name, key.env));
         out.push_str(&wrap(key.help, 6));
     }

@@ -1,79 +1,228 @@
-//! The README and docs/: every relative link and anchor resolves, and the README stays a
-//! front door (at most 8 KB).
+//! The README and `docs/`: every relative link resolves, to a file and to a heading of it;
+//! the README stays a front door (at most 8 KB); and the tables generated from the code
+//! (every setting, every `LLAMACC_*` variable) are exactly what the code's tables give, so the
+//! reference cannot drift from what llama reads.
+//!
+//! After changing a table in the code: `LLAMA_BLESS=1 cargo test -p llama-cli --test tests
+//! docs::` rewrites the generated blocks.
 
+use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-fn repo() -> PathBuf {
+/// The repository's root.
+fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The anchors GitHub makes of a page's headings.
-fn anchors(page: &Path) -> Vec<String> {
-    fs::read_to_string(page)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            l.trim_start_matches('#')
-                .strip_prefix(' ')
-                .filter(|_| l.starts_with('#'))
-        })
-        .map(|h| {
-            h.trim()
-                .to_lowercase()
-                .chars()
-                .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
-                .map(|c| if c == ' ' { '-' } else { c })
-                .collect()
-        })
-        .collect()
+/// The pages users read: the README and everything in docs/.
+fn pages() -> Vec<PathBuf> {
+    let mut pages = vec![root().join("README.md")];
+    let mut docs: Vec<PathBuf> = fs::read_dir(root().join("docs"))
+        .expect("docs/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    pages
 }
 
-/// The targets of `[text](target)` links in `text`.
-fn links(text: &str) -> Vec<String> {
-    text.split("](")
-        .skip(1)
-        .filter_map(|rest| rest.split(')').next())
-        .map(str::to_string)
-        .collect()
+/// Each generated block: the page, the source whose table it renders, and the renderer.
+const GENERATED: &[(&str, &str, fn() -> String)] = &[
+    (
+        "docs/settings.md",
+        "crates/llama-core/src/config/keys.rs",
+        llama_core::keys::markdown_table,
+    ),
+    (
+        "docs/llamacc.md",
+        "crates/llama-cc/src/settings.rs",
+        llama_cc::variables_markdown,
+    ),
+];
+
+const END_MARKER: &str = "<!-- end of the generated table -->";
+
+fn begin_marker(source: &str) -> String {
+    format!(
+        "<!-- generated from {source}: edit it there, then LLAMA_BLESS=1 cargo test -p llama-cli --test tests docs:: -->"
+    )
 }
 
 #[test]
-fn every_relative_link_of_the_readme_and_docs_resolves() {
-    let root = repo();
-    let mut pages = vec![root.join("README.md")];
-    for entry in fs::read_dir(root.join("docs")).expect("docs/").flatten() {
-        if entry.path().extension().is_some_and(|e| e == "md") {
-            pages.push(entry.path());
+fn generated_tables_match_the_code() {
+    let bless = std::env::var_os("LLAMA_BLESS").is_some();
+    for (page, source, render) in GENERATED {
+        let path = root().join(page);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
+        let begin = begin_marker(source);
+        let (Some(start), Some(end)) = (text.find(&begin), text.find(END_MARKER)) else {
+            panic!("{page} lacks the markers of its generated table:\n{begin}\n...\n{END_MARKER}");
+        };
+        let body_start = start + begin.len() + 1;
+        let want = render();
+        if text.get(body_start..end) == Some(want.as_str()) {
+            continue;
         }
+        if bless {
+            let rewritten = format!("{}{want}{}", &text[..body_start], &text[end..]);
+            fs::write(&path, rewritten).unwrap_or_else(|e| panic!("{page}: {e}"));
+            continue;
+        }
+        panic!(
+            "{page}'s generated table differs from {source}'s; run LLAMA_BLESS=1 cargo test -p \
+             llama-cli --test tests docs:: to rewrite it. Wanted:\n{want}"
+        );
     }
+}
+
+#[test]
+fn the_readme_is_a_front_door_of_at_most_8_kb() {
+    let size = fs::metadata(root().join("README.md")).expect("README.md").len();
+    assert!(size <= 8 * 1024, "README.md is {size} bytes");
+}
+
+#[test]
+fn every_relative_link_and_anchor_resolves() {
+    let mut anchors: HashMap<PathBuf, Vec<String>> = HashMap::new();
     let mut broken = Vec::new();
-    for page in &pages {
-        let text = fs::read_to_string(page).expect("page");
-        for link in links(&text) {
-            if link.starts_with("http://") || link.starts_with("https://") {
+    for page in pages() {
+        let text = fs::read_to_string(&page).expect("page");
+        for target in links(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
                 continue;
             }
-            let (target, anchor) = link.split_once('#').unwrap_or((&link, ""));
-            let file = if target.is_empty() {
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let resolved = if file.is_empty() {
                 page.clone()
             } else {
-                page.parent().expect("dir").join(target)
+                normalize(&page.parent().expect("dir").join(file))
             };
-            if !file.exists() {
-                broken.push(format!("{}: {link} (no such file)", page.display()));
-            } else if !anchor.is_empty()
-                && file.extension().is_some_and(|e| e == "md")
-                && !anchors(&file).iter().any(|a| a == anchor)
-            {
-                broken.push(format!("{}: {link} (no such heading)", page.display()));
+            let shown = format!(
+                "{}: {target}",
+                page.strip_prefix(root()).unwrap_or(&page).display()
+            );
+            if !resolved.exists() {
+                broken.push(format!("{shown} (no such file)"));
+                continue;
+            }
+            let Some(anchor) = anchor else { continue };
+            let known = anchors
+                .entry(resolved.clone())
+                .or_insert_with(|| heading_anchors(&fs::read_to_string(&resolved).unwrap_or_default()));
+            if !known.iter().any(|a| a == anchor) {
+                broken.push(format!("{shown} (no heading with that anchor)"));
             }
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    let readme = fs::metadata(root.join("README.md")).expect("README").len();
-    assert!(
-        readme <= 8 * 1024,
-        "the README is {readme} bytes; the reference belongs in docs/"
+}
+
+#[test]
+fn anchors_are_githubs() {
+    let text = "# A `b` (c): d — 2026-11-27, 6.18\n## Dup\n## Dup\n```\n# not a heading\n```\n";
+    assert_eq!(
+        heading_anchors(text),
+        ["a-b-c-d--2026-11-27-618", "dup", "dup-1"]
     );
+    assert_eq!(
+        links("[a](x.md#y) `[b](no)` [c][r] ![i](img.png)\n[r]: z.md\n```\n[d](no)\n```\n"),
+        ["x.md#y", "img.png", "z.md"]
+    );
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The lines of `text` outside fenced code blocks.
+fn prose(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |line| {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
+}
+
+/// `line` without its code spans.
+fn without_code(line: &str) -> String {
+    line.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(_, part)| part)
+        .collect()
+}
+
+/// The targets of the inline links and images (`[text](target)`) and of the reference
+/// definitions (`[label]: target`) of a markdown text.
+fn links(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose(text) {
+        let line = without_code(line);
+        if let Some(rest) = line.trim_start().strip_prefix('[')
+            && let Some((_, target)) = rest.split_once("]: ")
+        {
+            targets.push(target.trim().to_string());
+            continue;
+        }
+        let mut rest = line.as_str();
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let Some(close) = after.find(')') else { break };
+            let target = after[..close].split_whitespace().next().unwrap_or("");
+            targets.push(target.to_string());
+            rest = &after[close..];
+        }
+    }
+    targets
+}
+
+/// The anchors GitHub gives the headings of a markdown text: lowercased, everything but
+/// letters, digits, spaces, `-` and `_` dropped, spaces made `-`; a repeated one gets `-1`,
+/// `-2`, ...
+fn heading_anchors(text: &str) -> Vec<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut anchors = Vec::new();
+    for line in prose(text) {
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        let heading = heading.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let slug: String = heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let count = seen.entry(slug.clone()).or_insert(0);
+        anchors.push(if *count == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{count}")
+        });
+        *count += 1;
+    }
+    anchors
 }

@@ -62,7 +62,7 @@ impl Ledger {
             .unknown
             .iter()
             .filter(|v| warned.insert((*v).clone()))
-            .map(|v| format!("llamacc: warning: unknown variable {v} ignored (see docs/llamacc.md for the LLAMACC_* variables)"))
+            .map(|v| format!("llamacc: warning: unknown variable {v} ignored (`llama help llamacc` lists the LLAMACC_* variables)"))
             .collect()
     }
 }

@@ -65,6 +65,8 @@ pub(crate) trait AnyKey: Sync {
     fn default_text(&self) -> String;
     /// The default as documentation says it (`number of cores` rather than this machine's).
     fn shown_default(&self) -> String;
+    /// Whether the default is described in words rather than given as a value.
+    fn default_is_described(&self) -> bool;
     /// `Ok` when `text` is a valid value, else what is expected.
     fn check(&self, text: &str) -> Result<(), String>;
 }
@@ -86,6 +88,9 @@ impl<T> AnyKey for Key<T> {
         self.shown_default
             .map(str::to_string)
             .unwrap_or_else(|| (self.default)())
+    }
+    fn default_is_described(&self) -> bool {
+        self.shown_default.is_some()
     }
     fn check(&self, text: &str) -> Result<(), String> {
         (self.parse)(text).map(drop)
@@ -138,6 +143,9 @@ pub struct KeyHelp {
     pub env: &'static str,
     /// The default as documentation says it (empty: none).
     pub default: String,
+    /// Whether `default` is a value as written (`10GiB`) rather than words (`number of
+    /// cores`).
+    pub literal: bool,
     /// What it is for.
     pub help: &'static str,
 }
@@ -150,6 +158,7 @@ pub fn table() -> Vec<KeyHelp> {
             name: key.name(),
             env: key.env(),
             default: key.shown_default(),
+            literal: !key.default_is_described(),
             help: key.help(),
         })
         .collect()
@@ -160,10 +169,10 @@ pub fn table() -> Vec<KeyHelp> {
 pub fn markdown_table() -> String {
     let mut out = String::from("| setting | variable | default | meaning |\n|---|---|---|---|\n");
     for key in table() {
-        let default = if key.default.is_empty() {
-            String::new()
-        } else {
+        let default = if key.literal && !key.default.is_empty() {
             format!("`{}`", key.default)
+        } else {
+            key.default.clone()
         };
         out.push_str(&format!(
             "| `{}` | `{}` | {default} | {} |\n",
@@ -210,7 +219,7 @@ keys! {
         name: "dir",
         env: "LLAMA_DIR",
         default: super::file::default_dir,
-        shown_default: "$XDG_CACHE_HOME/llama, else ~/.cache/llama",
+        shown_default: "`$XDG_CACHE_HOME/llama`, else `~/.cache/llama`",
         parse: |v| {
             if v.is_empty() {
                 Err("a directory path".into())
@@ -366,7 +375,7 @@ keys! {
         name: "remote_jobs",
         env: "LLAMA_REMOTE_JOBS",
         default: || "64".into(),
-        shown_default: "64 (or jobs, when that is set)",
+        shown_default: "`64` (or `jobs`, when that is set)",
         parse: parse_jobs,
         help: "invocations the lambda backend (executions the reapi backend) has in flight at once; `llama xargs`'s default `-j` on them",
     }
