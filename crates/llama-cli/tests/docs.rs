@@ -78,6 +78,46 @@ fn generated_tables_match_the_code() {
 }
 
 #[test]
+fn the_readmes_quick_start_builds_twice_three_misses_then_three_hits() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_llama"))
+        .parent()
+        .expect("the binaries' directory")
+        .to_path_buf();
+    let home = tempfile::tempdir().expect("tempdir");
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("PATH");
+    let mut cmd = std::process::Command::new(root().join("examples/hello/run"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LLAMA") || key.starts_with("XDG_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .env("PATH", path)
+        .env("HOME", home.path())
+        .output()
+        .expect("examples/hello/run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = |label: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{text}"))
+    };
+    assert_eq!(count("compiled and cached"), 3, "{text}");
+    assert_eq!(count("served from the cache"), 3, "{text}");
+    assert!(text.contains("hello, llama"), "{text}");
+}
+
+#[test]
 fn the_readme_is_a_front_door_of_at_most_8_kb() {
     let size = fs::metadata(root().join("README.md")).expect("README.md").len();
     assert!(size <= 8 * 1024, "README.md is {size} bytes");
