@@ -11,14 +11,25 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionsArgs, HelpArgs, ManArgs};
 
-/// Topics of `llama help` that are not subcommands: (name, what it covers, its text).
-const TOPICS: &[(&str, &str, fn() -> String)] = &[
-    ("llamacc", "llamacc's LLAMACC_* variables", llamacc_topic),
-    (
-        "settings",
-        "every setting, its variable and default",
-        settings_topic,
-    ),
+/// A topic of `llama help` that is not a subcommand.
+struct Topic {
+    name: &'static str,
+    /// What it covers, for the list of topics.
+    about: &'static str,
+    text: fn() -> String,
+}
+
+const TOPICS: &[Topic] = &[
+    Topic {
+        name: "llamacc",
+        about: "llamacc's LLAMACC_* variables",
+        text: llamacc_topic,
+    },
+    Topic {
+        name: "settings",
+        about: "every setting, its variable and default",
+        text: settings_topic,
+    },
 ];
 
 /// Width help text is wrapped to.
@@ -29,11 +40,7 @@ pub fn run(args: &HelpArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mut cli = built();
     let text = match args.topic.as_slice() {
         [] => cli.render_long_help().to_string(),
-        [topic] if TOPICS.iter().any(|(name, _, _)| name == topic) => TOPICS
-            .iter()
-            .find(|(name, _, _)| name == topic)
-            .map(|(_, _, text)| text())
-            .unwrap_or_default(),
+        [topic] if let Some(found) = TOPICS.iter().find(|t| t.name == topic) => (found.text)(),
         path => {
             let mut command = &mut cli;
             for name in path {
@@ -58,7 +65,7 @@ pub fn run(args: &HelpArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
 pub fn topic_list() -> String {
     TOPICS
         .iter()
-        .map(|(name, about, _)| format!("{name} ({about})"))
+        .map(|t| format!("{} ({})", t.name, t.about))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -28,18 +28,25 @@ fn pages() -> Vec<PathBuf> {
     pages
 }
 
-/// Each generated block: the page, the source whose table it renders, and the renderer.
-const GENERATED: &[(&str, &str, fn() -> String)] = &[
-    (
-        "docs/settings.md",
-        "crates/llama-core/src/config/keys.rs",
-        llama_core::keys::markdown_table,
-    ),
-    (
-        "docs/llamacc.md",
-        "crates/llama-cc/src/settings.rs",
-        llama_cc::variables_markdown,
-    ),
+/// A block of a page generated from a table in the code.
+struct Generated {
+    page: &'static str,
+    /// The source whose table it renders.
+    source: &'static str,
+    render: fn() -> String,
+}
+
+const GENERATED: &[Generated] = &[
+    Generated {
+        page: "docs/settings.md",
+        source: "crates/llama-core/src/config/keys.rs",
+        render: llama_core::keys::markdown_table,
+    },
+    Generated {
+        page: "docs/llamacc.md",
+        source: "crates/llama-cc/src/settings.rs",
+        render: llama_cc::variables_markdown,
+    },
 ];
 
 const END_MARKER: &str = "<!-- end of the generated table -->";
@@ -53,7 +60,12 @@ fn begin_marker(source: &str) -> String {
 #[test]
 fn generated_tables_match_the_code() {
     let bless = std::env::var_os("LLAMA_BLESS").is_some();
-    for (page, source, render) in GENERATED {
+    for Generated {
+        page,
+        source,
+        render,
+    } in GENERATED
+    {
         let path = root().join(page);
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
         let begin = begin_marker(source);
@@ -84,9 +96,9 @@ fn the_readmes_quick_start_builds_twice_three_misses_then_three_hits() {
         .expect("the binaries' directory")
         .to_path_buf();
     let home = tempfile::tempdir().expect("tempdir");
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
     .expect("PATH");
     let mut cmd = std::process::Command::new(root().join("examples/hello/run"));
     for (key, _) in std::env::vars() {
@@ -119,7 +131,9 @@ fn the_readmes_quick_start_builds_twice_three_misses_then_three_hits() {
 
 #[test]
 fn the_readme_is_a_front_door_of_at_most_8_kb() {
-    let size = fs::metadata(root().join("README.md")).expect("README.md").len();
+    let size = fs::metadata(root().join("README.md"))
+        .expect("README.md")
+        .len();
     assert!(size <= 8 * 1024, "README.md is {size} bytes");
 }
 
@@ -151,9 +165,9 @@ fn every_relative_link_and_anchor_resolves() {
                 continue;
             }
             let Some(anchor) = anchor else { continue };
-            let known = anchors
-                .entry(resolved.clone())
-                .or_insert_with(|| heading_anchors(&fs::read_to_string(&resolved).unwrap_or_default()));
+            let known = anchors.entry(resolved.clone()).or_insert_with(|| {
+                heading_anchors(&fs::read_to_string(&resolved).unwrap_or_default())
+            });
             if !known.iter().any(|a| a == anchor) {
                 broken.push(format!("{shown} (no heading with that anchor)"));
             }

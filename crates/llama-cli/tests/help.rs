@@ -25,7 +25,7 @@ fn help_llamacc_lists_every_variable_even_when_the_config_is_broken() {
         );
     }
     assert!(
-        text.contains("LLAMACC_BUILD_ID\n      accepted, not yet used (traces)"),
+        text.contains("LLAMACC_BUILD_ID\n      the build its compiles are traced under"),
         "{text}"
     );
     assert!(text.contains("LLAMACC_LOCAL_CC (default: cc)"), "{text}");
@@ -96,7 +96,7 @@ fn man_pages_of_llama_with_its_environment_and_of_a_subcommand() {
         ".SH ENVIRONMENT",
         "\\fBLLAMA_BACKEND\\fR",
         "\\fBLLAMACC_VERBOSE\\fR",
-        "accepted, not yet used (traces)",
+        "the build its compiles are traced under",
     ] {
         assert!(page.contains(part), "{part:?} in:\n{page}");
     }

@@ -14,13 +14,16 @@ use super::retry::{lost, root_cause, status_text};
 use super::{CONNECT_WINDOW, MAX_BATCH_BYTES, ReapiExecutor, SHA256, UNREACHABLE_MEMORY, lock};
 use crate::executor::ExecError;
 
+/// One gRPC metadata entry sent with every call (`reapi_headers`).
+pub(super) type Header = (
+    tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
+    tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+);
+
 /// A connection and what the server said about itself.
 pub(super) struct Conn {
     pub(super) channel: Channel,
-    pub(super) headers: Vec<(
-        tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
-        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    )>,
+    pub(super) headers: Vec<Header>,
     /// The largest batch request to send.
     pub(super) batch_limit: u64,
     /// What the server said about itself.
@@ -204,6 +207,54 @@ impl ReapiExecutor {
             .await
     }
 
+    /// The TLS settings: the system's roots, `reapi_ca`'s and the client's identity.
+    async fn tls_config(&self) -> Result<ClientTlsConfig, ExecError> {
+        let mut config = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &self.config.tls_ca {
+            let pem = tokio::fs::read(ca).await.map_err(|e| {
+                self.err(format!(
+                    "reading the CA certificates of reapi_ca, {}: {e}",
+                    ca.display()
+                ))
+            })?;
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        if let Some((cert, key)) = &self.config.tls_client_cert {
+            let read = |key: &'static str, p: &PathBuf| {
+                let p = p.clone();
+                async move {
+                    tokio::fs::read(&p)
+                        .await
+                        .map_err(|e| self.err(format!("reading {key}, {}: {e}", p.display())))
+                }
+            };
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read("reapi_client_cert", cert).await?,
+                read("reapi_client_key", key).await?,
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The `reapi_headers` as gRPC metadata, checked.
+    fn headers(&self) -> Result<Vec<Header>, ExecError> {
+        let mut headers = Vec::new();
+        for (k, v) in &self.config.headers {
+            let key = k.parse().map_err(|_| {
+                self.err(format!(
+                    "{k:?} is not a valid header name (LLAMA_REAPI_HEADERS)"
+                ))
+            })?;
+            let value = v.parse().map_err(|_| {
+                self.err(format!(
+                    "the value of header {k} is not printable ASCII (LLAMA_REAPI_HEADERS)"
+                ))
+            })?;
+            headers.push((key, value));
+        }
+        Ok(headers)
+    }
+
     /// Builds the channel and asks for the server's capabilities.
     pub(super) async fn connect(&self) -> Result<Conn, ExecError> {
         let endpoint = self.endpoint().trim();
@@ -224,30 +275,7 @@ impl ReapiExecutor {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         if tls {
-            let mut config = ClientTlsConfig::new().with_native_roots();
-            if let Some(ca) = &self.config.tls_ca {
-                let pem = tokio::fs::read(ca).await.map_err(|e| {
-                    self.err(format!(
-                        "reading the CA certificates of reapi_ca, {}: {e}",
-                        ca.display()
-                    ))
-                })?;
-                config = config.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-            }
-            if let Some((cert, key)) = &self.config.tls_client_cert {
-                let read = |key: &'static str, p: &PathBuf| {
-                    let p = p.clone();
-                    async move {
-                        tokio::fs::read(&p)
-                            .await
-                            .map_err(|e| self.err(format!("reading {key}, {}: {e}", p.display())))
-                    }
-                };
-                config = config.identity(tonic::transport::Identity::from_pem(
-                    read("reapi_client_cert", cert).await?,
-                    read("reapi_client_key", key).await?,
-                ));
-            }
+            let config = self.tls_config().await?;
             ep = ep.tls_config(config).map_err(|e| {
                 self.err(format!(
                     "TLS settings for {endpoint} (reapi_ca, reapi_client_cert, \
@@ -256,20 +284,7 @@ impl ReapiExecutor {
             })?;
         }
         let channel = ep.connect_lazy();
-        let mut headers = Vec::new();
-        for (k, v) in &self.config.headers {
-            let key = k.parse().map_err(|_| {
-                self.err(format!(
-                    "{k:?} is not a valid header name (LLAMA_REAPI_HEADERS)"
-                ))
-            })?;
-            let value = v.parse().map_err(|_| {
-                self.err(format!(
-                    "the value of header {k} is not printable ASCII (LLAMA_REAPI_HEADERS)"
-                ))
-            })?;
-            headers.push((key, value));
-        }
+        let headers = self.headers()?;
         let mut conn = Conn {
             channel,
             headers,
