@@ -88,6 +88,7 @@ fn show(config: &Config, store: &Store, as_json: bool, out: &mut dyn Write) -> a
             "action_results": usage.action_results,
             "manifests": usage.manifests,
             "blobs": usage.blobs,
+            "compressed_blobs": usage.compressed_blobs,
             "executables": usage.executables,
             "hits": hits,
             "misses": misses,
@@ -110,8 +111,9 @@ fn show(config: &Config, store: &Store, as_json: bool, out: &mut dyn Write) -> a
     writeln!(out, "llamacc manifests   {}", usage.manifests)?;
     writeln!(
         out,
-        "blobs               {}",
-        usage.blobs + usage.executables
+        "blobs               {} ({} zstd-compressed)",
+        usage.blobs + usage.compressed_blobs + usage.executables,
+        usage.compressed_blobs
     )?;
     match rate {
         Some(r) => writeln!(

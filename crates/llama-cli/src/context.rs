@@ -60,7 +60,8 @@ impl Context {
         let remote = remote_settings(config)?;
         let dir = config.dir();
         let store = Store::open(&dir, config.cache_size())
-            .with_context(|| format!("opening the local store (dir = {})", dir.display()))?;
+            .with_context(|| format!("opening the local store (dir = {})", dir.display()))?
+            .with_compression(config.cache_compression());
         let hash_cache = HashCache::load(hash_cache_path(&dir));
         let limits = result_limits(config);
         let (executor, jobs): (Arc<dyn Executor>, usize) = match remote {

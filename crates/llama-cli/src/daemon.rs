@@ -107,7 +107,8 @@ pub fn run(config: &Config) -> anyhow::Result<i32> {
         .clone()
         .with_context(|| format!("placing the daemon's socket for {}", paths.dir.display()))?;
     let store = Store::open(config.dir(), config.cache_size())
-        .with_context(|| format!("opening the store (dir = {})", config.dir().display()))?;
+        .with_context(|| format!("opening the store (dir = {})", config.dir().display()))?
+        .with_compression(config.cache_compression());
     let lock = File::options()
         .create(true)
         .truncate(false)

@@ -185,12 +185,22 @@ fn verify_removes_a_damaged_blob_and_the_next_compile_is_still_right() {
     ok(&plain);
     let out = w.run(&["cache", "verify"]);
     ok(&out);
-    // Damage every blob, as a disk error would.
-    let blobs = files(&w.store().join("cas"));
-    assert!(!blobs.is_empty());
+    // Damage every blob, raw or compressed, as a disk error would: one byte more, or one
+    // bit off in the middle of a zstd frame.
+    let compressed = files(&w.store().join("cas-z"));
+    assert!(!compressed.is_empty(), "the object is kept compressed");
+    let blobs: Vec<PathBuf> = files(&w.store().join("cas"))
+        .into_iter()
+        .chain(compressed.iter().cloned())
+        .collect();
     for blob in &blobs {
         let mut bytes = fs::read(blob).expect("blob");
-        bytes.push(b'!');
+        if compressed.contains(blob) {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x10;
+        } else {
+            bytes.push(b'!');
+        }
         fs::set_permissions(blob, fs::Permissions::from_mode(0o644)).expect("chmod");
         fs::write(blob, bytes).expect("damage");
     }

@@ -54,7 +54,7 @@ fn ok(what: &str, out: &Output) {
 /// as if the build had happened that long ago.
 fn age_store(store: &Path, secs: u64) {
     let then = SystemTime::now() - Duration::from_secs(secs);
-    for kind in ["cas", "ac", "manifests"] {
+    for kind in ["cas", "cas-z", "ac", "manifests"] {
         for path in files_under(&store.join(kind)) {
             if let Ok(f) = fs::File::open(&path) {
                 let _ = f.set_modified(then);
@@ -502,6 +502,11 @@ fn load_processes() -> usize {
         .unwrap_or(64)
 }
 
+/// How many blob files the store holds, raw and compressed.
+fn blob_files(store: &Path) -> usize {
+    files_under(&store.join("cas")).len() + files_under(&store.join("cas-z")).len()
+}
+
 #[test]
 fn load_concurrent_llamacc_on_an_evicting_store() {
     let n = load_processes();
@@ -519,7 +524,7 @@ fn load_concurrent_llamacc_on_an_evicting_store() {
     // compiles are hits reading those same old blobs and the other half are misses
     // writing new ones.
     age_store(&w.store(), 24 * 3600);
-    let blobs_before = files_under(&w.store().join("cas")).len();
+    let blobs_before = blob_files(&w.store());
     let changed: Vec<String> = units.iter().step_by(2).cloned().collect();
     for u in &changed {
         let path = w.path(&format!("proj/{u}"));
@@ -529,7 +534,7 @@ fn load_concurrent_llamacc_on_an_evicting_store() {
     }
     reference_objects(&w, &changed);
     let second = llamacc_all_at_once(&w, &units, cache);
-    let blobs_after = files_under(&w.store().join("cas")).len();
+    let blobs_after = blob_files(&w.store());
     let elapsed = started.elapsed();
     eprintln!(
         "load: {n} concurrent llamacc, cache {cache}: round 1 {first:?}, round 2 {second:?} \

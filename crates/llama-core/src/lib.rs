@@ -67,8 +67,8 @@ pub use crate::{
         result_digests,
     },
     store::{
-        EVICTION_GRACE, LinkedInput, MAX_IN_MEMORY_BLOB, RecordKind, Store, StoreError,
-        TOUCH_GRANULARITY, Usage, VerifyReport,
+        EVICTION_GRACE, LinkedInput, MAX_IN_MEMORY_BLOB, MIN_COMPRESSED, RecordKind, Store,
+        StoreError, TOUCH_GRANULARITY, Usage, VerifyReport,
     },
     tree::{
         BadEscape, BlobSource, InputTree, NAME_ESCAPE, TreeBuilder, TreeError, decode_name,

@@ -223,35 +223,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Asserts the store is consistent: every blob hashes to its name, every action-cache entry
-/// decodes, and no staging file or scratch directory is left behind.
+/// Asserts the store is consistent: every blob (raw or compressed) hashes to its name, every
+/// action-cache entry and manifest checks out (results decode), and no staging file or
+/// scratch directory is left behind.
 pub fn assert_store_consistent(store: &Path) {
-    use llama_core::Digest;
-    let blobs = files_under(&store.join("cas"));
-    assert!(!blobs.is_empty(), "the store holds no blobs");
-    for blob in &blobs {
-        let data = fs::read(blob).expect("read blob");
-        let name = blob.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        assert_eq!(
-            Digest::of_bytes(&data).hex(),
-            name,
-            "blob {} is damaged",
-            blob.display()
-        );
-    }
-    let ac = llama_core::Store::open(store, u64::MAX).expect("open store");
-    for entry in files_under(&store.join("ac")) {
-        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let mut hash = [0u8; 32];
-        hex_decode(name, &mut hash);
-        // The size is not part of the file name; any size finds the same entry.
-        let key = Digest::from_parts(hash, 0);
-        assert!(
-            ac.get_action_result(&key).expect("read ac").is_some(),
-            "action cache entry {} is damaged",
-            entry.display()
-        );
-    }
+    let opened = llama_core::Store::open(store, u64::MAX).expect("open store");
+    let report = opened.verify_all().expect("verify the store");
+    assert!(report.blobs_ok > 0, "the store holds no blobs");
+    assert!(
+        report.blobs_removed + report.records_removed == 0,
+        "damaged entries (now removed): {report:?}"
+    );
     let leftovers = files_under(&store.join("tmp"));
     assert!(
         leftovers.is_empty(),
@@ -259,10 +241,4 @@ pub fn assert_store_consistent(store: &Path) {
     );
     let scratch: Vec<_> = fs::read_dir(store.join("work")).expect("work").collect();
     assert!(scratch.is_empty(), "scratch directories left behind");
-}
-
-fn hex_decode(s: &str, out: &mut [u8; 32]) {
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0);
-    }
 }

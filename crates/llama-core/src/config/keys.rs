@@ -237,6 +237,14 @@ keys! {
         parse: parse_size,
         help: "bound on the local store; least recently used entries are evicted first",
     }
+    /// Whether the local store keeps the blobs it copies in zstd-compressed.
+    CACHE_COMPRESSION: bool = {
+        name: "cache_compression",
+        env: "LLAMA_CACHE_COMPRESSION",
+        default: || "true".into(),
+        parse: parse_bool,
+        help: "keep the local store's copied-in blobs (llamacc's objects) zstd-compressed where that saves an eighth or more; either form is read whatever this says (1/true/yes/on or 0/false/no/off)",
+    }
     /// The most files, directories and symlinks one action's result may expand to.
     MAX_OUTPUT_NODES: u64 = {
         name: "max_output_nodes",

@@ -288,6 +288,11 @@ impl Config {
         self.get(&keys::CACHE_SIZE)
     }
 
+    /// Whether the local store keeps the blobs it copies in compressed.
+    pub fn cache_compression(&self) -> bool {
+        self.get(&keys::CACHE_COMPRESSION)
+    }
+
     /// The most files, directories and symlinks one action's result may expand to.
     pub fn max_output_nodes(&self) -> u64 {
         self.get(&keys::MAX_OUTPUT_NODES)

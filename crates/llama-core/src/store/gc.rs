@@ -9,9 +9,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, Usage, VerifyReport, link,
+    EVICT_TARGET_PERCENT, RecordKind, STALE_STAGING, Store, StoreError, Usage, VerifyReport,
+    compress, link,
 };
 use crate::digest::Digest;
+
+/// The directories of what the store keeps, each sharded: what eviction, `llama cache` and
+/// the size accounting walk. Records come before the blobs they name, so a pass that
+/// removes everything takes away the way to a hit before its blobs.
+const ENTRY_DIRS: [&str; 5] = [
+    RecordKind::ActionResult.dir(),
+    RecordKind::Manifest.dir(),
+    link::EXECUTABLE_DIR,
+    compress::COMPRESSED_DIR,
+    "cas",
+];
 
 impl Store {
     /// Bytes currently accounted to the store (approximate between evictions).
@@ -32,12 +44,7 @@ impl Store {
         sweep_staging(&self.root.join("tmp"), now);
         let mut entries = Vec::new();
         let mut total = 0u64;
-        for kind in [
-            "cas",
-            link::EXECUTABLE_DIR,
-            RecordKind::ActionResult.dir(),
-            RecordKind::Manifest.dir(),
-        ] {
+        for kind in ENTRY_DIRS {
             for entry in walk_shards(&self.root.join(kind)) {
                 total += entry.1;
                 entries.push(entry);
@@ -90,15 +97,17 @@ impl Store {
                 })
         };
         let blobs = count("cas");
+        let compressed = count(compress::COMPRESSED_DIR);
         let executables = count(link::EXECUTABLE_DIR);
         let results = count(RecordKind::ActionResult.dir());
         let manifests = count(RecordKind::Manifest.dir());
         Usage {
             blobs: blobs.0,
+            compressed_blobs: compressed.0,
             executables: executables.0,
             action_results: results.0,
             manifests: manifests.0,
-            bytes: blobs.1 + executables.1 + results.1 + manifests.1,
+            bytes: blobs.1 + compressed.1 + executables.1 + results.1 + manifests.1,
         }
     }
 
@@ -112,12 +121,7 @@ impl Store {
         let now = SystemTime::now();
         let keep = age.max(self.grace);
         let (mut entries, mut freed, mut remaining) = (0u64, 0u64, 0u64);
-        for kind in [
-            "cas",
-            link::EXECUTABLE_DIR,
-            RecordKind::ActionResult.dir(),
-            RecordKind::Manifest.dir(),
-        ] {
+        for kind in ENTRY_DIRS {
             for (_, size, path) in walk_shards(&self.root.join(kind)) {
                 if remove_if_old(&path, now, keep) {
                     entries += 1;
@@ -149,6 +153,13 @@ impl Store {
                 // Evicted or replaced since the walk: nothing left to check.
                 Err(StoreError::Missing { .. }) => {}
                 Err(e) => return Err(e),
+            }
+        }
+        for (_, _, path) in walk_shards(&self.root.join(compress::COMPRESSED_DIR)) {
+            match self.verify_compressed(&path) {
+                Some(true) => report.blobs_ok += 1,
+                Some(false) => report.blobs_removed += 1,
+                None => {}
             }
         }
         // Executable copies are made again from their blob when missing: a bad one goes.
@@ -184,6 +195,29 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Decompresses the compressed blob at `path` and checks it against its name, removing
+    /// it when it fails. `Some(whole)`, or `None` when it is gone (evicted since the walk).
+    fn verify_compressed(&self, path: &Path) -> Option<bool> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(_) => return Some(false),
+        };
+        let digest = digest_of_name(path).zip(compress::content_size(&file));
+        let Some((named, size)) = digest else {
+            let _ = fs::remove_file(path);
+            return Some(false);
+        };
+        let digest = Digest::from_parts(*named.hash_bytes(), size);
+        let blob = compress::OpenBlob::compressed(file, path.to_path_buf()).ok()?;
+        match self.copy_verified(blob, &digest, &mut io::sink()) {
+            Ok(()) => Some(true),
+            // copy_verified removed it.
+            Err(StoreError::Corrupt { .. }) => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// Adds `bytes` to the accounted size and evicts when the limit is passed.

@@ -80,7 +80,18 @@ impl Store {
         // Linked first, looked at after: once linked, the action holds the inode whatever
         // an evictor does to the name. Two system calls per input, where a copy reads and
         // hashes the whole file.
-        match fs::hard_link(&source, dest) {
+        let mut linked = fs::hard_link(&source, dest);
+        if !executable
+            && linked
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+            && self.compressed_path(digest).exists()
+        {
+            // Held only compressed: decompressed to `cas/` once, linked from then on.
+            self.raw_copy(digest)?;
+            linked = fs::hard_link(&source, dest);
+        }
+        match linked {
             Ok(()) => {}
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound
@@ -146,19 +157,30 @@ impl Store {
         if refresh(&path, digest.size(), self.touch_after()) {
             return Ok(path);
         }
+        self.decompressed_copy(digest, &path, 0o555)?;
+        Ok(path)
+    }
+
+    /// The raw blob of `digest` in `cas/`, decompressed (verified) from its copy in `cas-z/`.
+    fn raw_copy(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.decompressed_copy(digest, &self.blob_path(digest), 0o444)
+    }
+
+    /// Writes the verified content of `digest` to a new read-only file at `path` with
+    /// `mode`, unless another process made it first.
+    fn decompressed_copy(&self, digest: &Digest, path: &Path, mode: u32) -> Result<(), StoreError> {
         let mut tmp = self.temp_file()?;
         self.write_blob_to(digest, tmp.as_file_mut())?;
         tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o555))
+            .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| self.classify("chmod", tmp.path(), e))?;
-        self.ensure_parent(&path)?;
-        match tmp.persist_noclobber(&path) {
-            Ok(_) => self.account(digest.size())?,
+        self.ensure_parent(path)?;
+        match tmp.persist_noclobber(path) {
+            Ok(_) => self.account(digest.size()),
             // Another process made it first: theirs is as good.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(self.classify("rename into", &path, e.error)),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(self.classify("rename into", path, e.error)),
         }
-        Ok(path)
     }
 
     /// Removes a linked input's file from the store (a blob, or its executable copy).

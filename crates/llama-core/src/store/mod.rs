@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! cas/ab/abcdef...   blobs, named by the hex SHA-256 of their content (read-only)
+//! cas-z/ab/...       blobs kept zstd-compressed instead: one frame, its header giving the
+//!                    content's size (see `compress` for which blobs, and why)
 //! cas-x/ab/...       read-only executable copies of blobs, for inputs laid out by link
 //! ac/ab/abcdef...    action results, named by their Action's digest; a SHA-256 of the
 //!                    encoded ActionResult precedes it so a damaged entry is noticed
@@ -58,11 +60,14 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, HashingWriter};
 
+mod compress;
 mod gc;
 mod link;
 #[cfg(test)]
 mod tests;
 
+pub use compress::MIN_COMPRESSED;
+use compress::{BlobReader, OpenBlob, content_size};
 pub use link::LinkedInput;
 
 /// Reads younger than this do not refresh a blob's timestamp: LRU needs only coarse recency,
@@ -118,14 +123,15 @@ pub enum StoreError {
         /// The store root.
         dir: PathBuf,
     },
-    /// A blob's content does not hash to its name; it has been deleted.
+    /// A blob's content does not hash to its name (or, compressed, does not decompress);
+    /// it has been deleted.
     #[error("blob {path} was corrupt (its content hashes to {actual}); removed it")]
     Corrupt {
         /// The blob asked for.
         digest: Digest,
         /// Where it was.
         path: PathBuf,
-        /// What its content actually hashes to.
+        /// What its content (as far as it decompressed) actually hashes to.
         actual: Digest,
     },
     /// A blob too large to read into memory was asked for whole.
@@ -179,7 +185,7 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    fn dir(self) -> &'static str {
+    const fn dir(self) -> &'static str {
         match self {
             RecordKind::ActionResult => "ac",
             RecordKind::Manifest => "manifests",
@@ -207,6 +213,8 @@ pub struct Store {
     evict_floor: Arc<AtomicU64>,
     /// How long a used entry is safe from eviction (see "Eviction and readers").
     grace: Duration,
+    /// Whether blobs copied in are kept compressed where that pays (`compress`).
+    compress: bool,
 }
 
 /// What the store holds ([`Store::usage`]).
@@ -214,6 +222,8 @@ pub struct Store {
 pub struct Usage {
     /// Content blobs (inputs, outputs, logs).
     pub blobs: u64,
+    /// Blobs kept zstd-compressed instead (`cache_compression`).
+    pub compressed_blobs: u64,
     /// Executable copies of blobs, made for linking into actions.
     pub executables: u64,
     /// Action-cache entries: one per cached result.
@@ -250,6 +260,7 @@ impl Store {
             size_file: Default::default(),
             evict_floor: Default::default(),
             grace: EVICTION_GRACE,
+            compress: false,
         };
         for sub in ["cas", "ac", "tmp", "work"] {
             let dir = store.root.join(sub);
@@ -277,6 +288,15 @@ impl Store {
         self
     }
 
+    /// The same store, keeping the blobs it copies in zstd-compressed where that saves an
+    /// eighth or more (see `compress`). Only writes change: blobs are read in either form
+    /// whatever this says, so processes that share a store may differ. Off by default: a
+    /// store whose blobs others read by [`Store::blob_path`] (the runtime's) must keep it off.
+    pub fn with_compression(mut self, on: bool) -> Store {
+        self.compress = on;
+        self
+    }
+
     /// Uses older than this refresh an entry's age: coarse enough that hot entries are not
     /// rewritten on every read, fine enough to keep most of the grace period.
     fn touch_after(&self) -> Duration {
@@ -298,7 +318,9 @@ impl Store {
         self.root.join("work")
     }
 
-    /// Where the blob named `digest` lives (whether or not it is present).
+    /// Where the blob named `digest` lives uncompressed (whether or not it is present). With
+    /// [`Store::with_compression`] on, a blob may be held compressed instead: read blobs
+    /// through the store, not by this path.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         shard_path(&self.root.join("cas"), digest)
     }
@@ -308,13 +330,22 @@ impl Store {
     /// caller uses it (see "Eviction and readers"). A digest whose size differs from the
     /// stored blob's is absent: the blob under that hash stays, it is the digest that is wrong.
     pub fn contains(&self, digest: &Digest) -> bool {
-        is_empty_blob(digest) || refresh(&self.blob_path(digest), digest.size(), self.touch_after())
+        let after = self.touch_after();
+        is_empty_blob(digest)
+            || refresh(&self.blob_path(digest), digest.size(), after)
+            || refresh_compressed(&self.compressed_path(digest), digest.size(), after)
     }
 
     /// Stores an in-memory blob and returns its digest.
     pub fn put_bytes(&self, data: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::of_bytes(data);
         if self.contains(&digest) {
+            return Ok(digest);
+        }
+        if self.should_compress(digest.size())
+            && let Some(staged) = self.stage_compressed(&mut &data[..], digest.size())?
+        {
+            self.install_compressed(staged)?;
             return Ok(digest);
         }
         let mut tmp = self.temp_file()?;
@@ -338,6 +369,9 @@ impl Store {
             return Ok(d);
         }
         let mut src = File::open(path).map_err(|e| io_error("open", path, e))?;
+        if let Some(digest) = self.put_file_compressed(&mut src, path, expected)? {
+            return Ok(digest);
+        }
         let tmp = self.temp_file()?;
         let mut writer = HashingWriter::new(tmp);
         io::copy(&mut src, &mut writer).map_err(|e| self.classify("copy", path, e))?;
@@ -356,7 +390,8 @@ impl Store {
     pub fn adopt_file(&self, path: &Path) -> Result<Digest, StoreError> {
         let file = File::open(path).map_err(|e| io_error("open", path, e))?;
         let digest = Digest::of_reader(&file).map_err(|e| io_error("read", path, e))?;
-        if !is_empty_blob(&digest) {
+        // Held already (perhaps compressed): a second copy would only take space.
+        if !is_empty_blob(&digest) && !self.contains(&digest) {
             // The file may have been written long ago (early in a long action): as a new
             // entry it must start young, or eviction could take it before it is delivered.
             let _ = file.set_modified(SystemTime::now());
@@ -371,16 +406,34 @@ impl Store {
         if is_empty_blob(digest) {
             return Ok(());
         }
-        let path = self.blob_path(digest);
-        let file = self.open_blob(digest, &path)?;
+        let blob = self.open_blob(digest)?;
+        self.copy_verified(blob, digest, out)
+    }
+
+    /// Copies an opened blob to `out` and checks it against `digest` (see
+    /// [`Store::write_blob_to`]). One byte more than the digest's size is read, to see a
+    /// file that grew (or a frame that inflates past it) without reading it all.
+    fn copy_verified(
+        &self,
+        blob: OpenBlob,
+        digest: &Digest,
+        out: &mut dyn Write,
+    ) -> Result<(), StoreError> {
+        let compressed = blob.is_compressed();
+        let path = blob.path.clone();
+        let mut reader = TrackRead {
+            inner: io::BufReader::with_capacity(64 * 1024, blob.take(digest.size() + 1)),
+            failed: false,
+        };
         let mut writer = HashingWriter::new(out);
-        io::copy(
-            &mut io::BufReader::with_capacity(64 * 1024, file),
-            &mut writer,
-        )
-        .map_err(|e| io_error("read", &path, e))?;
+        let copied = io::copy(&mut reader, &mut writer);
         let (_, actual) = writer.finish();
-        self.check(digest, &path, actual)
+        match copied {
+            Ok(_) => self.check(digest, &path, actual),
+            // A frame that does not decode is damage, like a wrong hash.
+            Err(_) if compressed && reader.failed => self.damaged(digest, &path, actual),
+            Err(e) => Err(io_error("read", &path, e)),
+        }
     }
 
     /// Reads a whole blob into memory, verified. For blobs known to be small: one over
@@ -398,15 +451,10 @@ impl Store {
                 limit: MAX_IN_MEMORY_BLOB,
             });
         }
-        let path = self.blob_path(digest);
-        let file = self.open_blob(digest, &path)?;
-        // open_blob checked the file's size against the digest's, now within the bound.
+        let blob = self.open_blob(digest)?;
+        // open_blob checked the content's size against the digest's, now within the bound.
         let mut data = Vec::with_capacity(digest.size() as usize);
-        // One byte more than expected shows a file that grew since, without reading it all.
-        file.take(digest.size() + 1)
-            .read_to_end(&mut data)
-            .map_err(|e| io_error("read", &path, e))?;
-        self.check(digest, &path, Digest::of_bytes(&data))?;
+        self.copy_verified(blob, digest, &mut data)?;
         Ok(data)
     }
 
@@ -534,31 +582,47 @@ impl Store {
         self.remove_record(RecordKind::ActionResult, action);
     }
 
-    /// Deletes the blob (used when a reader found it damaged).
+    /// Deletes the blob, raw and compressed (used when a reader found it damaged).
     pub fn remove_blob(&self, digest: &Digest) {
         let _ = fs::remove_file(self.blob_path(digest));
+        let _ = fs::remove_file(self.compressed_path(digest));
     }
 
-    /// Opens the blob for reading, refreshed. A file whose size is not the digest's is not
-    /// this digest's blob: [`StoreError::Missing`], and the file stays for its own digest.
-    fn open_blob(&self, digest: &Digest, path: &Path) -> Result<File, StoreError> {
-        match File::open(path) {
+    /// Opens the blob for reading, refreshed: the raw file if it is whole, else the
+    /// compressed one. A file whose (content) size is not the digest's is not this digest's
+    /// blob: [`StoreError::Missing`], and the file stays for its own digest.
+    fn open_blob(&self, digest: &Digest) -> Result<OpenBlob, StoreError> {
+        let path = self.blob_path(digest);
+        match File::open(&path) {
             Ok(f) => {
-                let size = f.metadata().map_err(|e| io_error("stat", path, e))?.len();
-                if size != digest.size() {
-                    return Err(StoreError::Missing {
-                        digest: *digest,
-                        dir: self.root.clone(),
+                let size = f.metadata().map_err(|e| io_error("stat", &path, e))?.len();
+                if size == digest.size() {
+                    touch_file(&f, self.touch_after());
+                    return Ok(OpenBlob {
+                        reader: BlobReader::Raw(f),
+                        path,
                     });
                 }
-                touch_file(&f, self.touch_after());
-                Ok(f)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::Missing {
-                digest: *digest,
-                dir: self.root.clone(),
-            }),
-            Err(e) => Err(self.classify("open", path, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.classify("open", &path, e)),
+        }
+        let path = self.compressed_path(digest);
+        match File::open(&path) {
+            Ok(f) if content_size(&f) == Some(digest.size()) => {
+                touch_file(&f, self.touch_after());
+                OpenBlob::compressed(f, path.clone()).map_err(|e| self.classify("open", &path, e))
+            }
+            Ok(_) => Err(self.missing(digest)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.missing(digest)),
+            Err(e) => Err(self.classify("open", &path, e)),
+        }
+    }
+
+    fn missing(&self, digest: &Digest) -> StoreError {
+        StoreError::Missing {
+            digest: *digest,
+            dir: self.root.clone(),
         }
     }
 
@@ -569,12 +633,15 @@ impl Store {
         if actual.hash_bytes() == digest.hash_bytes() {
             // The content is whole (the file changed size under us, or the digest's size is
             // wrong): nothing to delete, but not this digest's blob either.
-            return Err(StoreError::Missing {
-                digest: *digest,
-                dir: self.root.clone(),
-            });
+            return Err(self.missing(digest));
         }
-        self.remove_blob(digest);
+        self.damaged(digest, path, actual)
+    }
+
+    /// Removes the damaged blob file at `path` (only that one: the other form, if present,
+    /// is checked when read) and reports it.
+    fn damaged(&self, digest: &Digest, path: &Path, actual: Digest) -> Result<(), StoreError> {
+        let _ = fs::remove_file(path);
         Err(StoreError::Corrupt {
             digest: *digest,
             path: path.to_path_buf(),
@@ -594,34 +661,88 @@ impl Store {
     /// of the same blob wins and this copy is dropped. No fsync: a blob torn by a crash
     /// fails verification on its next read and is removed then.
     fn install(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), StoreError> {
-        let dest = self.blob_path(digest);
+        let after = self.touch_after();
+        let present = |p: &Path| refresh(p, digest.size(), after);
+        self.install_at(tmp, &self.blob_path(digest), digest.size(), &present)
+    }
+
+    /// [`Store::install`] for a staged compressed copy.
+    fn install_compressed(&self, staged: compress::Staged) -> Result<(), StoreError> {
+        let (after, size) = (self.touch_after(), staged.digest.size());
+        let present = |p: &Path| refresh_compressed(p, size, after);
+        let dest = self.compressed_path(&staged.digest);
+        self.install_at(staged.file, &dest, staged.bytes, &present)
+    }
+
+    /// Renames `tmp` (of `bytes` on disk) to `dest` without replacing a whole entry there
+    /// (`present` says whether it is one) and accounts for it.
+    fn install_at(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        dest: &Path,
+        bytes: u64,
+        present: &dyn Fn(&Path) -> bool,
+    ) -> Result<(), StoreError> {
         let _ = tmp
             .as_file()
             .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444));
-        let tmp = match tmp.persist_noclobber(&dest) {
-            Ok(_) => return self.account(digest.size()),
+        let tmp = match tmp.persist_noclobber(dest) {
+            Ok(_) => return self.account(bytes),
             Err(e) if e.error.kind() == io::ErrorKind::NotFound => {
-                self.ensure_parent(&dest)?;
+                self.ensure_parent(dest)?;
                 e.file
             }
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => e.file,
-            Err(e) => return Err(self.classify("rename into", &dest, e.error)),
+            Err(e) => return Err(self.classify("rename into", dest, e.error)),
         };
-        match tmp.persist_noclobber(&dest) {
-            Ok(_) => self.account(digest.size()),
+        match tmp.persist_noclobber(dest) {
+            Ok(_) => self.account(bytes),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                if refresh(&dest, digest.size(), self.touch_after()) {
+                if present(dest) {
                     return Ok(());
                 }
                 // The blob there has the wrong size: torn by a crash of the machine (blobs
                 // are not fsynced). Ours hashes to the name; rename replaces atomically.
                 e.file
-                    .persist(&dest)
-                    .map_err(|e| self.classify("rename into", &dest, e.error))?;
+                    .persist(dest)
+                    .map_err(|e| self.classify("rename into", dest, e.error))?;
                 Ok(())
             }
-            Err(e) => Err(self.classify("rename into", &dest, e.error)),
+            Err(e) => Err(self.classify("rename into", dest, e.error)),
         }
+    }
+
+    /// [`Store::put_file`]'s compressed path: `Some(digest)` when the file was stored
+    /// compressed, `None` when it is to be stored raw (compression off, too small, not
+    /// worth it, or the file changed while being compressed: the raw path sees that too).
+    fn put_file_compressed(
+        &self,
+        src: &mut File,
+        path: &Path,
+        expected: Option<Digest>,
+    ) -> Result<Option<Digest>, StoreError> {
+        let size = src.metadata().map_err(|e| io_error("stat", path, e))?.len();
+        if !self.should_compress(size) {
+            return Ok(None);
+        }
+        let staged = match self.stage_compressed(src, size) {
+            Ok(staged) => staged,
+            Err(StoreError::Io { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        use std::io::Seek as _;
+        src.rewind().map_err(|e| io_error("read", path, e))?;
+        let Some(staged) = staged else {
+            return Ok(None);
+        };
+        let digest = staged.digest;
+        if expected.is_some_and(|e| e != digest) {
+            return Err(StoreError::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        self.install_compressed(staged)?;
+        Ok(Some(digest))
     }
 
     /// Links `src` to the blob's name. `link(2)` never replaces an existing name, so a blob
@@ -729,13 +850,22 @@ fn touch_file(file: &File, after: Duration) {
 /// the name still leads to the opened inode, so it cannot interleave with
 /// [`remove_if_old`].
 fn refresh(path: &Path, size: u64, after: Duration) -> bool {
+    refresh_where(path, after, &|_, meta| meta.len() == size)
+}
+
+/// [`refresh`], with `whole` saying whether the opened file is the entry sought.
+fn refresh_where(
+    path: &Path,
+    after: Duration,
+    whole: &dyn Fn(&File, &fs::Metadata) -> bool,
+) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
     };
     let Ok(meta) = file.metadata() else {
         return false;
     };
-    if size != meta.len() {
+    if !whole(&file, &meta) {
         return false;
     }
     let now = SystemTime::now();
@@ -756,4 +886,22 @@ fn refresh(path: &Path, size: u64, after: Duration) -> bool {
     }
     let _ = file.unlock();
     still_named
+}
+
+/// A reader that remembers whether reading failed, so that a copy's error can be told
+/// apart from the writer's.
+struct TrackRead<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for TrackRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
+}
+
+/// [`refresh`] for a compressed blob: present when its frame header declares `size`.
+fn refresh_compressed(path: &Path, size: u64, after: Duration) -> bool {
+    refresh_where(path, after, &|file, _| content_size(file) == Some(size))
 }

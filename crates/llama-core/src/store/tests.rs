@@ -327,3 +327,135 @@ fn usage_counts_and_evict_older_than_spares_what_was_used_recently() {
     assert_eq!(cleared.evict_older_than(Duration::ZERO).unwrap(), (1, 5));
     assert_eq!(s.usage(), Usage::default());
 }
+
+fn compressing(limit: u64) -> (tempfile::TempDir, Store) {
+    let (d, s) = store(limit);
+    (d, s.with_compression(true))
+}
+
+/// Text that compresses well, of `n` bytes.
+fn prose(n: usize) -> Vec<u8> {
+    b"the quick brown fox jumps over the lazy dog; "
+        .iter()
+        .copied()
+        .cycle()
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn compressed_blobs_round_trip_and_take_less_space() {
+    let (d, s) = compressing(1 << 30);
+    let data = prose(64 * 1024);
+    let digest = s.put_bytes(&data).unwrap();
+    assert!(!s.blob_path(&digest).exists(), "kept raw");
+    let on_disk = fs::metadata(s.compressed_path(&digest)).unwrap().len();
+    assert!(on_disk < data.len() as u64 / 8, "{on_disk} bytes on disk");
+    assert_eq!(s.accounted_size().unwrap(), on_disk);
+    assert!(s.contains(&digest));
+    assert_eq!(s.get_bytes(&digest).unwrap(), data);
+    let mut out = Vec::new();
+    s.write_blob_to(&digest, &mut out).unwrap();
+    assert_eq!(out, data);
+    let file = d.path().join("object.o");
+    fs::write(&file, prose(10_000)).unwrap();
+    let from_file = s.put_file(&file, None).unwrap();
+    assert_eq!(from_file, Digest::of_bytes(&prose(10_000)));
+    assert!(s.compressed_path(&from_file).exists());
+    assert_eq!(s.get_bytes(&from_file).unwrap(), prose(10_000));
+    assert_eq!(s.usage().compressed_blobs, 2);
+    assert_eq!(s.usage().blobs, 0);
+}
+
+#[test]
+fn small_or_incompressible_blobs_stay_raw() {
+    let (_d, s) = compressing(1 << 30);
+    let small = s.put_bytes(&prose(MIN_COMPRESSED as usize - 1)).unwrap();
+    // SHA-256 output chained: as good as random, so zstd cannot shrink it.
+    let mut noise = Vec::new();
+    let mut block = Digest::of_bytes(b"seed");
+    while noise.len() < 8192 {
+        block = Digest::of_bytes(block.hash_bytes());
+        noise.extend_from_slice(block.hash_bytes());
+    }
+    let noisy = s.put_bytes(&noise).unwrap();
+    for d in [small, noisy] {
+        assert!(s.blob_path(&d).exists() && !s.compressed_path(&d).exists());
+    }
+    let (_d, off) = store(1 << 30);
+    let d = off.put_bytes(&prose(64 * 1024)).unwrap();
+    assert!(off.blob_path(&d).exists(), "compression is off by default");
+}
+
+#[test]
+fn a_damaged_compressed_blob_is_removed_not_served() {
+    let (_d, s) = compressing(1 << 30);
+    let data = prose(32 * 1024);
+    for damage in [0usize, 1] {
+        let digest = s.put_bytes(&data).unwrap();
+        let path = s.compressed_path(&digest);
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let mut frame = fs::read(&path).unwrap();
+        // The frame's body (it no longer decodes), or its last byte (it decodes short).
+        let at = if damage == 0 {
+            frame.len() / 2
+        } else {
+            frame.len() - 1
+        };
+        frame[at] ^= 0x55;
+        fs::write(&path, frame).unwrap();
+        match s.get_bytes(&digest) {
+            Err(StoreError::Corrupt { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("damage {damage}: expected Corrupt, got {other:?}"),
+        }
+        assert!(!path.exists() && !s.contains(&digest));
+    }
+    // verify_all finds what no read has found yet.
+    let digest = s.put_bytes(&data).unwrap();
+    let path = s.compressed_path(&digest);
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut frame = fs::read(&path).unwrap();
+    let mid = frame.len() / 2;
+    frame[mid] ^= 0x55;
+    fs::write(&path, frame).unwrap();
+    let report = s.verify_all().unwrap();
+    assert_eq!((report.blobs_ok, report.blobs_removed), (0, 1));
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_compressed_blob_is_linked_through_a_raw_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let (d, s) = compressing(1 << 30);
+    let data = prose(16 * 1024);
+    let digest = s.put_bytes(&data).unwrap();
+    let dest = d.path().join("input");
+    let linked = s.link_input(&digest, &dest, false).unwrap();
+    assert!(linked.is_some(), "linked, not copied");
+    assert_eq!(fs::read(&dest).unwrap(), data);
+    assert_eq!(
+        fs::metadata(&dest).unwrap().ino(),
+        fs::metadata(s.blob_path(&digest)).unwrap().ino()
+    );
+    let exe = d.path().join("tool");
+    s.link_input(&digest, &exe, true).unwrap();
+    assert_eq!(fs::read(&exe).unwrap(), data);
+}
+
+#[test]
+fn clear_and_eviction_take_compressed_blobs_too() {
+    let (_d, s) = compressing(1 << 30);
+    let old = s.put_bytes(&prose(20_000)).unwrap();
+    let new = s.put_bytes(&prose(30_000)).unwrap();
+    File::open(s.compressed_path(&old))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3 * 24 * 3600))
+        .unwrap();
+    let removed = s.evict_older_than(Duration::from_secs(24 * 3600)).unwrap();
+    assert_eq!(removed.0, 1);
+    assert!(!s.contains(&old) && s.contains(&new));
+    let s = s.with_eviction_grace(Duration::ZERO);
+    s.evict_older_than(Duration::ZERO).unwrap();
+    assert!(!s.contains(&new));
+    assert_eq!(s.accounted_size().unwrap(), 0);
+}
