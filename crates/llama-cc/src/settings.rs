@@ -319,7 +319,7 @@ mod tests {
         }
         assert!(
             variables_markdown()
-                .contains("| `LLAMACC_BUILD_ID` |  | accepted, not yet used (traces) |")
+                .contains("| `LLAMACC_BUILD_ID` |  | the build its compiles are traced under")
         );
     }
 }
