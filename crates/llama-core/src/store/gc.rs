@@ -212,7 +212,7 @@ impl Store {
         };
         let digest = Digest::from_parts(*named.hash_bytes(), size);
         let blob = compress::OpenBlob::compressed(file, path.to_path_buf()).ok()?;
-        match self.copy_verified(blob, &digest, &mut io::sink()) {
+        match self.copy_verified(blob, &digest, &mut io::sink(), None) {
             Ok(()) => Some(true),
             // copy_verified removed it.
             Err(StoreError::Corrupt { .. }) => Some(false),

@@ -170,7 +170,8 @@ impl Store {
     /// `mode`, unless another process made it first.
     fn decompressed_copy(&self, digest: &Digest, path: &Path, mode: u32) -> Result<(), StoreError> {
         let mut tmp = self.temp_file()?;
-        self.write_blob_to(digest, tmp.as_file_mut())?;
+        let staging = tmp.path().to_path_buf();
+        self.write_blob_to_file(digest, tmp.as_file_mut(), &staging)?;
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| self.classify("chmod", tmp.path(), e))?;

@@ -407,17 +407,34 @@ impl Store {
             return Ok(());
         }
         let blob = self.open_blob(digest)?;
-        self.copy_verified(blob, digest, out)
+        self.copy_verified(blob, digest, out, None)
+    }
+
+    /// [`Store::write_blob_to`] into the file at `path`, opened as `out`.
+    fn write_blob_to_file(
+        &self,
+        digest: &Digest,
+        out: &mut File,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        if is_empty_blob(digest) {
+            return Ok(());
+        }
+        let blob = self.open_blob(digest)?;
+        self.copy_verified(blob, digest, out, Some(path))
     }
 
     /// Copies an opened blob to `out` and checks it against `digest` (see
     /// [`Store::write_blob_to`]). One byte more than the digest's size is read, to see a
     /// file that grew (or a frame that inflates past it) without reading it all.
+    /// `out_path`: the file `out` writes, when known, so that failing to write it is
+    /// reported as that (a full disk as [`StoreError::Full`]) rather than as a failed read.
     fn copy_verified(
         &self,
         blob: OpenBlob,
         digest: &Digest,
         out: &mut dyn Write,
+        out_path: Option<&Path>,
     ) -> Result<(), StoreError> {
         let compressed = blob.is_compressed();
         let path = blob.path.clone();
@@ -432,7 +449,10 @@ impl Store {
             Ok(_) => self.check(digest, &path, actual),
             // A frame that does not decode is damage, like a wrong hash.
             Err(_) if compressed && reader.failed => self.damaged(digest, &path, actual),
-            Err(e) => Err(io_error("read", &path, e)),
+            Err(e) => match out_path {
+                Some(out) if !reader.failed => Err(self.classify("write", out, e)),
+                _ => Err(io_error("read", &path, e)),
+            },
         }
     }
 
@@ -454,7 +474,7 @@ impl Store {
         let blob = self.open_blob(digest)?;
         // open_blob checked the content's size against the digest's, now within the bound.
         let mut data = Vec::with_capacity(digest.size() as usize);
-        self.copy_verified(blob, digest, &mut data)?;
+        self.copy_verified(blob, digest, &mut data, None)?;
         Ok(data)
     }
 
@@ -487,7 +507,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mode = if executable { 0o755 } else { 0o644 };
         let mut out = open_new(dest, mode).map_err(|e| self.classify("create", dest, e))?;
-        let result = self.write_blob_to(digest, &mut out);
+        let result = self.write_blob_to_file(digest, &mut out, dest);
         if result.is_err() {
             let _ = fs::remove_file(dest);
         }
