@@ -562,6 +562,14 @@ pub struct SimulateArgs {
     /// How much faster a worker runs an action than the traced machine.
     #[arg(long, default_value_t = 1.0)]
     pub worker_speed: f64,
+    /// How much faster the client's cores are than the traced machine's (its own work and
+    /// the actions it runs here).
+    #[arg(long, default_value_t = 1.0)]
+    pub client_speed: f64,
+    /// The client's CPU per action, in ms, in place of what the trace recorded: e.g. a
+    /// remote build's measured per-compile client cost, replaying a local trace.
+    #[arg(long, value_name = "MS")]
+    pub client_ms: Option<f64>,
     /// The client's link, in MB/s (default: no limit).
     #[arg(long)]
     pub bandwidth: Option<f64>,

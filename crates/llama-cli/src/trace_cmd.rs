@@ -109,6 +109,8 @@ fn replay(log: &TraceLog, args: &SimulateArgs, out: &mut dyn Write) -> anyhow::R
             rtt_ms: args.rtt,
             cold_start_ms: args.cold_start,
             worker_speed: args.worker_speed,
+            client_speed: args.client_speed,
+            client_ms: args.client_ms,
             bandwidth_mbs: args.bandwidth,
             warm: args.cache == "warm",
             memory_mb: args.memory,

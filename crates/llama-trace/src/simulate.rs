@@ -43,6 +43,13 @@ pub struct Resources {
     pub cold_start_ms: f64,
     /// How much faster a worker runs an action than the trace's machine did.
     pub worker_speed: f64,
+    /// How much faster the client's cores are than the trace's machine's: its own work and,
+    /// run here, the actions.
+    pub client_speed: f64,
+    /// The client's CPU per action in place of what the trace recorded (lookup, scan,
+    /// delivery), in milliseconds: e.g. a remote build's whole per-compile client cost,
+    /// measured, when replaying a build traced on the local executor, which scanned nothing.
+    pub client_ms: Option<f64>,
     /// The client's link, in MB/s (`None`: not a limit).
     pub bandwidth_mbs: Option<f64>,
     /// Every action a hit (warm) or every action run (cold).
@@ -89,6 +96,11 @@ pub enum SimulateError {
     /// Zero of something that must be there.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// A number out of its range.
+    #[error(
+        "{0} must be a finite number, not negative, and above zero for speeds, memory and bandwidth"
+    )]
+    BadNumber(&'static str),
 }
 
 /// An action's measured costs, in microseconds.
@@ -255,6 +267,21 @@ pub fn simulate(actions: &[Action], res: &Resources) -> Result<Prediction, Simul
     if res.client_cores == 0 {
         return Err(SimulateError::Zero("--client-cores"));
     }
+    // (flag, value, whether zero is meaningful)
+    let numbers = [
+        ("--worker-speed", res.worker_speed, false),
+        ("--client-speed", res.client_speed, false),
+        ("--memory", res.memory_mb, false),
+        ("--bandwidth", res.bandwidth_mbs.unwrap_or(1.0), false),
+        ("--rtt", res.rtt_ms, true),
+        ("--cold-start", res.cold_start_ms, true),
+        ("--client-ms", res.client_ms.unwrap_or(0.0), true),
+    ];
+    for (flag, value, zero_ok) in numbers {
+        if !value.is_finite() || value < 0.0 || (value == 0.0 && !zero_ok) {
+            return Err(SimulateError::BadNumber(flag));
+        }
+    }
     let mut order: Vec<usize> = (0..actions.len()).collect();
     order.sort_by_key(|&i| (actions[i].arrived_us, actions[i].finished_us));
     let actions: Vec<&Action> = order.iter().map(|&i| &actions[i]).collect();
@@ -393,7 +420,14 @@ fn releases(actions: &[&Action]) -> (Vec<Option<usize>>, Vec<u64>) {
 /// (`upload`, `download`: latency that holds no worker); its time in the queue is the
 /// recording's contention, not a cost.
 fn cost(a: &Action, res: &Resources) -> Cost {
-    let before = a.phase_us(Phase::Scan) + a.phase_us(Phase::Lookup);
+    let on_client = |us: u64| (us as f64 / res.client_speed.max(1e-6)) as u64;
+    let (before, after) = match res.client_ms {
+        Some(ms) => (on_client((ms * 1e3) as u64), 0),
+        None => (
+            on_client(a.phase_us(Phase::Scan) + a.phase_us(Phase::Lookup)),
+            on_client(a.phase_us(Phase::Deliver)),
+        ),
+    };
     let run = a.phase_us(Phase::Run);
     let (run, latency) = if res.remote {
         (
@@ -403,7 +437,7 @@ fn cost(a: &Action, res: &Resources) -> Cost {
             a.phase_us(Phase::Upload) + a.phase_us(Phase::Download),
         )
     } else {
-        (run, 0)
+        (on_client(run), 0)
     };
     let transfer = |bytes: u64| {
         res.bandwidth_mbs
@@ -413,7 +447,7 @@ fn cost(a: &Action, res: &Resources) -> Cost {
         before,
         run,
         latency,
-        after: a.phase_us(Phase::Deliver),
+        after,
         up: transfer(a.bytes_up),
         down: transfer(a.bytes_down),
     }
@@ -471,6 +505,8 @@ mod tests {
             rtt_ms: 0.0,
             cold_start_ms: 0.0,
             worker_speed: 1.0,
+            client_speed: 1.0,
+            client_ms: None,
             bandwidth_mbs: None,
             warm: false,
             memory_mb: 1769.0,
@@ -499,6 +535,50 @@ mod tests {
         let p = simulate(&[a, b, c], &res(64, true)).unwrap();
         assert!((p.wall_s - 3.5).abs() < 1e-6, "{}", p.wall_s);
         assert!(p.bottleneck.contains("own order"), "{}", p.bottleneck);
+    }
+
+    #[test]
+    fn a_faster_client_and_a_measured_client_cost_replace_the_traced_ones() {
+        let actions: Vec<Action> = (0..8).map(|_| compile(0, 100_000, 1_000_000, 0)).collect();
+        // Run here on 2 slots twice as fast: 4 rounds of (0.05 s scan + 0.5 s run), the
+        // scans of the next round overlapping the runs.
+        let fast_local = Resources {
+            client_speed: 2.0,
+            client_cores: 2,
+            ..res(2, false)
+        };
+        let p = simulate(&actions, &fast_local).unwrap();
+        let slow = simulate(
+            &actions,
+            &Resources {
+                client_cores: 2,
+                ..res(2, false)
+            },
+        )
+        .unwrap();
+        assert!(
+            (p.wall_s * 2.0 - slow.wall_s).abs() < 1e-3,
+            "{} {}",
+            p.wall_s,
+            slow.wall_s
+        );
+        // Remote, 8 workers, one client core spending 0.25 s per action instead of the
+        // traced 0.1 s: 8 × 0.25 s, then the last run.
+        let measured = Resources {
+            client_cores: 1,
+            client_ms: Some(250.0),
+            ..res(8, true)
+        };
+        let p = simulate(&actions, &measured).unwrap();
+        assert!((p.wall_s - 3.0).abs() < 1e-6, "{}", p.wall_s);
+        let bad = Resources {
+            client_speed: 0.0,
+            ..res(8, true)
+        };
+        assert!(matches!(
+            simulate(&actions, &bad),
+            Err(SimulateError::BadNumber("--client-speed"))
+        ));
     }
 
     #[test]
