@@ -211,6 +211,21 @@ impl Replay<'_> {
         if dur == 0 {
             return self.request(i, s + 1, t);
         }
+        if res == Res::Local {
+            // A run here holds a slot (the daemon's `jobs`) and, while it runs, one of the
+            // client's cores, which the build tool's own work needs too.
+            let Some(slots) = self.resources.get_mut(&Res::Local) else {
+                return self.request(i, s + 1, t + dur);
+            };
+            if slots.in_use < slots.capacity {
+                slots.in_use += 1;
+                slots.busy += dur;
+                self.take_core(i, s, t);
+            } else {
+                slots.waiting.push_back((i, s));
+            }
+            return;
+        }
         let Some(r) = self.resources.get_mut(&res) else {
             return self.request(i, s + 1, t + dur);
         };
@@ -221,6 +236,40 @@ impl Replay<'_> {
         } else {
             r.waiting.push_back((i, s));
         }
+    }
+
+    /// Starts stage `s` of action `i` on a client core, or queues it for one.
+    fn take_core(&mut self, i: usize, s: usize, t: u64) {
+        let dur = self.stages[i][s].1;
+        let Some(cores) = self.resources.get_mut(&Res::Client) else {
+            return;
+        };
+        if cores.in_use < cores.capacity {
+            let took = cores.start(dur);
+            self.events.push(Reverse((t + took, Event::Done(i, s))));
+        } else {
+            cores.waiting.push_back((i, s));
+        }
+    }
+
+    /// Frees a unit of `res` at `t` and starts its next waiter.
+    fn release(&mut self, res: Res, t: u64) {
+        let Some(r) = self.resources.get_mut(&res) else {
+            return;
+        };
+        r.in_use -= 1;
+        let Some((j, sj)) = r.waiting.pop_front() else {
+            return;
+        };
+        if res == Res::Local {
+            // A waiter for a slot now has one; it still needs a core.
+            r.in_use += 1;
+            r.busy += self.stages[j][sj].1;
+            return self.take_core(j, sj, t);
+        }
+        let took = r.start(self.stages[j][sj].1);
+        self.count(res, took);
+        self.events.push(Reverse((t + took, Event::Done(j, sj))));
     }
 
     /// Counts a worker's use for the bill.
@@ -241,14 +290,10 @@ impl Replay<'_> {
                 }
                 Event::Done(i, s) => {
                     let res = self.stages[i][s].0;
-                    if let Some(r) = self.resources.get_mut(&res) {
-                        r.in_use -= 1;
-                        if let Some((j, sj)) = r.waiting.pop_front() {
-                            let took = r.start(self.stages[j][sj].1);
-                            self.count(res, took);
-                            self.events.push(Reverse((t + took, Event::Done(j, sj))));
-                        }
+                    if res == Res::Local {
+                        self.release(Res::Client, t);
                     }
+                    self.release(res, t);
                     self.request(i, s + 1, t);
                 }
             }
@@ -302,10 +347,7 @@ pub fn simulate(actions: &[Action], res: &Resources) -> Result<Prediction, Simul
         (Res::Client, Resource::new(res.client_cores, 0)),
         (Res::Link, Resource::new(1, 0)),
         (Res::Workers, Resource::new(res.workers, cold)),
-        (
-            Res::Local,
-            Resource::new(res.workers.min(res.client_cores), 0),
-        ),
+        (Res::Local, Resource::new(res.workers, 0)),
     ]
     .into_iter()
     .collect();
@@ -360,9 +402,8 @@ fn prediction(replay: &Replay<'_>, res: &Resources) -> Prediction {
         let r = &replay.resources[&r];
         r.busy as f64 / (wall * r.capacity as f64)
     };
-    // A local run occupies one of the client's cores as well as a slot.
-    let local_busy = replay.resources[&Res::Local].busy as f64;
-    let client_busy = share(Res::Client) + local_busy / (wall * res.client_cores as f64);
+    // Local runs were on the client's cores too.
+    let client_busy = share(Res::Client);
     let workers_busy = share(if res.remote { Res::Workers } else { Res::Local });
     let link_busy = share(Res::Link);
     let bottleneck = [
@@ -535,6 +576,31 @@ mod tests {
         let p = simulate(&[a, b, c], &res(64, true)).unwrap();
         assert!((p.wall_s - 3.5).abs() < 1e-6, "{}", p.wall_s);
         assert!(p.bottleneck.contains("own order"), "{}", p.bottleneck);
+    }
+
+    #[test]
+    fn a_run_here_shares_the_clients_cores_with_its_own_work() {
+        // Four actions of 1 s client work then a 1 s compile, on 2 cores with 2 slots:
+        // 8 s of work on 2 cores, not 3 s as if the compiles had cores of their own.
+        let actions: Vec<Action> = (0..4)
+            .map(|_| compile(0, 1_000_000, 1_000_000, 0))
+            .collect();
+        let two = Resources {
+            client_cores: 2,
+            ..res(2, false)
+        };
+        let p = simulate(&actions, &two).unwrap();
+        assert!((p.wall_s - 4.0).abs() < 1e-6, "{}", p.wall_s);
+        assert_eq!(p.bottleneck, "client CPU");
+        // One slot on two cores: the four compiles one after another, the first once a
+        // core is free of the client work queued before it (at 2 s).
+        let one_slot = Resources {
+            client_cores: 2,
+            ..res(1, false)
+        };
+        let p = simulate(&actions, &one_slot).unwrap();
+        assert!((p.wall_s - 6.0).abs() < 1e-6, "{}", p.wall_s);
+        assert_eq!(p.bottleneck, "local slots");
     }
 
     #[test]
