@@ -140,7 +140,7 @@ async fn probe(
     // A program the loader cannot list (a static one) loads no library.
     let mut libraries = Vec::new();
     for program in &files {
-        for lib in crate::toolchain::shared_libraries(program, env)
+        for lib in llama_exec::ship::shared_libraries(program, env)
             .await
             .unwrap_or_default()
         {

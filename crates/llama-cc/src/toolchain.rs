@@ -13,14 +13,12 @@ use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use llama_exec::ship::{LOADER, shared_libraries};
 use llama_exec::{HostCommand, run_host};
 
 use crate::compilation::{Family, Language};
 use crate::identity::Identity;
 use crate::remote_args::ROOT_PLACEHOLDER;
-
-/// The dynamic loader of x86-64 Linux: every program here names it as its interpreter.
-const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -382,73 +380,4 @@ async fn ask(driver: &Path, flag: &str, env: &[(OsString, OsString)]) -> Result<
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     ))
-}
-
-/// The shared libraries `program` loads, as the loader resolves them here.
-pub(crate) async fn shared_libraries(
-    program: &Path,
-    env: &[(OsString, OsString)],
-) -> Result<Vec<PathBuf>, String> {
-    let out = run_host(
-        &HostCommand {
-            program: LOADER.into(),
-            args: vec!["--list".into(), program.as_os_str().to_owned()],
-            cwd: PathBuf::from("/"),
-            env: env
-                .iter()
-                .filter(|(k, _)| k != "LD_LIBRARY_PATH" && k != "LD_PRELOAD")
-                .cloned()
-                .collect(),
-            umask: None,
-        },
-        PROBE_TIMEOUT,
-    )
-    .await
-    .map_err(|e| format!("cannot list the libraries of {}: {e}", program.display()))?;
-    if !out.termination.success() {
-        return Err(format!(
-            "{} is not a dynamically linked program the loader can list ({})",
-            program.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    parse_list(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// Reads `ld.so --list` output: `libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)`.
-/// The loader's own line and the kernel's vDSO name no file to ship.
-fn parse_list(text: &str) -> Result<Vec<PathBuf>, String> {
-    let mut libs = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let Some((name, rest)) = line.split_once(" => ") else {
-            continue;
-        };
-        let path = rest.split(" (").next().unwrap_or_default().trim();
-        if path == "not found" || path.is_empty() {
-            return Err(format!("library {name} was not found by the loader"));
-        }
-        libs.push(PathBuf::from(path));
-    }
-    Ok(libs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loader_listing_names_each_library_file() {
-        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
-                    \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f00)\n\
-                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f01)\n\
-                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f02)\n";
-        assert_eq!(
-            parse_list(text).unwrap(),
-            vec![
-                PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6")
-            ]
-        );
-        assert!(parse_list("\tlibfoo.so => not found\n").is_err());
-    }
 }

@@ -627,6 +627,17 @@ pub struct InvokeArgs {
     #[arg(short = 'o', long = "output", value_name = "LOCAL[:REMOTE]")]
     pub outputs: Vec<String>,
 
+    /// Ship this program of this machine (a name on PATH, or a path) with the command: it,
+    /// its shared libraries and the loader travel as inputs and it runs through them, so the
+    /// function needs no image with it. Repeatable. A script ships with its interpreter.
+    #[arg(long, value_name = "PROG")]
+    pub ship: Vec<String>,
+
+    /// Do not ship the command's own program, which remote backends do by default
+    /// (`ship_command`): the function's image has it.
+    #[arg(long)]
+    pub no_ship: bool,
+
     /// Feed this process's standard input to the command.
     #[arg(long)]
     pub stdin: bool,
@@ -689,6 +700,17 @@ pub struct XargsArgs {
     #[arg(short = 'f', long = "file", value_name = "LOCAL[:REMOTE]")]
     pub files: Vec<String>,
 
+    /// Ship this program of this machine (a name on PATH, or a path) with the command: it,
+    /// its shared libraries and the loader travel as inputs and it runs through them, so the
+    /// function needs no image with it. Repeatable. A script ships with its interpreter.
+    #[arg(long, value_name = "PROG")]
+    pub ship: Vec<String>,
+
+    /// Do not ship the command's own program, which remote backends do by default
+    /// (`ship_command`): the function's image has it.
+    #[arg(long)]
+    pub no_ship: bool,
+
     /// Print each job's invocation log (where it ran, whether cached, timings).
     #[arg(long)]
     pub logs: bool,
@@ -708,9 +730,9 @@ pub struct XargsArgs {
     pub build_id: Option<String>,
 
     /// Retry a job up to N times when the infrastructure fails (never when the command
-    /// itself exits non-zero).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub retries: u32,
+    /// itself exits non-zero); default 2 on remote backends, 0 on this machine.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 
     /// Stop after failures, as GNU parallel: `now,fail=N` kills running jobs, `soon,fail=N`
     /// lets them finish; neither starts new jobs.
@@ -783,6 +805,8 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
             flag("logs"),
             flag("time"),
             flag("no-cache"),
+            valued("ship"),
+            flag("no-ship"),
         ],
     ),
     (
@@ -800,6 +824,8 @@ const SUBCOMMAND_FLAGS: &[(&str, &[GoFlag])] = &[
             valued("retries"),
             valued("halt"),
             flag("no-cache"),
+            valued("ship"),
+            flag("no-ship"),
         ],
     ),
     ("config", &[flag("shell"), flag("json")]),

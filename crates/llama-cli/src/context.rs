@@ -50,6 +50,8 @@ pub struct Context {
     pub traces: llama_trace::Writer,
     /// Actions run on a remote backend (else on this machine).
     pub remote: bool,
+    /// Whether `invoke` and `xargs` ship the command's own program on a remote backend.
+    pub ship_command: bool,
 }
 
 impl Context {
@@ -94,6 +96,7 @@ impl Context {
         };
         Ok(Context {
             remote: executor.name() != "local",
+            ship_command: config.ship_command(),
             engine: Engine::new(store, executor, policy).with_result_limits(limits),
             hash_cache,
             jobs,

@@ -49,6 +49,13 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
         None
     };
 
+    let shipment = crate::ship::shipment(
+        ctx,
+        &args.ship,
+        rendered.args.first().map(String::as_str),
+        args.no_ship,
+    )
+    .await?;
     let env = path_env();
     let job = job_action(
         &ctx.hash_cache,
@@ -59,6 +66,7 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
             env: &env,
             stdin,
             outputs,
+            ship: Some(&shipment).filter(|s| !s.is_empty()),
         },
     )?;
     let action = &job.action;
@@ -109,6 +117,12 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
             (finished_at - prepared).as_secs_f64(),
             started.elapsed().as_secs_f64()
         );
+    }
+    if !delivered.finished.termination.success()
+        && let Some(hint) = crate::replay::stderr_of(ctx.engine.store(), &delivered.finished.result)
+            .and_then(|err| crate::ship::missing_library_hint(&shipment, &err))
+    {
+        eprintln!("{hint}");
     }
     status(&args.command[0], &delivered)
 }

@@ -16,6 +16,7 @@ pub mod explain_cmd;
 pub mod help;
 pub mod invoke;
 pub mod replay;
+pub mod ship;
 pub mod stats_cmd;
 pub mod trace_cmd;
 #[cfg(feature = "lambda")]

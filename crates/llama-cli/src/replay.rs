@@ -26,6 +26,15 @@ pub fn replay<'a>(
     Ok(())
 }
 
+/// The result's standard error, when it is small enough to look at (for hints).
+pub fn stderr_of(store: &Store, result: &reapi::ActionResult) -> Option<Vec<u8>> {
+    const LIMIT: u64 = 1 << 20;
+    let d = Digest::from_proto(result.stderr_digest.as_ref()?).ok()?;
+    (d.size() <= LIMIT)
+        .then(|| store.get_bytes(&d).ok())
+        .flatten()
+}
+
 /// Writes the invocation log block `-logs` asks for: what ran where, how it ended, and
 /// whether it came from the cache.
 pub fn print_log(

@@ -44,11 +44,13 @@ impl JobHost for Context {
     }
 }
 
-/// Runs `llama xargs` and returns the exit status.
-pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Result<i32> {
-    // Everything that can be wrong with the command line is found before any job runs.
+/// The jobs' common part: templates, `-f` files, shipped programs, retries.
+async fn batch(
+    ctx: &Arc<Context>,
+    args: &XargsArgs,
+    jobs: usize,
+) -> anyhow::Result<Batch<Context>> {
     let templates = ArgTemplates::parse(&args.command)?;
-    let halt = args.halt.as_deref().map(parse_halt).transpose()?;
     let mut base_tree = TreeBuilder::new();
     for spec in &args.files {
         let m = parse_mapping("-f", spec)?;
@@ -56,16 +58,32 @@ pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Res
             .add_path(&ctx.hash_cache, &m.local, &m.remote)
             .with_context(|| format!("-f {spec}"))?;
     }
-    let mut joblog = args.joblog.as_deref().map(open_joblog).transpose()?;
-    let batch = Arc::new(Batch {
+    let ship = crate::ship::shipment(
+        ctx,
+        &args.ship,
+        args.command.first().map(String::as_str),
+        args.no_ship,
+    )
+    .await?;
+    Ok(Batch {
         host: ctx.clone(),
         templates,
         base_tree,
         function: args.function.clone(),
         env: path_env(),
-        retries: args.retries,
+        ship,
+        // Infrastructure failures of a remote backend are retried twice unless told.
+        retries: args.retries.unwrap_or(if ctx.remote { 2 } else { 0 }),
         parallel: jobs,
-    });
+    })
+}
+
+/// Runs `llama xargs` and returns the exit status.
+pub async fn run(ctx: Arc<Context>, args: XargsArgs, jobs: usize) -> anyhow::Result<i32> {
+    // Everything that can be wrong with the command line is found before any job runs.
+    let halt = args.halt.as_deref().map(parse_halt).transpose()?;
+    let batch = Arc::new(batch(&ctx, &args, jobs).await?);
+    let mut joblog = args.joblog.as_deref().map(open_joblog).transpose()?;
 
     let on_terminal = io::stderr().is_terminal();
     let progress = Progress::new(on_terminal);

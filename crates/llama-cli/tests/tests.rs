@@ -12,6 +12,7 @@ mod invoke;
 mod lambda;
 mod lambda_cc;
 mod lambda_setup;
+mod lambda_ship;
 mod llamacc;
 mod reapi;
 mod reapi_smoke;

@@ -51,6 +51,7 @@ mod remote;
 #[cfg(feature = "lambda")]
 mod s3;
 mod safepath;
+pub mod ship;
 mod usage;
 
 pub use crate::{

@@ -8,6 +8,7 @@ use llama_core::{
 };
 use llama_exec::OutputMapping;
 
+use crate::ship::Shipment;
 use crate::template::{InputFile, Rendered};
 
 /// Why a rendered job could not become an action.
@@ -32,6 +33,8 @@ pub struct JobSpec<'a> {
     pub stdin: Option<Arc<[u8]>>,
     /// Outputs asked for outside the templates (`-o`), fetched before the templates' own.
     pub outputs: Vec<OutputMapping>,
+    /// Programs shipped with the job (`--ship`, or the command's own on a remote backend).
+    pub ship: Option<&'a Shipment>,
 }
 
 /// A job ready for [`Engine::run_and_deliver`](llama_exec::Engine::run_and_deliver).
@@ -76,8 +79,15 @@ pub fn job_action(
     if rendered.args.is_empty() {
         return Err(JobError::EmptyCommand);
     }
+    let arguments = match spec.ship {
+        Some(shipment) => {
+            shipment.add_to(&mut tree, hash_cache)?;
+            shipment.command(rendered.args)
+        }
+        None => rendered.args,
+    };
     let action = ActionSpec {
-        arguments: rendered.args,
+        arguments,
         env: spec.env.to_vec(),
         output_paths: outputs.iter().map(|o| o.remote.clone()).collect(),
         platform: vec![(FUNCTION_PROPERTY.to_string(), spec.function.to_string())],

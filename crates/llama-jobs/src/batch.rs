@@ -15,6 +15,7 @@ use tokio::sync::{AcquireError, Semaphore, mpsc, watch};
 use crate::action::{JobAction, JobSpec, job_action};
 use crate::joblog::JobId;
 use crate::retry::run_with_retries;
+use crate::ship::Shipment;
 use crate::template::{ArgTemplates, JobContext};
 
 /// Where jobs run: the front end's Engine and hash cache, shared by every job.
@@ -37,6 +38,8 @@ pub struct Batch<H> {
     pub function: String,
     /// The command's environment ([`path_env`](crate::path_env)).
     pub env: Vec<(String, String)>,
+    /// Programs shipped with every job.
+    pub ship: Shipment,
     /// Retries of an infrastructure failure per job.
     pub retries: u32,
     /// Jobs at once (at least 1).
@@ -241,6 +244,7 @@ fn prepare<H: JobHost>(batch: &Batch<H>, job: &JobContext) -> Result<JobAction, 
             env: &batch.env,
             stdin: None,
             outputs: Vec::new(),
+            ship: Some(&batch.ship).filter(|s| !s.is_empty()),
         },
     )
     .map_err(|e| chain(&e))

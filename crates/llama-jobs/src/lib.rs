@@ -13,6 +13,7 @@ pub mod halt;
 pub mod joblog;
 pub mod mapping;
 pub mod retry;
+pub mod ship;
 pub mod template;
 
 pub use action::{JobAction, JobError, JobSpec, job_action, path_env};
@@ -22,3 +23,4 @@ pub use joblog::{JobId, JobLog, JobRecord};
 pub use llama_exec::OutputMapping;
 pub use mapping::{MappingError, parse_mapping};
 pub use retry::run_with_retries;
+pub use ship::{Program, ShipError, Shipment};

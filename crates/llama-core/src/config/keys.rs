@@ -387,6 +387,14 @@ keys! {
         parse: parse_jobs,
         help: "invocations the lambda backend (executions the reapi backend) has in flight at once; `llama xargs`'s default `-j` on them",
     }
+    /// Whether `invoke` and `xargs` ship the command's own program on remote backends.
+    SHIP_COMMAND: bool = {
+        name: "ship_command",
+        env: "LLAMA_SHIP_COMMAND",
+        default: || "true".into(),
+        parse: parse_bool,
+        help: "remote backends: `llama invoke` and `llama xargs` ship the command's own program (found on this machine's PATH) with its shared libraries and loader, so a function needs no image of its own; off: the function's image provides it (`--ship` still ships what it names)",
+    }
     /// S3 requests the lambda backend has in flight at once (uploads, downloads, checks).
     S3_CONCURRENCY: usize = {
         name: "s3_concurrency",

@@ -363,6 +363,11 @@ impl Config {
         self.get(&keys::REMOTE_JOBS)
     }
 
+    /// Whether `invoke` and `xargs` ship the command's own program on remote backends.
+    pub fn ship_command(&self) -> bool {
+        self.get(&keys::SHIP_COMMAND)
+    }
+
     /// S3 requests the lambda backend has in flight at once.
     pub fn s3_concurrency(&self) -> usize {
         self.get(&keys::S3_CONCURRENCY)

@@ -609,7 +609,20 @@ fn invoke_error(
     }
     let service = error.as_service_error();
     let detail = DisplayErrorContext(error).to_string();
-    let message = if service.is_some_and(|e| e.is_resource_not_found_exception()) {
+    // A 404 without Lambda's error type (an emulator, a proxy) is a missing function too.
+    let not_found = service.is_some_and(|e| e.is_resource_not_found_exception())
+        || error
+            .raw_response()
+            .is_some_and(|r| r.status().as_u16() == 404);
+    // The SDK's words for credentials it could not load (not a response header's name).
+    let no_credentials = [
+        "credential provider",
+        "CredentialsNotLoaded",
+        "no providers in chain",
+    ]
+    .iter()
+    .any(|w| detail.contains(w));
+    let message = if not_found {
         format!(
             "function {function} does not exist: create it (`llama update-function --create {function}`), \
              or name another (the FUNCTION argument, LLAMACC_FUNCTION, or `function` / LLAMA_FUNCTION)"
@@ -627,7 +640,7 @@ fn invoke_error(
             "invoking function {function}: the Lambda endpoint cannot be reached ({detail}); \
              check the network, the region (LLAMA_REGION / AWS_REGION) and AWS_ENDPOINT_URL_LAMBDA"
         )
-    } else if detail.contains("credentials") {
+    } else if no_credentials {
         format!(
             "invoking function {function}: no usable AWS credentials ({detail}); set AWS_ACCESS_KEY_ID and \
              AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
