@@ -4,9 +4,12 @@
 # Usage: bench/trace-defconfig.sh [--record] [--trace FILE]
 #
 # 1. Builds Linux (scripts/corpus-build linux, LLAMA_LINUX_CONFIG=defconfig) through llamacc
-#    on the local executor, on an empty store, with two local slots at make -j16 (so arrivals
-#    show when units became ready), traced as the build `defconfig`. --trace FILE replays a
-#    trace kept from an earlier run instead (the script prints where it kept its own).
+#    on the local executor, on an empty store, with two local slots at make -j200 (so
+#    arrivals show when units became ready, not when make had a job free), traced as the
+#    build `defconfig`; the make tree's CPU (kbuild's own per-unit work, which the trace does
+#    not hold) is measured beside it. --trace FILE replays a trace kept from an earlier run
+#    instead (with FILE.cpu, the make tree's CPU, beside it; the script prints where it kept
+#    its own).
 # 2. Replays it with `llama trace simulate` as the original's four rows ran:
 #      desktop (24 threads), make -j30, here       -> calibrates the desktop's speed per
 #                                                    thread against the original's 1:06
@@ -56,7 +59,8 @@ if [ -z "$trace" ]; then
   scripts/corpus-fetch linux >&2
   scripts/corpus-tree linux "$work/tree" >/dev/null
   LLAMA_LINUX_CONFIG=defconfig LLAMA_JOBS=2 LLAMACC_BUILD_ID=defconfig \
-    scripts/corpus-build linux "$work/tree" llamacc llamacxx 16 2> "$work/build.log" >/dev/null \
+    /usr/bin/time -f '%U %S' -o "$work/defconfig.jsonl.cpu" \
+    scripts/corpus-build linux "$work/tree" llamacc llamacxx 200 2> "$work/build.log" >/dev/null \
     || { echo "bench/trace-defconfig.sh: the build failed; see $work/build.log" >&2; tail "$work/build.log" >&2; exit 1; }
   llama daemon stop >/dev/null 2>&1 || true
   trace=$work/defconfig.jsonl
@@ -70,12 +74,20 @@ fi
 report=$(llama trace report defconfig --json)
 recorded=$(echo "$report" | python3 -c 'import json,sys; print(json.load(sys.stdin)["wall_s"])')
 compiles=$(echo "$report" | python3 -c 'import json,sys; print(json.load(sys.stdin)["actions"])')
+# The client's CPU per compile of a build here: the make tree's (measured) and llamacc's own
+# work the trace holds.
+LOCAL_CLIENT_MS=$(echo "$report" | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+cpu = sum(map(float, open('$trace.cpu').read().split()))
+traced = sum(r['phase_s'].get(p, 0) for p in ('lookup', 'scan', 'deliver'))
+print(round((cpu + traced) / r['actions'] * 1000, 1))")
 
 simulate() { # flags... -> "wall_s bottleneck dollars"
   llama trace simulate defconfig "$@" --json \
     | python3 -c 'import json,sys; p=json.load(sys.stdin)[0]; print(p["wall_s"], p["bottleneck"].replace(" ", "_"), p.get("dollars", 0))'
 }
-local_row() { simulate --workers "$1" --client-cores "$1" --jobs "$2" --client-speed "$3"; }
+local_row() { simulate --workers "$1" --client-cores "$1" --jobs "$2" --client-speed "$3" --client-ms "$LOCAL_CLIENT_MS"; }
 lambda_row() {
   simulate --remote --workers 100 --jobs 100 --client-cores "$1" --client-speed "$2" \
     --client-ms "$CLIENT_MS" --worker-speed "$WORKER_SPEED" --rtt "$RTT_MS" --cold-start "$COLD_START_MS"
@@ -106,7 +118,8 @@ $(row 'desktop, 24 threads (calibrates the speed)' 'make -j30' $DESKTOP_LOCAL "$
 $(row 'laptop, 4 threads' 'make -j8' $LAPTOP_LOCAL "$(local_row 4 8 "$speed")")
 $(row 'desktop, Lambda' 'make -j100' $DESKTOP_LAMBDA "$(lambda_row 24 "$speed")")
 $(row 'laptop, Lambda' 'make -j100' $LAPTOP_LAMBDA "$(lambda_row 4 "$speed")")"
-summary="From a trace of $compiles compiles recorded here in $(printf %.0f "$recorded") s (two local slots, make -j16). The
+summary="From a trace of $compiles compiles recorded here in $(printf %.0f "$recorded") s (two local slots, make -j200);
+client CPU per compile built here $LOCAL_CLIENT_MS ms (make's tree and llamacc's own work). The
 desktop's thread is $speed× this machine's core (calibrated on the first row); Lambda: worker
 speed $WORKER_SPEED, cold start $COLD_START_MS ms, round trip $RTT_MS ms, client CPU $CLIENT_MS ms per compile ×
 1/$speed on the original's threads, 100 workers."

@@ -359,26 +359,19 @@ os.execv(sys.argv[1], [sys.argv[1]])
 "#;
 
 #[test]
-fn a_function_error_is_an_infrastructure_failure_retried_once() {
+fn a_function_error_is_an_infrastructure_failure_retried_by_default() {
     let mut cloud = Cloud::start(0);
     let mut cmd = Command::new("python3");
     cmd.args(["-c", FAIL_ONCE_THEN_RUNTIME]).arg(runtime_bin());
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
     let w = crate::world();
-    let mut cmd = w.llama(&[
-        "xargs",
-        "--retries",
-        "1",
-        "_",
-        "sh",
-        "-c",
-        "echo {{.Line}}; exit 3",
-    ]);
+    // No --retries: a remote backend retries infrastructure failures twice by default.
+    let mut cmd = w.llama(&["xargs", "_", "sh", "-c", "echo {{.Line}}; exit 3"]);
     cloud.client(&mut cmd);
     let out = run_with_stdin(cmd, "x\n");
     // The command's own failure (exit 3) is reported as such, after the function error was
-    // retried once.
+    // retried once (the command's own failure never is).
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -389,21 +382,21 @@ fn a_function_error_is_an_infrastructure_failure_retried_once() {
     assert_eq!(stdout(&out), "x\n");
     let err = stderr(&out);
     assert!(
-        err.contains("function _ failed (Injected): the disk is on fire; retry 1 of 1"),
+        err.contains("function _ failed (Injected): the disk is on fire; retry 1 of 2"),
         "{err}"
     );
     assert_eq!(err.matches("disk is on fire").count(), 1, "{err}");
     assert!(err.contains("the command exited with status 3"), "{err}");
     assert_eq!(cloud.invocations(), 1, "{}", cloud.logs());
 
-    // Without retries, the function error is the job's failure, and names the function.
+    // With --retries 0, the function error is the job's failure, and names the function.
     let mut cmd = Command::new("python3");
     cmd.args(["-c", FAIL_ONCE_THEN_RUNTIME]).arg(runtime_bin());
     cloud.runtime_env(&mut cmd);
     cloud.start_runtime(cmd);
     // The first runtime (now llama-runtime) must not take this invocation: stop it.
     cloud.runtimes.remove(0);
-    let mut cmd = w.llama(&["xargs", "_", "echo", "{{.Line}}"]);
+    let mut cmd = w.llama(&["xargs", "--retries", "0", "_", "echo", "{{.Line}}"]);
     cloud.client(&mut cmd);
     let out = run_with_stdin(cmd, "y\n");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
