@@ -57,6 +57,32 @@ impl Cloud {
         cloud
     }
 
+    /// A cloud whose two runtimes run chrooted into a private copy of the minimal Debian
+    /// root, which must not hold any of `absent` (so what works there was shipped).
+    pub(crate) fn start_jailed(w: &World, absent: &[&str]) -> Cloud {
+        let mut cloud = Cloud::start(0);
+        let jail = w.dir.path().join("jail");
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(llama_testkit::harness::minbase_root())
+            .arg(&jail)
+            .output()
+            .expect("cp");
+        assert!(out.status.success(), "copying the root: {}", stderr(&out));
+        for path in absent {
+            assert!(!jail.join(path).exists(), "the root has {path}");
+        }
+        fs::copy(runtime_bin(), jail.join("usr/local/bin/llama-runtime")).expect("copy runtime");
+        for n in 0..2 {
+            let mut cmd = Command::new("chroot");
+            cmd.arg(&jail).arg("/usr/local/bin/llama-runtime");
+            cloud.runtime_env(&mut cmd);
+            cmd.env("LLAMA_RUNTIME_CACHE", format!("/tmp/cache-{n}"));
+            cloud.start_runtime(cmd);
+        }
+        cloud
+    }
+
     /// Starts one more `llama-runtime` polling the emulator.
     pub(crate) fn add_runtime(&mut self) {
         let mut cmd = Command::new(runtime_bin());

@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::lambda::{Cloud, runtime_bin, throttling_proxy};
-use llama_testkit::harness::{LambdaEmulator, minbase_root};
+use crate::lambda::{Cloud, throttling_proxy};
+use llama_testkit::harness::LambdaEmulator;
 use llama_testkit::proxy::{HttpProxy, Reply, Response};
 use llama_testkit::{World, stderr};
 
@@ -302,36 +302,19 @@ fn lua_builds_with_gcc_and_clang_through_a_runtime_chrooted_into_a_root_without_
         eprintln!("SKIPPED: chroot needs root (CI runs as root)");
         return;
     }
-    let mut cloud = Cloud::start(0);
     let w = crate::world();
-    // A private copy of the minimal Debian root, with the runtime in it.
-    let jail = w.dir.path().join("jail");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(minbase_root())
-        .arg(&jail)
-        .output()
-        .expect("cp");
-    assert!(out.status.success(), "copying the root: {}", stderr(&out));
-    for absent in [
-        "usr/bin/gcc",
-        "usr/bin/cc",
-        "usr/bin/as",
-        "usr/bin/clang",
-        "usr/lib/gcc",
-        "usr/lib/llvm-14",
-        "usr/include/stdio.h",
-    ] {
-        assert!(!jail.join(absent).exists(), "the root has {absent}");
-    }
-    fs::copy(runtime_bin(), jail.join("usr/local/bin/llama-runtime")).expect("copy runtime");
-    for n in 0..2 {
-        let mut cmd = Command::new("chroot");
-        cmd.arg(&jail).arg("/usr/local/bin/llama-runtime");
-        cloud.runtime_env(&mut cmd);
-        cmd.env("LLAMA_RUNTIME_CACHE", format!("/tmp/cache-{n}"));
-        cloud.start_runtime(cmd);
-    }
+    let cloud = Cloud::start_jailed(
+        &w,
+        &[
+            "usr/bin/gcc",
+            "usr/bin/cc",
+            "usr/bin/as",
+            "usr/bin/clang",
+            "usr/lib/gcc",
+            "usr/lib/llvm-14",
+            "usr/include/stdio.h",
+        ],
+    );
     // gcc, then clang: each toolchain shipped whole, nothing taken from the root.
     for cc in ["gcc", "clang"] {
         let tree = w.dir.path().join(format!("lua-{cc}"));
@@ -356,7 +339,7 @@ fn lua_builds_with_gcc_and_clang_through_a_runtime_chrooted_into_a_root_without_
     }
 }
 
-fn nix_root() -> bool {
+pub(crate) fn nix_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

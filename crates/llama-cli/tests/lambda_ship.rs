@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::lambda::{Cloud, runtime_bin};
-use llama_testkit::harness::minbase_root;
+use crate::lambda::Cloud;
+use crate::lambda_cc::nix_root;
 use llama_testkit::{World, run_with_stdin, stderr, stdout};
 
 /// Six small PNG images (gradients: optipng has work to do), written with Python's zlib.
@@ -46,34 +46,11 @@ fn ok(what: &str, out: &Output, cloud: &Cloud) {
     );
 }
 
-/// A cloud whose two runtimes are chrooted into a private copy of the minimal root.
 fn jailed_cloud(w: &World) -> Cloud {
-    let mut cloud = Cloud::start(0);
-    let jail = w.dir.path().join("jail");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(minbase_root())
-        .arg(&jail)
-        .output()
-        .expect("cp");
-    assert!(out.status.success(), "copying the root: {}", stderr(&out));
-    for absent in ["usr/bin/optipng", "usr/lib/x86_64-linux-gnu/libpng16.so.16"] {
-        assert!(!jail.join(absent).exists(), "the root has {absent}");
-    }
-    fs::copy(runtime_bin(), jail.join("usr/local/bin/llama-runtime")).expect("copy runtime");
-    for n in 0..2 {
-        let mut cmd = Command::new("chroot");
-        cmd.arg(&jail).arg("/usr/local/bin/llama-runtime");
-        cloud.runtime_env(&mut cmd);
-        cmd.env("LLAMA_RUNTIME_CACHE", format!("/tmp/cache-{n}"));
-        cloud.start_runtime(cmd);
-    }
-    cloud
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    Cloud::start_jailed(
+        w,
+        &["usr/bin/optipng", "usr/lib/x86_64-linux-gnu/libpng16.so.16"],
+    )
 }
 
 fn pngs(w: &World) -> String {
@@ -88,7 +65,7 @@ fn pngs(w: &World) -> String {
 
 #[test]
 fn the_originals_optipng_example_runs_shipped_on_a_function_without_optipng() {
-    if !is_root() {
+    if !nix_root() {
         eprintln!("SKIPPED: chroot needs root (CI runs as root)");
         return;
     }
@@ -207,7 +184,7 @@ fn runpath_program(dir: &Path, message: &str) {
 
 #[test]
 fn a_runpath_program_ships_with_its_library_and_an_upgrade_runs_again() {
-    if !is_root() {
+    if !nix_root() {
         eprintln!("SKIPPED: chroot needs root (CI runs as root)");
         return;
     }
