@@ -13,6 +13,7 @@ pub mod context;
 pub mod daemon;
 pub mod doctor;
 pub mod explain_cmd;
+pub mod goflags;
 pub mod help;
 pub mod invoke;
 pub mod replay;
@@ -35,7 +36,7 @@ use crate::context::Context;
 
 /// The `llama` command: parses the flags, runs the subcommand, returns the exit status.
 pub fn llama_main() -> ExitCode {
-    let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
+    let cli = match Cli::try_parse_from(goflags::normalize_args(std::env::args_os())) {
         Ok(cli) => {
             init_tracing(cli.debug_aws);
             cli

@@ -10,6 +10,9 @@ the S3 CAS); `ReapiExecutor` on any Remote Execution API v2 cluster (cargo featu
 Both features are on by default; without them the crate builds with the local executor only
 and links neither the AWS SDK nor tonic's TLS.
 
+[`ship`] turns a local program into input files (its libraries and the loader with it) for
+a machine that does not have it: llamacc's compiler, invoke's and xargs' commands.
+
 # Example
 
 ```

@@ -1,8 +1,9 @@
 //! The jobs of `llama invoke` and `llama xargs`: parsing the command-line templates,
 //! mapping local paths to the paths the remote command sees, and turning one rendered job
-//! into the action the Engine runs. Both commands build their action through
-//! [`job_action`], and every local/remote path pair (`-f`, `-o`, the files templates
-//! declare, the outputs the Engine delivers) is the Engine's own [`OutputMapping`].
+//! into the action the Engine runs, with the local programs it ships ([`ship`]). Both
+//! commands build their action through [`job_action`], and every local/remote path pair
+//! (`-f`, `-o`, the files templates declare, the outputs the Engine delivers) is the
+//! Engine's own [`OutputMapping`].
 //!
 //! Not here: flags and terminal output (llama-cli), running actions (llama-exec's Engine),
 //! compiles (llama-cc).
