@@ -56,6 +56,9 @@ pub async fn run(ctx: &Context, args: InvokeArgs) -> anyhow::Result<i32> {
         args.no_ship,
     )
     .await?;
+    shipment
+        .add_to(&mut tree, &ctx.hash_cache)
+        .context("laying out the shipped programs")?;
     let env = path_env();
     let job = job_action(
         &ctx.hash_cache,

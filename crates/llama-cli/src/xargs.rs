@@ -65,6 +65,9 @@ async fn batch(
         args.no_ship,
     )
     .await?;
+    // Added once here: every job's tree starts from this one.
+    ship.add_to(&mut base_tree, &ctx.hash_cache)
+        .context("laying out the shipped programs")?;
     Ok(Batch {
         host: ctx.clone(),
         templates,

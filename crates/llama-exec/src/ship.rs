@@ -45,7 +45,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
     /// Not on `PATH` (or not at the path given).
-    #[error("{0}: not found on PATH, so it cannot be shipped")]
+    #[error("{0}: not found on PATH, so it cannot be shipped; install it here, or give its path")]
     NotFound(String),
     /// Not readable.
     #[error("{path}: cannot read it to ship it: {error}")]

@@ -33,7 +33,9 @@ pub struct JobSpec<'a> {
     pub stdin: Option<Arc<[u8]>>,
     /// Outputs asked for outside the templates (`-o`), fetched before the templates' own.
     pub outputs: Vec<OutputMapping>,
-    /// Programs shipped with the job (`--ship`, or the command's own on a remote backend).
+    /// Programs shipped with the job (`--ship`, or the command's own on a remote backend):
+    /// the command is wrapped to run them. Their files go into the job's tree once per
+    /// batch, not per job: [`Shipment::add_to`] the tree given to [`job_action`].
     pub ship: Option<&'a Shipment>,
 }
 
@@ -80,10 +82,7 @@ pub fn job_action(
         return Err(JobError::EmptyCommand);
     }
     let arguments = match spec.ship {
-        Some(shipment) => {
-            shipment.add_to(&mut tree, hash_cache)?;
-            shipment.command(rendered.args)
-        }
+        Some(shipment) => shipment.command(rendered.args),
         None => rendered.args,
     };
     let action = ActionSpec {
