@@ -60,6 +60,7 @@ if [ $reapi = 1 ]; then
 fi
 [ ${#corpora[@]} -gt 0 ] || corpora=(lua git)
 
+[ -x /usr/bin/time ] || { echo "bench/trace-calibrate.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 cargo build --release --locked -p llama-cli --bins >&2
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 export PATH=$bin:$PATH LLAMACC_LOCAL_CC=gcc LLAMACC_LOCAL_CXX=g++ LLAMA_DAEMON_IDLE_TIMEOUT=10m

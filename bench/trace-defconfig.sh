@@ -48,6 +48,7 @@ CLIENT_MS=105.4
 # The original's figures (nelhage/llama README, Linux v5.10 defconfig).
 DESKTOP_LOCAL=66 LAPTOP_LOCAL=296 DESKTOP_LAMBDA=42 LAPTOP_LAMBDA=86
 
+[ -x /usr/bin/time ] || { echo "bench/trace-defconfig.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 cargo build --release --locked -p llama-cli --bins >&2
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 export PATH=$bin:$PATH LLAMACC_LOCAL_CC=gcc LLAMACC_LOCAL_CXX=g++ LLAMA_DAEMON_IDLE_TIMEOUT=10m
